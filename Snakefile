@@ -1,0 +1,25 @@
+# peekflow: what a vision network knows, without its training data. See README.md.
+from snakemake.utils import min_version, validate
+
+min_version("8.10")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/ood.smk"
+
+
+rule all:
+    input:
+        "results/ood_table.csv",
+        "results/ood_table.md",
+        expand("results/models/{model}/metrics.json", model=trained_models()),
+    default_target: True

@@ -1,0 +1,3 @@
+"""peekflow: what a vision network knows, without its training data."""
+
+__version__ = "0.1.0"

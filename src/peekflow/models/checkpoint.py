@@ -1,0 +1,75 @@
+"""Checkpoints: peekflow's own (architecture, classes and preprocessing travel with the weights) or a plain
+state dict from elsewhere (e.g. torchvision's ResNet-50 file), always loaded from a local path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peekflow.io import atomic_path
+from peekflow.models.registry import build_model
+
+FORMAT = "peekflow-checkpoint-1"
+
+
+def save_checkpoint(path, model: nn.Module, arch: str, classes: list[str], arch_kwargs: dict, **extra) -> None:
+    payload = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad file
+        raise ValueError(f"checkpoint {path} cannot be loaded: {err}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {path} holds neither a peekflow checkpoint nor a state dict")
+    # checkpoints saved from DataParallel / DDP wrap every key in "module."
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    return {"format": "state_dict", "state_dict": state}
+
+
+def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
+    """Build `arch` and load the weights at `path`; returns (model in eval mode, checkpoint metadata)."""
+    ckpt = read_checkpoint(path)
+    if ckpt["format"] == FORMAT:
+        if ckpt["arch"] != arch or ckpt["num_classes"] != num_classes:
+            raise ValueError(
+                f"checkpoint {path} holds {ckpt['arch']} with {ckpt['num_classes']} classes, "
+                f"but the config asks for {arch} with {num_classes}"
+            )
+        arch_kwargs = ckpt.get("arch_kwargs", arch_kwargs)
+    model = build_model(arch, num_classes, **(arch_kwargs or {}))
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as err:  # shape mismatches
+        first = str(err).split("\n\t")[1:2]
+        raise ValueError(f"checkpoint {path} does not fit {arch} ({num_classes} classes): {first}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit {arch} ({num_classes} classes): "
+            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.eval(), meta

@@ -1,0 +1,47 @@
+"""Layers by module name, and a context manager that records their outputs with forward hooks."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layers(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    modules = dict(model.named_modules())
+    wrong = [n for n in names if n not in modules or not n]
+    if wrong:
+        raise ValueError(f"layer(s) {wrong} not in {type(model).__name__}; valid names: {layer_names(model)}")
+    return {n: modules[n] for n in names}
+
+
+@contextlib.contextmanager
+def record_layers(model: nn.Module, names: list[str]):
+    """`with record_layers(model, ["layer4"]) as acts: model(x); acts["layer4"]` -- hooks are always removed."""
+    acts: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in get_layers(model, names).items():
+        def hook(_m, _inp, out, name=name):
+            acts[name] = out
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def pool(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spatial mean, spatial max) per channel: [B,C,H,W] -> [B,C]; tokens [B,T,C] -> over T; [B,C] unchanged."""
+    if act.ndim == 4:
+        return act.mean(dim=(2, 3)), act.amax(dim=(2, 3))
+    if act.ndim == 3:
+        return act.mean(dim=1), act.amax(dim=1)
+    if act.ndim == 2:
+        return act, act
+    raise ValueError(f"cannot pool a layer output of shape {tuple(act.shape)}")

@@ -1,0 +1,54 @@
+"""A model as the config describes it: architecture, classes, preprocessing, layers; loaded from a checkpoint path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from peekflow.data.folder import Preprocessing, class_folders
+from peekflow.models.checkpoint import load_model
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    arch: str
+    num_classes: int
+    arch_kwargs: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)
+    classes: list[str] | None = None  # class names in output-unit order ...
+    classes_file: str | None = None  # ... or a text file, one per line ...
+    classes_from_folder: str | None = None  # ... or the sorted sub-folders of an image folder (torchvision order)
+
+    def preprocess(self) -> Preprocessing:
+        return Preprocessing(**self.preprocessing)
+
+
+def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
+    """Class names in output order: from the checkpoint if it carries them, else from the spec."""
+    if meta.get("classes"):
+        classes = list(meta["classes"])
+    elif spec.classes:
+        classes = list(spec.classes)
+    elif spec.classes_file:
+        path = Path(spec.classes_file)
+        if not path.exists():
+            raise FileNotFoundError(f"classes_file {path} of model {spec.name!r} does not exist")
+        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif spec.classes_from_folder:
+        classes = class_folders(spec.classes_from_folder)
+    else:
+        raise ValueError(
+            f"model {spec.name!r}: its checkpoint names no classes; set classes, classes_file or "
+            f"classes_from_folder in its config"
+        )
+    if len(classes) != spec.num_classes:
+        raise ValueError(f"model {spec.name!r} has num_classes {spec.num_classes} but {len(classes)} class names")
+    return classes
+
+
+def load_spec(spec: ModelSpec, checkpoint) -> tuple[nn.Module, list[str]]:
+    model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs)
+    return model, resolve_classes(spec, meta)

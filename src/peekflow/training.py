@@ -1,0 +1,111 @@
+"""Train a classifier from scratch on an image folder (the embedded default's target and probe models).
+
+Seeded end to end (initialisation, shuffling, augmentation), so the same settings give the same weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from peekflow.data.folder import ImageFolder, class_folders, collate
+from peekflow.models.registry import build_model
+from peekflow.models.spec import ModelSpec
+from peekflow.progress import progress
+
+log = logging.getLogger("peekflow.train")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine (per step, to 0) | constant
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+
+def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd or adamw")
+
+
+def make_schedule(opt, s: TrainSettings, steps: int):
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if s.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
+    raise ValueError(f"unknown schedule {s.schedule!r}; use cosine or constant")
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, loader, device) -> float:
+    model.eval()
+    correct = total = 0
+    for images, labels, _, _ in loader:
+        correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+def train_classifier(spec: ModelSpec, train_dir, val_dir, s: TrainSettings, device: torch.device):
+    """Returns (model, classes, metrics); classes are the sorted class folders of `train_dir`."""
+    classes = class_folders(train_dir)
+    if len(classes) != spec.num_classes:
+        raise ValueError(f"model {spec.name!r} has num_classes {spec.num_classes}, but {train_dir} has "
+                         f"{len(classes)} class folders: {classes}")
+    extra = sorted(set(class_folders(val_dir)) - set(classes))
+    if extra:
+        raise ValueError(f"validation folder {val_dir} has classes not in {train_dir}: {extra}")
+    prep = spec.preprocess()
+    train_set = ImageFolder(train_dir, classes, prep.transform(augment=s.augment))
+    val_set = ImageFolder(val_dir, classes, prep.transform())
+    torch.manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, s.batch_size, shuffle=True, generator=gen,
+                                               num_workers=s.num_workers, collate_fn=collate, drop_last=True)
+    val_loader = torch.utils.data.DataLoader(val_set, 256, num_workers=s.num_workers, collate_fn=collate)
+    model = build_model(spec.arch, spec.num_classes, **spec.arch_kwargs).to(device)
+    opt = make_optimizer(model, s)
+    sched = make_schedule(opt, s, s.epochs * len(train_loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
+    history, start = [], time.perf_counter()
+    for epoch in range(1, s.epochs + 1):
+        model.train()
+        total_loss = 0.0
+        for images, labels, _, _ in progress(train_loader, desc=f"epoch {epoch}/{s.epochs}", every=0.5):
+            loss = loss_fn(model(images.to(device)), labels.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item()
+        val_acc = accuracy(model, val_loader, device)
+        history.append({"epoch": epoch, "loss": total_loss / len(train_loader), "val_accuracy": val_acc})
+        log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch, history[-1]["loss"], val_acc)
+    metrics = {
+        "val_accuracy": history[-1]["val_accuracy"],
+        "train_accuracy": accuracy(model, torch.utils.data.DataLoader(
+            ImageFolder(train_dir, classes, prep.transform()), 256, collate_fn=collate), device),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "epochs": s.epochs,
+        "history": history,
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": str(device),
+    }
+    return model.cpu().eval(), classes, metrics
