@@ -1,0 +1,36 @@
+"""`peekflow table`: the OOD table (CSV + markdown) from score files, one row per (method, OOD data set)."""
+
+from __future__ import annotations
+
+import argparse
+
+from peekflow.cli import stage_main
+from peekflow.cli.score import named_paths
+
+HELP = """Compute AUROC, FPR@95 (classic and OpenOOD), AUPR-In/Out for every method and OOD data set.
+
+Score files must hold the ID data set and every OOD data set; higher score = more in-distribution.
+Example:
+  peekflow table --scores msp=results/ood/m/scores/msp.h5 --scores energy=results/ood/m/scores/energy.h5 \\
+      --id shapes_val --ood novel_shapes textures noise \\
+      --out-csv results/ood_table.csv --out-md results/ood_table.md"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scores", action="append", required=True, metavar="METHOD=FILE",
+                        help="method name and its score file; repeat for each method (rows keep this order)")
+    parser.add_argument("--id", required=True, dest="id_name", help="name of the ID data set in the score files")
+    parser.add_argument("--ood", nargs="+", required=True, help="names of the OOD data sets")
+    parser.add_argument("--out-csv", required=True, help="CSV table to write")
+    parser.add_argument("--out-md", default=None, help="markdown table to write (optional)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from peekflow.ood.table import build_table, write_table
+
+    df = build_table(named_paths(args.scores, "--scores"), args.id_name, args.ood)
+    write_table(df, args.out_csv, args.out_md)
+
+
+if __name__ == "__main__":
+    stage_main(__name__)

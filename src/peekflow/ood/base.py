@@ -1,0 +1,122 @@
+"""OOD detector interface and the registry that builds detectors by name.
+
+Convention, for every method: `score` returns float64, one value per sample, and a higher score means
+"more in-distribution" (ID). Detectors see only numpy arrays held in a `FeatureSet` (logits, one layer's pooled
+features, labels, paths): features are extracted once and reused by every detector; no model, no device.
+
+A detector module defines a class beside `@register("name")`; `build(name, settings)` constructs it from keyword
+settings (the keyword arguments of its `__init__`) and rejects unknown names and unknown keys by name. Every module
+of the `peekflow.ood` package is imported on first use of the registry, so a new file registers itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from typing import ClassVar
+
+import numpy as np
+
+from peekflow.features.store import FeatureSet
+
+_REGISTRY: dict[str, type["Detector"]] = {}
+_NOT_DETECTORS = {"base", "scoring", "table"}
+
+
+class Detector:
+    """Base class: `fit(train)` (default no-op) then `score(data)` -> float64 [N], higher = more ID."""
+
+    name: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = False  # needs an ID training store (e.g. KNN's reference bank)
+    uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
+
+    def fit(self, train: FeatureSet) -> "Detector":
+        return self
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The effective keyword settings (defaults filled in), as stored in score files."""
+        return {key: getattr(self, key) for key in _setting_names(type(self))}
+
+
+def register(name: str):
+    """Class decorator: make a Detector subclass buildable as `name`."""
+
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise TypeError(f"@register({name!r}) expects a Detector subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            first = _REGISTRY[name].__qualname__
+            raise ValueError(f"OOD method {name!r} registered twice ({first}, {cls.__qualname__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _discover() -> None:
+    import peekflow.ood as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_DETECTORS:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def available() -> list[str]:
+    """Names of every registered OOD method."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def detector_class(name: str) -> type[Detector]:
+    valid = available()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown OOD method {name!r}; valid methods: {valid}")
+    return _REGISTRY[name]
+
+
+def _setting_names(cls) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def build(name: str, settings: dict | None = None) -> Detector:
+    """Construct detector `name` with keyword `settings`; unknown names or keys fail, naming them."""
+    cls = detector_class(name)
+    settings = dict(settings or {})
+    valid = _setting_names(cls)
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"OOD method {name!r}: unknown setting(s) {unknown}; valid settings: {valid}")
+    return cls(**settings)
+
+
+def checked_logits(data: FeatureSet) -> np.ndarray:
+    """The logits of `data` as float64 [N, K], K >= 1; fail naming the data set otherwise."""
+    z = np.asarray(data.logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 1:
+        raise ValueError(f"data set {data.name!r}: logits must be [N, K] with K >= 1, got shape {z.shape}")
+    return z
+
+
+def checked_features(data: FeatureSet) -> np.ndarray:
+    """The pooled features of `data` as [N, C]; fail naming the data set if they were not loaded."""
+    if data.features is None:
+        raise ValueError(f"data set {data.name!r} has no features loaded: load it with the penultimate layer name")
+    x = np.asarray(data.features)
+    if x.ndim != 2:
+        raise ValueError(f"data set {data.name!r}: features must be [N, C], got shape {x.shape}")
+    return x
+
+
+def positive_number(value, what: str, integer: bool = False):
+    """Validate a positive setting (int if `integer`); return it unchanged."""
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.number))
+    if isinstance(value, bool) or not ok or not (np.isfinite(value) and value > 0):
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{what} must be {kind}, got {value!r}")
+    return value

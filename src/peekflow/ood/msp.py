@@ -1,0 +1,28 @@
+"""MSP: maximum softmax probability (Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
+Out-of-Distribution Examples in Neural Networks", ICLR 2017).
+
+    score(x) = max_k softmax(z)_k = 1 / sum_j exp(z_j - max_k z_k)
+
+Computed in float64 after subtracting the row maximum, so large logits cannot overflow. Higher = more ID.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from peekflow.features.store import FeatureSet
+from peekflow.ood.base import Detector, checked_logits, register
+
+
+@register("msp")
+class MSP(Detector):
+    needs_fit = False
+    uses_features = False
+
+    def __init__(self):
+        pass
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        z = checked_logits(data)
+        shifted = z - z.max(axis=1, keepdims=True)  # the largest entry becomes exp(0) = 1
+        return 1.0 / np.exp(shifted).sum(axis=1)
