@@ -1,6 +1,7 @@
 """`peekflow <stage>`: one sub-command per workflow stage, each a thin wrapper around one library function.
 
-Every stage module in this package defines `HELP`, `add_arguments(parser)` and `run(args)`.
+Every stage module in this package defines `HELP`, `add_arguments(parser)` and `run(args)`. Only the chosen
+stage's module is imported: start-up cost is paid by every Snakemake job, and torch alone takes seconds to import.
 """
 
 from __future__ import annotations
@@ -12,24 +13,37 @@ import sys
 
 from peekflow.progress import setup_logging
 
-STAGES = ["generate", "train", "extract", "score", "table"]
+STAGES = {
+    "generate": "generate a synthetic data set (the embedded default's shapes, textures, noise)",
+    "train": "train a classifier on an image folder",
+    "extract": "extract logits and pooled layer features into an HDF5 feature store",
+    "score": "fit an OOD detector and score feature stores",
+    "table": "compute OOD metrics for every method and OOD set into the OOD table",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peekflow", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name in STAGES:
-        module = importlib.import_module(f"peekflow.cli.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
-    return parser
+def stage_parser(stage: str, prog: str):
+    module = importlib.import_module(f"peekflow.cli.{stage}")
+    parser = argparse.ArgumentParser(prog=prog, description=module.HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    parser.set_defaults(stage=stage)
+    return parser, module
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_stage(args._run, args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in STAGES:
+        top = argparse.ArgumentParser(
+            prog="peekflow", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="stages:\n" + "\n".join(f"  {name:<9} {text}" for name, text in STAGES.items())
+            + "\n\n`peekflow STAGE --help` describes a stage's arguments and settings.",
+        )
+        top.add_argument("stage", choices=list(STAGES), metavar="STAGE")
+        top.parse_args(argv[:1])  # prints help or a usage error and exits
+        return 2
+    parser, module = stage_parser(argv[0], f"peekflow {argv[0]}")
+    return run_stage(module.run, parser.parse_args(argv[1:]))
 
 
 def run_stage(fn, args) -> int:
@@ -46,11 +60,8 @@ def run_stage(fn, args) -> int:
 
 def stage_main(module_name: str) -> None:
     """`python -m peekflow.cli.<stage>` entry."""
-    if module_name == "__main__":  # run as `python -m peekflow.cli.<stage>`
+    if module_name == "__main__":
         module_name = sys.modules["__main__"].__spec__.name
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=module.HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    args = parser.parse_args()
-    sys.exit(run_stage(module.run, args))
+    stage = module_name.rsplit(".", 1)[-1]
+    parser, module = stage_parser(stage, f"python -m {module_name}")
+    sys.exit(run_stage(module.run, parser.parse_args()))
