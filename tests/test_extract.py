@@ -8,7 +8,8 @@ from PIL import Image
 
 from peekflow.cli import main
 from peekflow.data.folder import Preprocessing
-from peekflow.features.store import StoreError, load_feature_set, open_store
+from peekflow.features.store import load_feature_set, open_store
+from peekflow.io import IncompleteFileError
 from peekflow.models.checkpoint import load_model
 
 from conftest import TINY_MODEL, write_folder
@@ -28,7 +29,7 @@ def test_store_equals_direct_computation(tmp_path, image_folder, tiny_checkpoint
     out = tmp_path / "store.h5"
     assert extract(tmp_path, image_folder, tiny_checkpoint, out) == 0
     model, _ = load_model(tiny_checkpoint, "small_resnet", 3)
-    transform = Preprocessing(**TINY_MODEL["preprocessing"]).transform()
+    transform = Preprocessing(**TINY_MODEL["preprocessing"])
     paths = sorted(str(p) for p in image_folder.glob("*/*.png"))
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
     acts = {}
@@ -99,8 +100,8 @@ def test_incomplete_store_is_refused(tmp_path):
     path = tmp_path / "half.h5"
     with h5py.File(path, "w") as h5:
         h5.attrs["complete"] = False
-    with pytest.raises(StoreError, match="half.h5 is incomplete"):
+    with pytest.raises(IncompleteFileError, match="half.h5 is incomplete"):
         open_store(path)
     path.write_bytes(b"not hdf5")
-    with pytest.raises(StoreError, match="half.h5 is not a readable HDF5 file"):
+    with pytest.raises(IncompleteFileError, match="half.h5 is not a readable HDF5 file"):
         open_store(path)

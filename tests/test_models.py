@@ -76,3 +76,28 @@ def test_spec_needs_class_names_for_foreign_checkpoints(tmp_path):
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     _, classes = load_spec(ModelSpec(name="r", arch="resnet18", num_classes=2, classes_file=str(tmp_path / "classes.txt")), tmp_path / "r.pth")
     assert classes == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("size, resize, crop", [((50, 37), 32, 28), ((37, 50), 32, 28), ((20, 24), None, 28), ((64, 64), None, None)])
+def test_preprocessing_matches_torchvision_classic_eval_transform(size, resize, crop):
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from peekflow.data.folder import Preprocessing
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.25]
+    steps = ([T.Resize(resize)] if resize else []) + ([T.CenterCrop(crop)] if crop else [])
+    reference = T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])(img)
+    ours = Preprocessing(resize=resize, crop=crop, mean=mean, std=std)(img)
+    assert ours.shape == reference.shape and torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_augmentation_is_seeded_and_keeps_shape():
+    from peekflow.training import augment
+
+    x = torch.randn(6, 3, 16, 16)
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)

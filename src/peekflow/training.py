@@ -27,8 +27,10 @@ class TrainSettings:
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine (per step, to 0) | constant
+    schedule: str = "onecycle"  # onecycle (warm-up to lr, then cosine to ~0) | cosine | constant; per step
+    warmup: float = 0.15  # onecycle: share of the steps spent warming up
     label_smoothing: float = 0.0
     augment: bool = True
     seed: int = 0
@@ -38,18 +40,34 @@ class TrainSettings:
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0,
+                               weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd or adamw")
 
 
 def make_schedule(opt, s: TrainSettings, steps: int):
+    if s.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=steps, pct_start=s.warmup)
     if s.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     if s.schedule == "constant":
         return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
-    raise ValueError(f"unknown schedule {s.schedule!r}; use cosine or constant")
+    raise ValueError(f"unknown schedule {s.schedule!r}; use onecycle, cosine or constant")
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, shift: float = 0.08) -> torch.Tensor:
+    """Random horizontal flips and translations (edge-replicated) of a batch; shapes keep their class under both."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
+    p = int(round(shift * max(h, w)))
+    if p == 0:
+        return x
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate")
+    dy, dx = torch.randint(0, 2 * p + 1, (2, b), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
 @torch.inference_mode()
@@ -72,8 +90,8 @@ def train_classifier(spec: ModelSpec, train_dir, val_dir, s: TrainSettings, devi
     if extra:
         raise ValueError(f"validation folder {val_dir} has classes not in {train_dir}: {extra}")
     prep = spec.preprocess()
-    train_set = ImageFolder(train_dir, classes, prep.transform(augment=s.augment))
-    val_set = ImageFolder(val_dir, classes, prep.transform())
+    train_set = ImageFolder(train_dir, classes, prep)
+    val_set = ImageFolder(val_dir, classes, prep)
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
     train_loader = torch.utils.data.DataLoader(train_set, s.batch_size, shuffle=True, generator=gen,
@@ -88,7 +106,10 @@ def train_classifier(spec: ModelSpec, train_dir, val_dir, s: TrainSettings, devi
         model.train()
         total_loss = 0.0
         for images, labels, _, _ in progress(train_loader, desc=f"epoch {epoch}/{s.epochs}", every=0.5):
-            loss = loss_fn(model(images.to(device)), labels.to(device))
+            images = images.to(device)
+            if s.augment:
+                images = augment(images, gen)
+            loss = loss_fn(model(images), labels.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -100,7 +121,7 @@ def train_classifier(spec: ModelSpec, train_dir, val_dir, s: TrainSettings, devi
     metrics = {
         "val_accuracy": history[-1]["val_accuracy"],
         "train_accuracy": accuracy(model, torch.utils.data.DataLoader(
-            ImageFolder(train_dir, classes, prep.transform()), 256, collate_fn=collate), device),
+            ImageFolder(train_dir, classes, prep), 256, collate_fn=collate), device),
         "n_train": len(train_set),
         "n_val": len(val_set),
         "epochs": s.epochs,

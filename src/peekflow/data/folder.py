@@ -10,16 +10,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
+_PIL_MODES = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
 @dataclass
 class Preprocessing:
-    """Resize (shorter side), centre crop, then normalise; part of a model's config and recorded in every store."""
+    """Resize (shorter side), centre crop, then normalise; part of a model's config and recorded in every store.
+
+    Done with PIL like torchvision's classic eval transform (Resize(int) floors the long side; CenterCrop rounds the
+    offset and pads with black), without importing torchvision, which costs seconds in every job."""
 
     resize: int | None = None
     crop: int | None = None
@@ -27,17 +33,23 @@ class Preprocessing:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     interpolation: str = "bilinear"
 
-    def transform(self, augment: bool = False) -> v2.Compose:
-        steps = [v2.ToImage()]
+    def __post_init__(self):
+        if self.interpolation not in _PIL_MODES:
+            raise ValueError(f"preprocessing: interpolation {self.interpolation!r} not in {sorted(_PIL_MODES)}")
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
         if self.resize:
-            mode = v2.InterpolationMode(self.interpolation)
-            steps.append(v2.Resize(self.resize, interpolation=mode, antialias=True))
+            w, h = img.size
+            short, long = min(w, h), max(w, h)
+            size = (self.resize, int(self.resize * long / short))
+            img = img.resize(size if w <= h else size[::-1], _PIL_MODES[self.interpolation])
         if self.crop:
-            steps.append(v2.CenterCrop(self.crop))
-        if augment:  # used by training only: flips and small shifts keep shape classes intact
-            steps += [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=0, translate=(0.08, 0.08))]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        return v2.Compose(steps)
+            w, h = img.size
+            left, top = int(round((w - self.crop) / 2.0)), int(round((h - self.crop) / 2.0))
+            img = img.crop((left, top, left + self.crop, top + self.crop))
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        return x.sub_(mean).div_(torch.tensor(self.std).view(3, 1, 1))
 
     def as_dict(self) -> dict:
         return asdict(self)

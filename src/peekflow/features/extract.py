@@ -42,7 +42,7 @@ def extract_features(
     attrs: dict,
 ) -> dict:
     """Write the store `out` for the images under `root`; returns a summary (rows, skipped paths)."""
-    dataset = ImageFolder(root, classes, preprocessing.transform(), skip_corrupt=settings.skip_corrupt)
+    dataset = ImageFolder(root, classes, preprocessing, skip_corrupt=settings.skip_corrupt)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=settings.batch_size,

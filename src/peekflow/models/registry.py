@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torchvision
 from torch import nn
 
 from peekflow.models.small import SmallResNet, SmallVGG
@@ -31,6 +30,8 @@ register("small_vgg")(SmallVGG)
 
 
 def torchvision_classifiers() -> list[str]:
+    import torchvision  # imported only when needed: it costs seconds at start-up
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -42,6 +43,8 @@ def build_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
     if arch in _BUILTINS:
         return _BUILTINS[arch](num_classes=num_classes, **kwargs)
     if arch in torchvision_classifiers():
+        import torchvision
+
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
     raise ValueError(
         f"unknown model architecture {arch!r}; built-ins: {sorted(_BUILTINS)}; "
