@@ -118,9 +118,7 @@ def test_registry():
 # --- score and table CLIs end to end -------------------------------------------------------------------------------
 
 @pytest.fixture
-def main(monkeypatch):
-    # only the stages under test, so these tests do not depend on the other stages' modules
-    monkeypatch.setattr(cli, "STAGES", ["score", "table"])
+def main():
     return cli.main
 
 

@@ -26,6 +26,28 @@ def atomic_path(final: str | os.PathLike):
             tmp.unlink()
 
 
+class IncompleteFileError(ValueError):
+    """A missing, unreadable or unfinished output of an earlier stage."""
+
+
+def open_complete_h5(path: str | os.PathLike, kind: str, rerun: str):
+    """Open an HDF5 output for reading; fail naming the file (`kind`, e.g. "feature store") if it is missing,
+    unreadable or lacks the complete=True attribute that writers set last (`rerun` says what to do about it)."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{kind} {path} does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise IncompleteFileError(f"{kind} {path} is not a readable HDF5 file ({err})") from None
+    if not bool(h5.attrs.get("complete", False)):
+        h5.close()
+        raise IncompleteFileError(f"{kind} {path} is incomplete (no complete=True attribute): {rerun}")
+    return h5
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

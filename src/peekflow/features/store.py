@@ -16,12 +16,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from peekflow.io import atomic_path
+from peekflow.io import IncompleteFileError, atomic_path, open_complete_h5
 
 STR = h5py.string_dtype("utf-8")
 
 
-class StoreError(ValueError):
+class StoreError(IncompleteFileError):
     pass
 
 
@@ -82,17 +82,7 @@ class StoreWriter:
 
 def open_store(path) -> h5py.File:
     """Open a store for reading; fail naming the file if it is missing, unreadable or incomplete."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"feature store {path} does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise StoreError(f"feature store {path} is not a readable HDF5 file ({err})") from None
-    if not bool(h5.attrs.get("complete", False)):
-        h5.close()
-        raise StoreError(f"feature store {path} is incomplete (no complete=True attribute): rerun its extraction")
-    return h5
+    return open_complete_h5(path, "feature store", "rerun its extraction")
 
 
 @dataclass

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from peekflow.features.store import load_feature_set
-from peekflow.io import atomic_path
+from peekflow.io import atomic_path, open_complete_h5
 from peekflow.ood.base import build
 
 log = logging.getLogger("peekflow")
@@ -82,16 +81,7 @@ def score_stores(
 
 def read_scores(path: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:
     """Scores of data sets `names` from a score file; fail naming the file and data set if absent or incomplete."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"score file {path} does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"score file {path} is not a readable HDF5 file ({err})") from None
-    with h5:
-        if not bool(h5.attrs.get("complete", False)):
-            raise ValueError(f"score file {path} is incomplete (no complete=True attribute): rerun its scoring")
+    with open_complete_h5(path, "score file", "rerun its scoring") as h5:
         if not bool(h5.attrs.get("higher_is_id", False)):
             raise ValueError(f"score file {path} does not declare higher_is_id=True")
         missing = [n for n in names if n not in h5]
