@@ -18,8 +18,8 @@ include: "workflow/rules/ood.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/ood_table.csv",
         "results/ood_table.md",
         expand("results/models/{model}/metrics.json", model=trained_models()),
-    default_target: True

@@ -11,7 +11,9 @@ class ConfigError(ValueError):
 
 def _need(mapping, key, where):
     if key not in mapping:
-        raise ConfigError(f"config: {where} names {key!r}, which is not defined; defined: {sorted(mapping)}")
+        raise ConfigError(
+            f"config: {where} names {key!r}, which is not defined; defined: {sorted(mapping)}"
+        )
     return mapping[key]
 
 
@@ -47,7 +49,11 @@ def dataset_input(name):
 def generate_settings(name):
     gen = config["generate"]
     spec = gen["sets"][name]
-    settings = {"seed": gen["seed"], "image_size": gen["image_size"], "splits": spec["splits"]}
+    settings = {
+        "seed": gen["seed"],
+        "image_size": gen["image_size"],
+        "splits": spec["splits"],
+    }
     if "classes" in spec:
         settings["classes"] = spec["classes"]
     return as_json(settings)
@@ -60,7 +66,15 @@ def model_config(name):
 def model_spec(name):
     """The --model JSON that peekflow train/extract take."""
     m = model_config(name)
-    keys = ["arch", "num_classes", "arch_kwargs", "preprocessing", "classes", "classes_file", "classes_from_folder"]
+    keys = [
+        "arch",
+        "num_classes",
+        "arch_kwargs",
+        "preprocessing",
+        "classes",
+        "classes_file",
+        "classes_from_folder",
+    ]
     return as_json({"name": name, **{k: m[k] for k in keys if k in m}})
 
 
@@ -72,7 +86,13 @@ def model_checkpoint(name):
 def extract_settings(model):
     e = config["extract"]
     keys = ["batch_size", "num_workers", "amp", "skip_corrupt"]
-    return as_json({"layers": model_config(model)["layers"], "device": config["device"], **{k: e[k] for k in keys}})
+    return as_json(
+        {
+            "layers": model_config(model)["layers"],
+            "device": config["device"],
+            **{k: e[k] for k in keys},
+        }
+    )
 
 
 def target_model():
@@ -90,9 +110,14 @@ def ood_method_settings(method):
 
 def score_inputs(wildcards):
     """Feature stores a score job reads: the ID train store only for methods that fit on it."""
-    stores = {name: f"results/features/{wildcards.model}/{name}.h5" for name in ood_eval_sets()}
+    stores = {
+        name: f"results/features/{wildcards.model}/{name}.h5"
+        for name in ood_eval_sets()
+    }
     if detector_class(wildcards.method).needs_fit:
-        stores["fit"] = f"results/features/{wildcards.model}/{config['ood']['id_train']}.h5"
+        stores["fit"] = (
+            f"results/features/{wildcards.model}/{config['ood']['id_train']}.h5"
+        )
     return stores
 
 
@@ -108,7 +133,11 @@ def check_config():
     """Cross-references: every name a key mentions must exist."""
     for name, spec in config["datasets"].items():
         if "generated" in spec:
-            gen = _need(config.get("generate", {}).get("sets", {}), spec["generated"], f"datasets.{name}.generated")
+            gen = _need(
+                config.get("generate", {}).get("sets", {}),
+                spec["generated"],
+                f"datasets.{name}.generated",
+            )
             if spec["split"] not in gen["splits"]:
                 raise ConfigError(
                     f"config: datasets.{name}.split {spec['split']!r} is not a split of generate.sets."
@@ -116,13 +145,25 @@ def check_config():
                 )
     for name, spec in config.get("generate", {}).get("sets", {}).items():
         if spec["kind"] == "shapes" and "classes" not in spec:
-            raise ConfigError(f"config: generate.sets.{name} is of kind shapes and needs `classes`")
+            raise ConfigError(
+                f"config: generate.sets.{name} is of kind shapes and needs `classes`"
+            )
     for name, m in config["models"].items():
         if m["penultimate"] not in m["layers"]:
-            raise ConfigError(f"config: models.{name}.penultimate {m['penultimate']!r} must be one of its layers")
+            raise ConfigError(
+                f"config: models.{name}.penultimate {m['penultimate']!r} must be one of its layers"
+            )
         if "train" in m:
-            _need(config["datasets"], m["train"]["dataset"], f"models.{name}.train.dataset")
-            _need(config["datasets"], m["train"]["val_dataset"], f"models.{name}.train.val_dataset")
+            _need(
+                config["datasets"],
+                m["train"]["dataset"],
+                f"models.{name}.train.dataset",
+            )
+            _need(
+                config["datasets"],
+                m["train"]["val_dataset"],
+                f"models.{name}.train.val_dataset",
+            )
     for key in ("target_model", "probe_model"):
         if key in config:
             _need(config["models"], config[key], key)
@@ -132,7 +173,9 @@ def check_config():
     for name in ood["ood_sets"]:
         _need(config["datasets"], name, "ood.ood_sets")
     if ood["id_train"] == ood["id_test"]:
-        raise ConfigError("config: ood.id_train and ood.id_test must differ (the KNN bank must not hold test images)")
+        raise ConfigError(
+            "config: ood.id_train and ood.id_test must differ (the KNN bank must not hold test images)"
+        )
     for method in ood["methods"]:
         try:
             detector_class(method)

@@ -11,11 +11,11 @@ rule extract_features:
         "logs/features/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/extract_features/{model}/{dataset}.tsv"
+    threads: config["extract"]["threads"]
     params:
         model=lambda w: model_spec(w.model),
         settings=lambda w: extract_settings(w.model),
         images=lambda w: dataset_images(w.dataset),
-    threads: config["extract"]["threads"]
     shell:
         "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
         " --images {params.images:q} --dataset-name {wildcards.dataset} --settings {params.settings:q}"
