@@ -8,9 +8,11 @@ rule generate_dataset:
         "logs/generate/{generated}.log",
     benchmark:
         "results/benchmarks/generate_dataset/{generated}.tsv"
+    threads: 2  # worker processes; the images do not depend on their number
     params:
         kind=lambda w: config["generate"]["sets"][w.generated]["kind"],
         settings=lambda w: generate_settings(w.generated),
         out=lambda w: f"resources/datasets/{w.generated}",
     shell:
-        "peekflow generate --kind {params.kind} --settings {params.settings:q} --out {params.out} > {log} 2>&1"
+        "peekflow generate --kind {params.kind} --settings {params.settings:q} --out {params.out}"
+        " --workers {threads} > {log} 2>&1"
