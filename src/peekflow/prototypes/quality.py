@@ -1,0 +1,48 @@
+"""How well prototypes carry their class: the target model's accuracy on its own prototypes and, for transfer, an
+independent probe model's (PEEK, What Neural Networks Know).
+
+Prototypes go through exactly the preprocessing real images get: quantised to 8-bit RGB like a saved PNG, then the
+model's `Preprocessing` (resize, crop, normalise) -- never straight from the optimiser's float tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from peekflow.data.folder import Preprocessing
+
+
+def as_pil(images: np.ndarray) -> list[Image.Image]:
+    """[N,3,H,W] floats in [0,1] -> 8-bit RGB images, as a PNG on disk would hold them."""
+    arr = np.rint(np.clip(np.asarray(images), 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities [N,K] of `model` on prototype images."""
+    model = model.to(device).eval()
+    pil = as_pil(images)
+    out = []
+    for start in range(0, len(pil), batch_size):
+        x = torch.stack([prep(img) for img in pil[start:start + batch_size]]).to(device)
+        out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def accuracy_and_confidence(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """Share of rows whose arg-max is the target, and the mean probability given to the target."""
+    targets = np.asarray(targets)
+    return float((probs.argmax(1) == targets).mean()), float(probs[np.arange(len(targets)), targets].mean())
+
+
+def translate_targets(targets: np.ndarray, from_classes: list[str], to_classes: list[str]) -> np.ndarray:
+    """Map output units of one model to another's by class name; fail naming a class the other lacks."""
+    index = {c: i for i, c in enumerate(to_classes)}
+    missing = sorted({from_classes[t] for t in targets} - set(index))
+    if missing:
+        raise ValueError(f"the probe model has no class(es) {missing}")
+    return np.array([index[from_classes[t]] for t in targets], dtype=np.int64)
