@@ -15,6 +15,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/ood.smk"
+include: "workflow/rules/prototypes.smk"
 
 
 rule all:
@@ -23,3 +24,4 @@ rule all:
         "results/ood_table.csv",
         "results/ood_table.md",
         expand("results/models/{model}/metrics.json", model=trained_models()),
+        prototype_outputs(),

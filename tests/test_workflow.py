@@ -1,5 +1,6 @@
 """The whole workflow through real Snakemake on the tiny config: table, nothing-to-do, exact reruns, config errors."""
 
+import json
 import math
 import subprocess
 
@@ -30,8 +31,21 @@ def test_table_has_every_method_and_ood_set(finished_run):
     assert "| method" in (finished_run / "results" / "ood_table.md").read_text()
 
 
+def test_prototypes_and_their_quality_reports(finished_run):
+    from peekflow.prototypes.store import read_prototypes
+
+    for method in ["deepdream", "deepinversion"]:
+        protos = read_prototypes(finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}.h5")
+        assert protos.images.shape == (3, 3, 32, 32) and sorted(protos.targets) == [0, 1, 2]
+        quality = json.loads((finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}_quality.json").read_text())
+        assert quality["n"] == 3 and 0 <= quality["target_accuracy"] <= 1 and 0 <= quality["probe_accuracy"] <= 1
+        assert quality["chance"] == pytest.approx(1 / 3)
+        assert (finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}.png").stat().st_size > 0
+
+
 def test_every_rule_wrote_its_log_and_benchmark(finished_run):
-    for rule in ["generate_dataset", "train_model", "extract_features", "score_ood"]:
+    for rule in ["generate_dataset", "train_model", "extract_features", "score_ood", "synthesize_prototypes",
+                 "evaluate_prototypes"]:
         assert list((finished_run / "results" / "benchmarks" / rule).rglob("*.tsv")), rule
     assert (finished_run / "logs" / "models" / "tiny_resnet.log").read_text().count("epoch 2") >= 1
 

@@ -108,6 +108,31 @@ def ood_method_settings(method):
     return as_json(settings)
 
 
+# prototype method (config key and file name) -> the peekflow sub-command that makes it
+PROTOTYPE_COMMANDS = {"deepdream": "dream", "deepinversion": "deepinversion"}
+
+
+def prototype_methods():
+    return sorted(config.get("prototypes", {}).get("methods", {}))
+
+
+def prototype_settings(method):
+    """--settings JSON of a prototype method: its config block plus the device."""
+    return as_json({"device": config["device"], **(config["prototypes"]["methods"][method] or {})})
+
+
+def prototype_outputs():
+    """Everything `rule all` wants from the prototype stage of the target model (none if not configured)."""
+    if not prototype_methods():
+        return []
+    return expand(
+        "results/prototypes/{model}/{proto}{suffix}",
+        model=target_model(),
+        proto=prototype_methods(),
+        suffix=[".h5", ".png", "_quality.json"],
+    )
+
+
 def score_inputs(wildcards):
     """Feature stores a score job reads: the ID train store only for methods that fit on it."""
     stores = {
@@ -172,6 +197,13 @@ def check_config():
         _need(config["datasets"], ood[key], f"ood.{key}")
     for name in ood["ood_sets"]:
         _need(config["datasets"], name, "ood.ood_sets")
+    for method in prototype_methods():
+        if method not in PROTOTYPE_COMMANDS:
+            raise ConfigError(
+                f"config: prototypes.methods names {method!r}; valid methods: {sorted(PROTOTYPE_COMMANDS)}"
+            )
+    if prototype_methods() and "probe_model" not in config:
+        raise ConfigError("config: prototypes need a probe_model (the transfer check of evaluate_prototypes)")
     if ood["id_train"] == ood["id_test"]:
         raise ConfigError(
             "config: ood.id_train and ood.id_test must differ (the KNN bank must not hold test images)"
@@ -191,3 +223,4 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     generated="|".join(generated_sets()) or "^$",
     method="|".join(config["ood"]["methods"]),
+    proto="|".join(PROTOTYPE_COMMANDS),

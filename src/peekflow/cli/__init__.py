@@ -17,6 +17,9 @@ STAGES = {
     "generate": "generate a synthetic data set (the embedded default's shapes, textures, noise)",
     "train": "train a classifier on an image folder",
     "extract": "extract logits and pooled layer features into an HDF5 feature store",
+    "dream": "DeepDream class prototypes: maximise each class logit under image priors (PEEK)",
+    "deepinversion": "DeepInversion class prototypes: match batch-norm statistics (Yin et al.)",
+    "quality": "classify prototypes by the target and an independent probe model",
     "score": "fit an OOD detector and score feature stores",
     "table": "compute OOD metrics for every method and OOD set into the OOD table",
 }
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in STAGES:
         top = argparse.ArgumentParser(
             prog="peekflow", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="stages:\n" + "\n".join(f"  {name:<9} {text}" for name, text in STAGES.items())
+            epilog="stages:\n" + "\n".join(f"  {name:<13} {text}" for name, text in STAGES.items())
             + "\n\n`peekflow STAGE --help` describes a stage's arguments and settings.",
         )
         top.add_argument("stage", choices=list(STAGES), metavar="STAGE")

@@ -46,3 +46,27 @@ def translate_targets(targets: np.ndarray, from_classes: list[str], to_classes: 
     if missing:
         raise ValueError(f"the probe model has no class(es) {missing}")
     return np.array([index[from_classes[t]] for t in targets], dtype=np.int64)
+
+
+def evaluate_quality(protos, target, probe=None, device="cpu") -> dict:
+    """Quality of prototypes made for the target model. `target` and `probe` are (model, preprocessing, classes);
+    the probe's targets are the same classes by name. Returns shares in [0,1] and per-class target accuracy."""
+    model, prep, classes = target
+    probs = predict(model, protos.images, prep, device)
+    acc, conf = accuracy_and_confidence(probs, protos.targets)
+    hits = probs.argmax(1) == protos.targets
+    report = {
+        "method": protos.method,
+        "n": int(len(protos.targets)),
+        "target_accuracy": acc,
+        "target_confidence": conf,
+        "per_class_target_accuracy": {classes[c]: float(hits[protos.targets == c].mean())
+                                      for c in np.unique(protos.targets)},
+    }
+    if probe is not None:
+        p_model, p_prep, p_classes = probe
+        p_targets = translate_targets(protos.targets, classes, p_classes)
+        report["probe_accuracy"], report["probe_confidence"] = accuracy_and_confidence(
+            predict(p_model, protos.images, p_prep, device), p_targets)
+        report["chance"] = 1.0 / len(p_classes)
+    return report

@@ -1,0 +1,71 @@
+"""`peekflow dream`: PEEK's DeepDream class prototypes of a model -> prototype file (.h5) and grid (.png).
+
+Also holds what `peekflow deepinversion` shares with it: arguments, loading the model, writing the file and grid."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from peekflow.cli import stage_main
+from peekflow.device import set_threads
+from peekflow.figures import save_grid
+from peekflow.models.spec import ModelSpec, load_spec
+from peekflow.prototypes.deepdream import DreamSettings, make_deepdream
+from peekflow.prototypes.store import Prototypes, write_prototypes
+from peekflow.settings import describe, parse_settings
+
+HELP = "DeepDream class prototypes (PEEK): maximise each class logit under TV, L1-edge and L2-pixel penalties."
+
+
+def add_prototype_arguments(p, settings_cls, method: str) -> None:
+    p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
+    p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
+    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(settings_cls))
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True, help=f"prototype file to write, e.g. results/prototypes/<model>/{method}.h5")
+    p.add_argument("--grid", default=None, help="PNG grid of the prototypes, one row per class")
+    p.add_argument("--grid-classes", type=int, default=32, help="classes shown in the grid (the first ones)")
+
+
+def grid_order(targets: np.ndarray, max_classes: int) -> tuple[np.ndarray, int]:
+    """Indices of the prototypes to show, grouped by class (first `max_classes` classes), and the column count."""
+    shown = sorted(set(targets.tolist()))[:max(1, max_classes)]
+    order = np.concatenate([np.flatnonzero(targets == c) for c in shown])
+    most = max(int((targets == c).sum()) for c in shown)
+    return order, most if most <= 16 else int(np.ceil(np.sqrt(len(order))))
+
+
+def write_grid(path, p: Prototypes, max_classes: int) -> None:
+    order, ncol = grid_order(np.asarray(p.targets), max_classes)
+    size = p.images.shape[-1]
+    save_grid(path, p.images[order], ncol=ncol, labels=[p.classes[t] for t in p.targets[order]],
+              scale=2 if size <= 96 else 1)
+
+
+def run_prototypes(args, settings_cls, make) -> None:
+    set_threads(args.threads)
+    spec = parse_settings(ModelSpec, args.model, "--model")
+    settings = parse_settings(settings_cls, args.settings, "--settings")
+    model, classes = load_spec(spec, args.checkpoint)
+    protos = make(model, classes, spec.preprocess(), settings, name=spec.name)
+    protos.settings["checkpoint"] = str(args.checkpoint)
+    write_prototypes(args.out, protos)
+    if args.grid:
+        write_grid(args.grid, protos, args.grid_classes)
+    logging.getLogger("peekflow").info("wrote %s: %d %s prototypes of %d classes, mean final loss %.4g", args.out,
+                                       len(protos.targets), protos.method, len(set(protos.targets.tolist())),
+                                       float(np.mean(protos.losses)))
+
+
+def add_arguments(p) -> None:
+    add_prototype_arguments(p, DreamSettings, "deepdream")
+
+
+def run(args) -> None:
+    run_prototypes(args, DreamSettings, make_deepdream)
+
+
+if __name__ == "__main__":
+    stage_main(__name__)
