@@ -15,19 +15,24 @@ class SettingsError(ValueError):
     pass
 
 
-def parse_settings(cls, text: str | dict | None, where: str = "settings"):
-    """Build dataclass `cls` from a JSON string or dict; reject keys that `cls` does not define."""
+def json_object(text: str | dict | None, where: str = "settings") -> dict:
+    """A JSON object given as text (or already a dict; empty means {}); fail naming `where` otherwise."""
     if text is None or text == "":
-        data = {}
-    elif isinstance(text, dict):
-        data = dict(text)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise SettingsError(f"{where}: not valid JSON ({err})") from None
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{where}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_settings(cls, text: str | dict | None, where: str = "settings"):
+    """Build dataclass `cls` from a JSON string or dict; reject keys that `cls` does not define."""
+    data = json_object(text, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from peekflow.cli import stage_main
+from peekflow.settings import json_object
 
 HELP = """Fit an OOD detector (on the ID training store, if it needs one) and score feature stores.
 
@@ -43,12 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from peekflow.ood.scoring import score_stores
 
-    try:
-        settings = json.loads(args.settings)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--settings: not valid JSON ({err})") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"--settings: expected a JSON object, got {type(settings).__name__}")
+    settings = json_object(args.settings, "--settings")
     score_stores(args.method, settings, args.layer, args.fit_store, named_paths(args.eval, "--eval"), args.out)
 
 
