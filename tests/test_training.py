@@ -46,3 +46,32 @@ def test_unknown_setting_is_named(tmp_path, capsys):
     rc = main(["train", "--model", json.dumps(TINY_MODEL), "--train-images", "x", "--val-images", "y",
                "--settings", '{"epochs": 1, "learning_rate": 0.1}', "--out-checkpoint", "a", "--out-metrics", "b"])
     assert rc == 1 and "unknown key(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_class_order_seed_permutes_output_units(tmp_path):
+    from peekflow.models.spec import ModelSpec, load_spec
+    from peekflow.prototypes.quality import predict
+    from peekflow.training import derangement
+
+    ckpt, metrics = train(tmp_path, "perm", class_order_seed=5)
+    perm = derangement(3, 5)
+    assert sorted(perm) == [0, 1, 2] and all(p != i for i, p in enumerate(perm))
+    assert ckpt["classes"] == [["a", "b", "c"][i] for i in perm] == metrics["classes"]
+    assert metrics["val_accuracy"] >= 0.9  # labels followed the permutation
+    # an image of class c (bright in channel 2) lands on the unit the checkpoint names "c"
+    model, classes = load_spec(ModelSpec(**{**TINY_MODEL, "name": "t"}), tmp_path / "perm.pt")
+    bright = torch.full((1, 3, 32, 32), 0.25)
+    bright[:, 2] = 0.75
+    probs = predict(model, bright.numpy(), ModelSpec(**{**TINY_MODEL, "name": "t"}).preprocess(), "cpu")
+    assert classes[probs.argmax()] == "c"
+
+
+def test_derangement_has_no_fixed_points_and_is_seeded():
+    from peekflow.training import derangement
+
+    for n in (2, 3, 10, 50):
+        for seed in range(5):
+            perm = derangement(n, seed)
+            assert sorted(perm) == list(range(n)) and all(p != i for i, p in enumerate(perm))
+            assert perm == derangement(n, seed)
+    assert derangement(10, 0) != derangement(10, 1)

@@ -9,6 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,18 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    # shuffle which output unit stands for which class (a seeded derangement of the sorted class folders), so that
+    # nothing downstream can find a class by its unit index: PEEK probing must recover the order from prototypes
+    class_order_seed: int | None = None
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) without fixed points (n >= 2), drawn uniformly by rejection."""
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if n < 2 or not (perm == np.arange(n)).any():
+            return perm.tolist()
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -81,8 +94,11 @@ def accuracy(model: nn.Module, loader, device) -> float:
 
 
 def train_classifier(spec: ModelSpec, train_dir, val_dir, s: TrainSettings, device: torch.device):
-    """Returns (model, classes, metrics); classes are the sorted class folders of `train_dir`."""
+    """Returns (model, classes, metrics); classes are the sorted class folders of `train_dir` in output-unit order
+    (permuted when `class_order_seed` is set)."""
     classes = class_folders(train_dir)
+    if s.class_order_seed is not None:
+        classes = [classes[i] for i in derangement(len(classes), s.class_order_seed)]
     if len(classes) != spec.num_classes:
         raise ValueError(f"model {spec.name!r} has num_classes {spec.num_classes}, but {train_dir} has "
                          f"{len(classes)} class folders: {classes}")
