@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="quality report (.json)")
 
 
-def _load(spec_json: str, checkpoint: str, where: str):
+def load_model_spec(spec_json: str, checkpoint: str, where: str):
     spec = parse_settings(ModelSpec, spec_json, where)
     model, classes = load_spec(spec, checkpoint)
     return model, spec.preprocess(), classes
@@ -38,8 +38,8 @@ def run(args) -> None:
     if bool(args.probe_model) != bool(args.probe_checkpoint):
         raise ValueError("give both --probe-model and --probe-checkpoint, or neither")
     protos = read_prototypes(args.prototypes)
-    target = _load(args.model, args.checkpoint, "--model")
-    probe = _load(args.probe_model, args.probe_checkpoint, "--probe-model") if args.probe_model else None
+    target = load_model_spec(args.model, args.checkpoint, "--model")
+    probe = load_model_spec(args.probe_model, args.probe_checkpoint, "--probe-model") if args.probe_model else None
     report = evaluate_quality(protos, target, probe, resolve_device(args.device))
     write_json(args.out, report)
     logging.getLogger("peekflow").info("%s: target accuracy %.3f, probe accuracy %s", args.prototypes,

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
+from peekflow.models.layers import pool, record_layers
 
 
 def as_pil(images: np.ndarray) -> list[Image.Image]:
@@ -22,15 +23,25 @@ def as_pil(images: np.ndarray) -> list[Image.Image]:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities [N,K] of `model` on prototype images."""
+def forward(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, layer: str | None = None,
+            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """Softmax probabilities [N,K] of `model` on prototype images and, if `layer` is given, that layer's spatially
+    averaged output [N,C] (the features a feature store holds for real images)."""
     model = model.to(device).eval()
     pil = as_pil(images)
-    out = []
-    for start in range(0, len(pil), batch_size):
-        x = torch.stack([prep(img) for img in pil[start:start + batch_size]]).to(device)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
-    return np.concatenate(out)
+    probs, feats = [], []
+    with record_layers(model, [layer] if layer else []) as acts:
+        for start in range(0, len(pil), batch_size):
+            x = torch.stack([prep(img) for img in pil[start:start + batch_size]]).to(device)
+            probs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+            if layer:
+                feats.append(pool(acts[layer].float())[0].cpu().numpy())
+    return np.concatenate(probs), (np.concatenate(feats) if layer else None)
+
+
+def predict(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities [N,K] of `model` on prototype images."""
+    return forward(model, images, prep, device, batch_size=batch_size)[0]
 
 
 def accuracy_and_confidence(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:

@@ -147,21 +147,31 @@ def direction(layer: str, vector: torch.Tensor, model: str = DEFAULT_MODEL) -> O
 
 
 def caricature(layer: str, target_acts: torch.Tensor, amplify: float = 1.0, cos_power: float = 1.0,
-               model: str = DEFAULT_MODEL) -> Objective:
-    """`target_acts`: the layer's response to the reference image(s), [1, ...] (shared) or [B, ...] (per image)."""
+               model: str = DEFAULT_MODEL, loss: str = "dot") -> Objective:
+    """`target_acts`: the layer's response to the reference image(s), [1, ...] (shared) or [B, ...] (per image);
+    t = amplify * target_acts.
+
+    loss "dot"   (Lucid): -<a, t> * cos(a, t)**cos_power -- unbounded, so the response grows along t; amplify only
+                 scales the loss (which Adam ignores unless other terms are added)
+    loss "match": ||a - t||^2 / ||t||^2 -- the response is pulled to the amplified target itself"""
+    if loss not in ("dot", "match"):
+        raise ValueError(f"caricature loss must be dot or match, got {loss!r}")
     target_acts = torch.as_tensor(target_acts).detach()
     if target_acts.ndim < 2:
         raise ValueError(f"caricature target needs a batch dimension ([1, ...] or [B, ...]), "
                          f"got {tuple(target_acts.shape)}")
     s = amplify * target_acts.flatten(1)
+    desc = f"cos^{cos_power:g}" if loss == "dot" else "match"
 
-    @objective(f"-caricature({layer}, x{amplify:g}, cos^{cos_power:g}){_at(model)}", [(model, layer)])
+    @objective(f"-caricature({layer}, x{amplify:g}, {desc}){_at(model)}", [(model, layer)])
     def fn(acts: Activations):
         a = acts(layer, model).flatten(1)
         if a.shape[1] != s.shape[1] or s.shape[0] not in (1, a.shape[0]):
             raise ValueError(f"caricature target {tuple(target_acts.shape)} does not fit {layer!r}'s output "
                              f"{tuple(acts(layer, model).shape)} (give [1, ...] or one per image)")
         t = s.to(a)
+        if loss == "match":
+            return (a - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-12)
         dot = (a * t).sum(1)
         if cos_power == 0:
             return -dot

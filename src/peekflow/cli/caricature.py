@@ -1,0 +1,47 @@
+"""`peekflow caricature`: caricatures of real images by a model -> prototype file (.h5) and grid (.png)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from peekflow.cli import stage_main
+from peekflow.cli.dream import add_prototype_arguments
+from peekflow.device import set_threads
+from peekflow.figures import save_grid
+from peekflow.models.spec import ModelSpec, load_spec
+from peekflow.prototypes.caricature import CaricatureSettings, load_references, make_caricatures
+from peekflow.prototypes.store import write_prototypes
+from peekflow.settings import parse_settings
+
+HELP = """Caricatures: optimise images so that a layer's response matches, amplified, its response to real reference
+images (per_class seeded images per class of --images). The grid shows each reference beside its caricature."""
+
+
+def add_arguments(p) -> None:
+    add_prototype_arguments(p, CaricatureSettings, "caricature")
+    p.add_argument("--images", required=True, help="image folder (<class>/<image>) the references are drawn from")
+
+
+def run(args) -> None:
+    set_threads(args.threads)
+    spec = parse_settings(ModelSpec, args.model, "--model")
+    settings = parse_settings(CaricatureSettings, args.settings, "--settings")
+    model, classes = load_spec(spec, args.checkpoint)
+    protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name)
+    protos.settings["checkpoint"] = str(args.checkpoint)
+    write_prototypes(args.out, protos)
+    if args.grid:
+        shown = min(len(protos.targets), 2 * args.grid_classes)
+        refs = load_references(protos.settings["references"][:shown], spec.preprocess(), protos.images.shape[-1])
+        pairs = np.stack([refs.numpy(), protos.images[:shown]], axis=1).reshape(-1, *protos.images.shape[1:])
+        names = [protos.classes[t] for t in protos.targets[:shown]]
+        save_grid(args.grid, pairs, ncol=8 if shown >= 4 else 2 * shown,
+                  labels=[x for n in names for x in (n, f"{n} x{settings.amplify:g}")])
+    logging.getLogger("peekflow").info("wrote %s: %d caricatures at layer %s, mean final loss %.4g", args.out,
+                                       len(protos.targets), settings.layer, float(np.mean(protos.losses)))
+
+
+if __name__ == "__main__":
+    stage_main(__name__)

@@ -1,0 +1,151 @@
+"""PEEK probing: name the output units of an "unknown" network from its class prototypes alone.
+
+An independent probe network embeds the prototypes (one group per output unit of the unknown network) and a labelled
+"known search space" of real images. For every unit and known class:
+
+- similarity S[u, c] = mean cosine between the unit's prototype features and the class's image features
+  (= <mean of the unit's unit-length features, mean of the class's unit-length features>);
+- votes V[u, c] = share of the k nearest known images (cosine) of the unit's prototypes that belong to class c.
+
+The unit's best match is argmax_c S[u, c] (or V); a Hungarian assignment (scipy's linear_sum_assignment on S) uses
+that every unit names a different class. ReLU features are all non-negative, so raw cosines crowd near 1; `center`
+subtracts the search space's mean feature first (from both sides), which spreads them without using any label.
+
+Nothing here sees the unknown network's class names: they are the answer key, used only by `evaluate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+
+@dataclass
+class ProbeSettings:
+    k: int = 10  # neighbours per prototype in the kNN vote
+    center: bool = True  # subtract the search space's mean feature before the cosine
+    match: str = "similarity"  # which matrix names each unit: similarity | votes
+
+
+@dataclass
+class ProbeResult:
+    units: np.ndarray  # [U] output units of the unknown network, sorted
+    similarity: np.ndarray  # [U, K] mean cosine
+    votes: np.ndarray  # [U, K] kNN vote shares, rows sum to 1
+    best: np.ndarray  # [U] known-class index per unit (argmax of the `match` matrix)
+    hungarian: np.ndarray  # [U] known-class index per unit, one-to-one where U <= K
+
+
+def _unit_length(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def probe(proto_features: np.ndarray, proto_units: np.ndarray, known_features: np.ndarray, known_labels: np.ndarray,
+          n_known: int, settings: ProbeSettings = ProbeSettings()) -> ProbeResult:
+    """Similarity and votes of every unit (prototype group) against every known class 0..n_known-1."""
+    proto_units, known_labels = np.asarray(proto_units), np.asarray(known_labels)
+    if len(proto_features) != len(proto_units) or len(known_features) != len(known_labels):
+        raise ValueError("probe: features and their units/labels differ in length")
+    if proto_features.shape[1] != known_features.shape[1]:
+        raise ValueError(f"probe: prototype features have {proto_features.shape[1]} dimensions, the search space "
+                         f"{known_features.shape[1]}: embed both with the same probe layer")
+    keep = known_labels >= 0
+    if not keep.any():
+        raise ValueError("probe: the known search space has no labelled image (all labels are -1)")
+    known_features, known_labels = known_features[keep], known_labels[keep]
+    missing = sorted(set(range(n_known)) - set(known_labels.tolist()))
+    if missing:
+        raise ValueError(f"probe: known classes {missing} have no image in the search space")
+    if settings.match not in ("similarity", "votes"):
+        raise ValueError(f"probe: match must be similarity or votes, got {settings.match!r}")
+    if settings.k < 1:
+        raise ValueError(f"probe: k must be >= 1, got {settings.k}")
+
+    shift = np.asarray(known_features, np.float64).mean(0) if settings.center else 0.0
+    p = _unit_length(proto_features - shift)
+    q = _unit_length(known_features - shift)
+    units = np.unique(proto_units)
+    unit_means = np.stack([p[proto_units == u].mean(0) for u in units])
+    class_means = np.stack([q[known_labels == c].mean(0) for c in range(n_known)])
+    similarity = unit_means @ class_means.T
+
+    k = min(settings.k, len(q))
+    nearest = np.argsort(-(p @ q.T), axis=1, kind="stable")[:, :k]
+    hits = np.zeros((len(p), n_known))
+    np.add.at(hits, (np.repeat(np.arange(len(p)), k), known_labels[nearest].ravel()), 1.0 / k)
+    votes = np.stack([hits[proto_units == u].mean(0) for u in units])
+
+    scores = similarity if settings.match == "similarity" else votes
+    rows, cols = linear_sum_assignment(scores, maximize=True)
+    hungarian = np.full(len(units), -1)
+    hungarian[rows] = cols
+    return ProbeResult(units, similarity, votes, scores.argmax(1), hungarian)
+
+
+def evaluate(result: ProbeResult, unit_names: list[str], known_classes: list[str]) -> dict:
+    """Score a probe against the answer key: `unit_names[u]` is what unit u truly is."""
+    truth = [unit_names[u] for u in result.units]
+    absent = sorted(set(truth) - set(known_classes))
+    if absent:
+        raise ValueError(f"the known search space lacks the true classes {absent}: probing cannot name them")
+
+    def share(choice: np.ndarray) -> float:
+        return float(np.mean([c >= 0 and known_classes[c] == t for c, t in zip(choice, truth)]))
+
+    return {
+        "accuracy": share(result.best),
+        "hungarian_accuracy": share(result.hungarian),
+        "similarity_accuracy": share(result.similarity.argmax(1)),
+        "votes_accuracy": share(result.votes.argmax(1)),
+        "n_units": int(len(result.units)),
+        "n_known_classes": len(known_classes),
+        "chance": 1.0 / len(known_classes),
+        "units": {int(u): {"true_class": t, "best_match": known_classes[b],
+                           "hungarian_match": known_classes[h] if h >= 0 else None,
+                           "similarity": round(float(result.similarity[i, b]), 6)}
+                  for i, (u, t, b, h) in enumerate(zip(result.units, truth, result.best, result.hungarian))},
+    }
+
+
+def plot_similarity(path, result: ProbeResult, known_classes: list[str], unit_names: list[str] | None = None,
+                    title: str = "") -> None:
+    """Heatmap of S (units x known classes); dots mark each unit's best match, boxes the true class if known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from peekflow.io import atomic_path
+
+    u, k = result.similarity.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * k, 1.0 + 0.4 * u))
+    im = ax.imshow(result.similarity, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="mean cosine")
+    ax.set_xticks(range(k), known_classes, rotation=60, ha="right")
+    ax.set_yticks(range(u), [f"unit {int(x)}" for x in result.units])
+    ax.set_xlabel("known class (probe search space)")
+    ax.scatter(result.best, range(u), c="white", s=18, label="best match")
+    if unit_names is not None:
+        for row, unit in enumerate(result.units):
+            if unit_names[unit] in known_classes:
+                col = known_classes.index(unit_names[unit])
+                ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+        ax.plot([], [], "s", mfc="none", mec="red", label="true class")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_similarity_csv(path, result: ProbeResult, known_classes: list[str]) -> None:
+    from peekflow.io import write_text
+
+    lines = ["unit," + ",".join(known_classes)]
+    lines += [f"{int(u)}," + ",".join(f"{v:.6f}" for v in row) for u, row in zip(result.units, result.similarity)]
+    write_text(path, "\n".join(lines) + "\n")
