@@ -104,7 +104,7 @@ def test_registry():
     assert {"msp", "energy", "knn"} <= set(available())
     with pytest.raises(ValueError, match=r"unknown OOD method 'nope'; valid methods: .*'energy'.*'knn'.*'msp'"):
         build("nope")
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['kk'\]; valid settings: \['k', 'batch_size'\]"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['kk'\]; valid settings: \['k', 'samples_per_class', 'seed', 'backend', 'batch_size'\]"):
         build("knn", {"kk": 3})
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['temperature'\]"):
         build("msp", {"temperature": 2})
@@ -148,7 +148,8 @@ def test_score_and_table_cli(main, stores, tmp_path):
         assert main(["score", "--method", method, *extra, *evals, "--out", files[method]]) == 0
     with h5py.File(files["knn"]) as h5:
         assert h5.attrs["complete"] and h5.attrs["higher_is_id"] and h5.attrs["method"] == "knn"
-        assert json.loads(h5.attrs["settings"]) == {"k": 3, "batch_size": 4}
+        assert json.loads(h5.attrs["settings"]) == {"k": 3, "batch_size": 4, "samples_per_class": None, "seed": 0,
+                                                     "backend": "auto"}
         assert h5.attrs["layer"] == LAYER and h5.attrs["fit_store"] == stores["train"]
         assert h5["val"].dtype == np.float64 and h5["val"].shape == (25,)
 

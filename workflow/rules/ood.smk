@@ -1,4 +1,4 @@
-# OOD scores per method on the target model, then the table (higher score = more in-distribution).
+# OOD scores per method (per k of a KNN sweep) on the target model, then the table (higher score = more ID).
 
 
 rule score_ood:
@@ -10,14 +10,16 @@ rule score_ood:
         "logs/ood/{model}/{method}.log",
     benchmark:
         "results/benchmarks/score_ood/{model}/{method}.tsv"
+    threads: config["ood"]["threads"]
     params:
+        method=lambda w: ood_run_method(w.method),
         settings=lambda w: ood_method_settings(w.method),
         layer=lambda w: model_config(w.model)["penultimate"],
         fit=score_fit_args,
         evals=score_eval_args,
     shell:
-        "peekflow score --method {wildcards.method} --settings {params.settings:q} --layer {params.layer}"
-        " {params.fit} {params.evals} --out {output.scores} > {log} 2>&1"
+        "peekflow score --method {params.method} --settings {params.settings:q} --layer {params.layer}"
+        " {params.fit} {params.evals} --threads {threads} --out {output.scores} > {log} 2>&1"
 
 
 rule make_ood_table:
@@ -25,7 +27,7 @@ rule make_ood_table:
         scores=expand(
             "results/ood/{model}/scores/{method}.h5",
             model=target_model(),
-            method=config["ood"]["methods"],
+            method=ood_runs(),
         ),
     output:
         csv="results/ood_table.csv",
@@ -36,10 +38,13 @@ rule make_ood_table:
         "results/benchmarks/make_ood_table.tsv"
     params:
         scores=lambda w, input: " ".join(
-            f"--scores {m}={p}" for m, p in zip(config["ood"]["methods"], input.scores)
+            f"--scores {m}={p}" for m, p in zip(ood_runs(), input.scores)
         ),
         id_test=config["ood"]["id_test"],
         ood_sets=" ".join(config["ood"]["ood_sets"]),
+        n_bootstrap=config["ood"]["table"]["n_bootstrap"],
+        seed=config["ood"]["table"]["seed"],
     shell:
         "peekflow table {params.scores} --id {params.id_test} --ood {params.ood_sets}"
+        " --n-bootstrap {params.n_bootstrap} --seed {params.seed}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

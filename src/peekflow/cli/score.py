@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from peekflow.cli import stage_main
 from peekflow.settings import json_object
 
-HELP = """Fit an OOD detector (on the ID training store, if it needs one) and score feature stores.
+HELP = """Fit an OOD detector (on the ID training store or a prototype bank, if it needs one) and score feature
+stores -- or, for methods that run the model on images (odin), image folders.
 
 Writes one HDF5 file with a float64 data set per NAME; higher score = more in-distribution, for every method.
-Example:
+Examples:
   peekflow score --method knn --settings '{"k": 50}' --layer layer4 \\
       --fit-store results/features/m/shapes_train.h5 \\
       --eval shapes_val=results/features/m/shapes_val.h5 --eval textures=results/features/m/textures.h5 \\
-      --out results/ood/m/scores/knn.h5"""
+      --out results/ood/m/scores/knn.h5
+  peekflow score --method odin --settings '{"temperature": 1000, "epsilon": 0.0014}' \\
+      --model '{"name": "m", "arch": "small_resnet", ...}' --checkpoint results/models/m/model.pt \\
+      --images shapes_val=resources/datasets/shapes/val --images textures=resources/datasets/textures/test \\
+      --out results/ood/m/scores/odin.h5"""
 
 
 def named_paths(pairs: list[str] | None, flag: str) -> dict[str, str]:
@@ -35,16 +42,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="{}", help="JSON object of the method's settings (default: {})")
     parser.add_argument("--layer", default=None, help="the model's penultimate layer (methods that use features)")
     parser.add_argument("--fit-store", default=None, help="ID training feature store (methods that need fitting)")
-    parser.add_argument("--eval", action="append", required=True, metavar="NAME=STORE",
+    parser.add_argument("--eval", action="append", metavar="NAME=STORE",
                         help="data set name and its feature store; repeat for each data set")
+    images = parser.add_argument_group("methods that run the model on images (odin)")
+    images.add_argument("--images", action="append", metavar="NAME=FOLDER",
+                        help="data set name and its image folder (<folder>/<class>/<image>); repeat for each")
+    images.add_argument("--model", help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
+    images.add_argument("--checkpoint", help="model weights (peekflow checkpoint or a state dict)")
+    images.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (and faiss)")
     parser.add_argument("--out", required=True, help="score file to write (.h5)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from peekflow.ood.scoring import score_stores
+    from peekflow.ood.base import detector_class
+    from peekflow.ood.scoring import score_images, score_stores
 
+    if args.threads:
+        # torch and faiss size their OpenMP pools from this when first imported (only some methods import them)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if "torch" in sys.modules:
+            from peekflow.device import set_threads
+
+            set_threads(args.threads)
     settings = json_object(args.settings, "--settings")
-    score_stores(args.method, settings, args.layer, args.fit_store, named_paths(args.eval, "--eval"), args.out)
+    if not detector_class(args.method).needs_images:
+        if args.images or not args.eval:
+            raise ValueError(f"OOD method {args.method!r} scores feature stores: give --eval NAME=STORE "
+                             "(not --images)")
+        score_stores(args.method, settings, args.layer, args.fit_store, named_paths(args.eval, "--eval"), args.out)
+        return
+    if args.eval or not (args.images and args.model and args.checkpoint):
+        raise ValueError(f"OOD method {args.method!r} runs the model on images: give --images NAME=FOLDER, --model "
+                         "and --checkpoint (not --eval)")
+    from peekflow.device import resolve_device
+    from peekflow.models.spec import ModelSpec, load_spec
+    from peekflow.settings import parse_settings
+
+    spec = parse_settings(ModelSpec, args.model, "--model")
+    model, _classes = load_spec(spec, args.checkpoint)
+    score_images(args.method, settings, model, spec.preprocess(), named_paths(args.images, "--images"),
+                 resolve_device(args.device), args.out, checkpoint=args.checkpoint)
 
 
 if __name__ == "__main__":

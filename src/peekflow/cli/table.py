@@ -7,13 +7,15 @@ import argparse
 from peekflow.cli import stage_main
 from peekflow.cli.score import named_paths
 
-HELP = """Compute AUROC, FPR@95 (classic and OpenOOD), AUPR-In/Out for every method and OOD data set.
+HELP = """Compute AUROC, FPR@95 (classic and OpenOOD), AUPR-In/Out for every method and OOD data set, with 95%
+percentile-bootstrap confidence intervals of AUROC and FPR@95 and the methods' k / bank / T / eps settings (CSV),
+and a paper-style markdown table (methods as rows, FPR95/AUROC per OOD set and their average).
 
 Score files must hold the ID data set and every OOD data set; higher score = more in-distribution.
 Example:
   peekflow table --scores msp=results/ood/m/scores/msp.h5 --scores energy=results/ood/m/scores/energy.h5 \\
       --id shapes_val --ood novel_shapes textures noise \\
-      --out-csv results/ood_table.csv --out-md results/ood_table.md"""
+      --n-bootstrap 1000 --seed 0 --out-csv results/ood_table.csv --out-md results/ood_table.md"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="method name and its score file; repeat for each method (rows keep this order)")
     parser.add_argument("--id", required=True, dest="id_name", help="name of the ID data set in the score files")
     parser.add_argument("--ood", nargs="+", required=True, help="names of the OOD data sets")
+    parser.add_argument("--n-bootstrap", type=int, default=1000,
+                        help="bootstrap resamples for the confidence intervals (0: no intervals; default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     parser.add_argument("--out-csv", required=True, help="CSV table to write")
     parser.add_argument("--out-md", default=None, help="markdown table to write (optional)")
 
@@ -28,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from peekflow.ood.table import build_table, write_table
 
-    df = build_table(named_paths(args.scores, "--scores"), args.id_name, args.ood)
+    df = build_table(named_paths(args.scores, "--scores"), args.id_name, args.ood, args.n_bootstrap, args.seed)
     write_table(df, args.out_csv, args.out_md)
 
 

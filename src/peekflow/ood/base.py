@@ -2,7 +2,9 @@
 
 Convention, for every method: `score` returns float64, one value per sample, and a higher score means
 "more in-distribution" (ID). Detectors see only numpy arrays held in a `FeatureSet` (logits, one layer's pooled
-features, labels, paths): features are extracted once and reused by every detector; no model, no device.
+features, labels, paths): features are extracted once and reused by every detector; no model, no device. The one
+exception declares `needs_images = True` (ODIN perturbs its inputs): it scores image folders with the model through
+`score_images` instead, and writes the same score file (peekflow.ood.scoring).
 
 A detector module defines a class beside `@register("name")`; `build(name, settings)` constructs it from keyword
 settings (the keyword arguments of its `__init__`) and rejects unknown names and unknown keys by name. Every module
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 from typing import ClassVar
 
@@ -21,21 +24,27 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 
 _REGISTRY: dict[str, type["Detector"]] = {}
-_NOT_DETECTORS = {"base", "scoring", "table"}
+_NOT_DETECTORS = {"base", "neighbours", "plots", "scoring", "table"}
 
 
 class Detector:
     """Base class: `fit(train)` (default no-op) then `score(data)` -> float64 [N], higher = more ID."""
 
     name: ClassVar[str] = ""
-    needs_fit: ClassVar[bool] = False  # needs an ID training store (e.g. KNN's reference bank)
+    needs_fit: ClassVar[bool] = False  # needs a store to fit on (the ID training store, or a prototype bank)
     uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
+    needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
+    prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
 
     def fit(self, train: FeatureSet) -> "Detector":
         return self
 
     def score(self, data: FeatureSet) -> np.ndarray:
         raise NotImplementedError
+
+    def score_images(self, model, root, preprocessing, device) -> np.ndarray:
+        """Scores of the images under `root` (sorted as in a feature store); only for `needs_images` methods."""
+        raise NotImplementedError(f"OOD method {self.name!r} scores feature stores, not image folders")
 
     def settings(self) -> dict:
         """The effective keyword settings (defaults filled in), as stored in score files."""
@@ -111,6 +120,32 @@ def checked_features(data: FeatureSet) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"data set {data.name!r}: features must be [N, C], got shape {x.shape}")
     return x
+
+
+def resolved_paths(paths) -> list[str]:
+    """os.path.realpath of every non-empty path, resolving each folder once (banks can hold millions of rows)."""
+    folders: dict[str, str] = {}
+    out = []
+    for p in paths:
+        if not p:
+            continue  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
+        head, tail = os.path.split(os.path.abspath(p))
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        full = os.path.join(folders[head], tail)
+        out.append(os.path.realpath(full) if os.path.islink(full) else full)
+    return out
+
+
+def check_disjoint(method: str, fit_paths: set[str], fit_name: str, data: FeatureSet) -> None:
+    """Fail if `data` shares an image (after realpath) with the store a detector was fitted on (`fit_paths`, as
+    returned by resolved_paths): fitting on the scored images would leak them."""
+    shared = [p for p in resolved_paths(data.paths) if p in fit_paths]
+    if shared:
+        raise ValueError(
+            f"{method}: {len(shared)} image(s) of {data.name!r} are also in the reference bank {fit_name!r} "
+            f"(first: {shared[:3]}); the bank must be the ID training store, disjoint from scored data"
+        )
 
 
 def positive_number(value, what: str, integer: bool = False):

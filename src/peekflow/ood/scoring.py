@@ -1,9 +1,11 @@
-"""Score files: fit one OOD detector, score several feature stores, write one HDF5 file.
+"""Score files: fit one OOD detector, score several feature stores (or, for methods that need the model, image
+folders), write one HDF5 file.
 
 Layout of `results/ood/<model>/scores/<method>.h5`: one float64 data set [N] per data set name (attribute `store`:
-the feature store it came from), file attributes `method`, `settings` (JSON, defaults filled in), `layer`,
-`fit_store` ("" when the method needs no fitting), `higher_is_id=True` and `complete=True`, written last. The file
-is written under a temporary name and renamed.
+the feature store it came from; `images` instead: the image folder, for `needs_images` methods), file attributes
+`method`, `settings` (JSON, defaults filled in), `layer`, `fit_store` ("" when the method needs no fitting),
+`higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` methods). The file is
+written under a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from peekflow.features.store import load_feature_set
 from peekflow.io import atomic_path, open_complete_h5
-from peekflow.ood.base import build
+from peekflow.ood.base import Detector, build
 
 log = logging.getLogger("peekflow")
 
@@ -35,11 +37,10 @@ def score_stores(
     `layer` is the model's penultimate layer (read only by detectors that use features). Returns the scores.
     """
     detector = build(method, settings)
-    if not eval_stores:
-        raise ValueError("score: no data sets to score (give at least one NAME=STORE)")
-    for name in eval_stores:
-        if not name or "/" in name:
-            raise ValueError(f"score: data set name {name!r} must be non-empty and contain no '/'")
+    if detector.needs_images:
+        raise ValueError(f"OOD method {method!r} runs the model on images: give the model, its checkpoint and image "
+                         "folders (--model, --checkpoint, --images NAME=FOLDER), not feature stores")
+    _check_names(eval_stores, "STORE")
     feature_layer = None
     if detector.uses_features:
         if not layer:
@@ -56,27 +57,68 @@ def score_stores(
     scores = {}
     for name, path in eval_stores.items():
         data = load_feature_set(path, feature_layer, name=name)
-        s = np.asarray(detector.score(data), dtype=np.float64)
-        if s.shape != (len(data.labels),):
-            n = len(data.labels)
-            raise RuntimeError(f"{method}: scored {name!r} ({path}) into shape {s.shape}, expected ({n},)")
-        bad = int(np.count_nonzero(~np.isfinite(s)))
-        if bad:
-            raise ValueError(f"{method}: {bad} non-finite score(s) for {name!r} ({path}); check the store's values")
-        scores[name] = s
-        log.info("%s: scored %s (%d samples, mean %.4g)", method, name, s.size, s.mean())
+        scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
+    _write(out, detector, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
+           layer=feature_layer or "", fit_store=str(fit_store) if fit_store is not None else "")
+    return scores
 
+
+def score_images(
+    method: str,
+    settings: dict | None,
+    model,
+    preprocessing,
+    folders: dict[str, str | os.PathLike],
+    device,
+    out: str | os.PathLike,
+    checkpoint: str | os.PathLike = "",
+) -> dict[str, np.ndarray]:
+    """Score the image folders `folders` (name -> <folder>/<class>/<image>) with a `needs_images` method (ODIN) and
+    `model` (its `preprocessing`, on `device`); write `out` in the layout of `score_stores`. Returns the scores."""
+    from peekflow.data.folder import list_images  # imports torch: only here
+
+    detector = build(method, settings)
+    if not detector.needs_images:
+        raise ValueError(f"OOD method {method!r} scores feature stores: give --eval NAME=STORE, not image folders")
+    _check_names(folders, "FOLDER")
+    scores = {}
+    for name, folder in folders.items():
+        s = detector.score_images(model, folder, preprocessing, device)
+        scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)
+    _write(out, detector, scores, {name: {"images": str(folder)} for name, folder in folders.items()},
+           layer="", fit_store="", checkpoint=str(checkpoint))
+    return scores
+
+
+def _check_names(inputs: dict, what: str) -> None:
+    if not inputs:
+        raise ValueError(f"score: no data sets to score (give at least one NAME={what})")
+    for name in inputs:
+        if not name or "/" in name:
+            raise ValueError(f"score: data set name {name!r} must be non-empty and contain no '/'")
+
+
+def _checked_scores(detector: Detector, scores, n: int, name: str, source) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (n,):
+        raise RuntimeError(f"{detector.name}: scored {name!r} ({source}) into shape {s.shape}, expected ({n},)")
+    bad = int(np.count_nonzero(~np.isfinite(s)))
+    if bad:
+        raise ValueError(f"{detector.name}: {bad} non-finite score(s) for {name!r} ({source}); check its values")
+    log.info("%s: scored %s (%d samples, mean %.4g)", detector.name, name, s.size, s.mean())
+    return s
+
+
+def _write(out, detector: Detector, scores: dict[str, np.ndarray], sources: dict[str, dict], **attrs) -> None:
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             for name, s in scores.items():
-                h5.create_dataset(name, data=s).attrs["store"] = str(eval_stores[name])
-            h5.attrs["method"] = method
+                h5.create_dataset(name, data=s).attrs.update(sources[name])
+            h5.attrs["method"] = detector.name
             h5.attrs["settings"] = json.dumps(detector.settings(), sort_keys=True)
-            h5.attrs["layer"] = feature_layer or ""
-            h5.attrs["fit_store"] = str(fit_store) if fit_store is not None else ""
+            h5.attrs.update(attrs)
             h5.attrs["higher_is_id"] = True
             h5.attrs["complete"] = True
-    return scores
 
 
 def read_scores(path: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:

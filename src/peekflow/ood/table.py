@@ -1,57 +1,136 @@
 """The OOD table: one row per (method, OOD data set) plus an "average" row per method, metrics in percent.
 
-Columns: method, ood_dataset, auroc, fpr95, fpr95_openood, aupr_in, aupr_out, n_id, n_ood.
-Scores: higher = more in-distribution (ID) for every method. fpr95 is the classic figure of the PEEK / KNN / Energy
-papers (share of OOD accepted while 95% of ID is kept); fpr95_openood is OpenOOD v1.5's (share of ID rejected at
-95% OOD recall). See peekflow.metrics for the exact definitions. The average row holds the mean of each metric over
-the OOD data sets, the common n_id and the summed n_ood.
+Long form (CSV), columns:
+  method, ood_dataset                 the row's method (the name given for its score file) and OOD data set
+  auroc, fpr95, fpr95_openood,        metrics (peekflow.metrics has the exact definitions); fpr95 is the classic
+  aupr_in, aupr_out                   figure of the PEEK / KNN / Energy papers (share of OOD accepted while 95% of ID
+                                      is kept), fpr95_openood OpenOOD v1.5's (share of ID rejected at 95% OOD recall)
+  n_id, n_ood                         sample counts
+  auroc_lo, auroc_hi, fpr95_lo,       95% percentile-bootstrap confidence intervals (ID and OOD resampled
+  fpr95_hi                            separately; empty when the bootstrap is off)
+  k, bank, temperature, epsilon       the method's settings as stored in its score file, empty where they do not
+                                      apply: k and bank (the reference bank) for knn*, T for energy/odin, eps for odin
+The average row holds the mean of each metric over the OOD data sets, the common n_id and the summed n_ood; its CI
+is the percentile interval of the per-resample mean (the OOD sets share the ID resamples).
+
+The markdown table is paper style: methods as rows, FPR95 / AUROC column pairs per OOD set, then their average.
+Scores: higher = more in-distribution (ID) for every method.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from peekflow.io import atomic_path
-from peekflow.metrics import METRIC_KEYS, ood_metrics
+from peekflow.io import atomic_path, open_complete_h5
+from peekflow.metrics import BOOTSTRAP_KEYS, CI_KEYS, METRIC_KEYS, bootstrap_metrics, ood_metrics, percentile_ci
 from peekflow.ood.scoring import read_scores
 
-COLUMNS = ["method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood"]
+SETTING_KEYS = ["k", "bank", "temperature", "epsilon"]
+COLUMNS = ["method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS]
 AVERAGE = "average"
 CONVENTIONS = (
-    "Scores: higher = more in-distribution (ID) for every method; metrics in percent; AUROC and AUPR-In take ID as "
-    "positive, AUPR-Out takes OOD as positive.  \n"
-    "fpr95: share of OOD accepted while 95% of ID is kept (PEEK/KNN/Energy papers); "
-    "fpr95_openood: share of ID rejected at 95% OOD recall (OpenOOD v1.5)."
+    "Scores: higher = more in-distribution (ID) for every method; metrics in percent; AUROC takes ID as positive; "
+    "the CSV beside this file adds 95% bootstrap CIs, AUPR-In/Out and fpr95_openood.  \n"
+    "FPR95 is the CSV's fpr95: share of OOD accepted while 95% of ID is kept (PEEK/KNN/Energy papers), not "
+    "fpr95_openood (OpenOOD v1.5: share of ID rejected at 95% OOD recall)."
 )
 
 
-def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_names: list[str]) -> pd.DataFrame:
-    """Metrics of every method (score file) against every OOD data set, ID = data set `id_name`."""
+def method_settings(path: str | os.PathLike) -> dict:
+    """k, bank, temperature, epsilon of a score file's method (None where they do not apply)."""
+    with open_complete_h5(path, "score file", "rerun its scoring") as h5:
+        method = str(h5.attrs.get("method", ""))
+        settings = json.loads(h5.attrs.get("settings", "{}"))
+        fit_store = str(h5.attrs.get("fit_store", ""))
+    out = dict.fromkeys(SETTING_KEYS)
+    if method.startswith("knn"):
+        out["k"] = settings.get("k")
+        # the bank: prototypes named by the method (knn_deepinversion), else the fit store (shapes_train), sampled?
+        bank = method.partition("_")[2] or (Path(fit_store).stem if fit_store else None)
+        if bank and settings.get("samples_per_class"):
+            bank += f" ({settings['samples_per_class']}/class)"
+        out["bank"] = bank
+    out["temperature"] = settings.get("temperature")
+    out["epsilon"] = settings.get("epsilon")
+    return out
+
+
+def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_names: list[str],
+                n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Metrics of every method (score file) against every OOD data set, ID = data set `id_name`.
+
+    `n_bootstrap` resamples (0: none, CI columns empty) seeded by `seed` give the confidence intervals.
+    """
     if not score_files:
         raise ValueError("table: no score files given")
     if not ood_names:
         raise ValueError("table: no OOD data sets given")
     if id_name in ood_names or len(set(ood_names)) != len(ood_names):
         raise ValueError(f"table: OOD data sets {ood_names} must be distinct and exclude the ID set {id_name!r}")
+    if n_bootstrap < 0:
+        raise ValueError(f"table: n_bootstrap must be >= 0, got {n_bootstrap}")
     rows = []
     for method, path in score_files.items():
         scores = read_scores(path, [id_name, *ood_names])
-        per_set = [{"method": method, "ood_dataset": name, **ood_metrics(scores[id_name], scores[name])}
-                   for name in ood_names]
-        rows += per_set
+        settings = method_settings(path)
+        per_set, resamples = [], []
+        for stream, name in enumerate(ood_names):
+            row = {"method": method, "ood_dataset": name, **ood_metrics(scores[id_name], scores[name]), **settings}
+            if n_bootstrap:
+                resamples.append(bootstrap_metrics(scores[id_name], scores[name], n_bootstrap, seed, stream))
+                row.update(_intervals(resamples[-1]))
+            per_set.append(row)
         mean = {key: sum(r[key] for r in per_set) / len(per_set) for key in METRIC_KEYS}
-        rows.append({"method": method, "ood_dataset": AVERAGE, **mean,
-                     "n_id": per_set[0]["n_id"], "n_ood": sum(r["n_ood"] for r in per_set)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+        average = {"method": method, "ood_dataset": AVERAGE, **mean, "n_id": per_set[0]["n_id"],
+                   "n_ood": sum(r["n_ood"] for r in per_set), **settings}
+        if n_bootstrap:
+            average.update(_intervals({key: np.mean([r[key] for r in resamples], axis=0) for key in BOOTSTRAP_KEYS}))
+        rows += [*per_set, average]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["k"] = df["k"].astype("Int64")  # integer where given, empty elsewhere
+    return df
+
+
+def _intervals(resamples: dict[str, np.ndarray]) -> dict[str, float]:
+    out = {}
+    for key in BOOTSTRAP_KEYS:
+        out[f"{key}_lo"], out[f"{key}_hi"] = percentile_ci(resamples[key])
+    return out
+
+
+def _settings_label(row) -> str:
+    names = {"k": "k", "bank": "bank", "temperature": "T", "epsilon": "eps"}
+    return ", ".join(f"{names[key]}={row[key]:g}" if isinstance(row[key], float) else f"{names[key]}={row[key]}"
+                     for key in SETTING_KEYS if not pd.isna(row[key]))
+
+
+def paper_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Methods as rows; per OOD set (in table order) an FPR95 and an AUROC column, the average last."""
+    sets = list(dict.fromkeys(df.ood_dataset))
+    sets = [s for s in sets if s != AVERAGE] + [AVERAGE]
+    by_row = df.set_index(["method", "ood_dataset"])
+    rows = []
+    for method in dict.fromkeys(df.method):
+        first = by_row.loc[(method, sets[0])]
+        row = {"method": method, "settings": _settings_label(first)}
+        for name in sets:
+            row[f"{name} FPR95↓"] = by_row.loc[(method, name), "fpr95"]
+            row[f"{name} AUROC↑"] = by_row.loc[(method, name), "auroc"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def write_table(df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike | None = None) -> None:
-    """Write the table as CSV and (optionally) markdown with the conventions above it; metrics rounded to 2 decimals."""
-    rounded = df.round({key: 2 for key in METRIC_KEYS})
+    """Write the long table as CSV and (optionally) the paper-style markdown table; metrics rounded to 2 decimals."""
+    rounded = df.round({key: 2 for key in [*METRIC_KEYS, *CI_KEYS]})
     with atomic_path(csv_path) as tmp:
         rounded.to_csv(tmp, index=False)
     if md_path is not None:
+        markdown = paper_table(rounded).to_markdown(index=False, floatfmt=".2f")
         with atomic_path(md_path) as tmp:
-            tmp.write_text(CONVENTIONS + "\n\n" + rounded.to_markdown(index=False, floatfmt=".2f") + "\n")
+            tmp.write_text(CONVENTIONS + "\n\n" + markdown + "\n")

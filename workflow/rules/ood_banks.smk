@@ -1,0 +1,21 @@
+# Data-free KNN reference banks: the target model's features of its own prototypes (knn_deepinversion, knn_deepdream).
+
+
+rule extract_prototype_features:
+    input:
+        prototypes="results/prototypes/{model}/{proto}.h5",
+        checkpoint=lambda w: model_checkpoint(w.model),
+    output:
+        store="results/features/{model}/prototypes_{proto}.h5",
+    log:
+        "logs/features/{model}/prototypes_{proto}.log",
+    benchmark:
+        "results/benchmarks/extract_prototype_features/{model}/{proto}.tsv"
+    threads: config["extract"]["threads"]
+    params:
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: extract_settings(w.model),
+    shell:
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        " --prototypes {input.prototypes} --dataset-name prototypes_{wildcards.proto}"
+        " --settings {params.settings:q} --threads {threads} --out {output.store} > {log} 2>&1"

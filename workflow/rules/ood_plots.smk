@@ -1,0 +1,21 @@
+# ROC curves and score histograms of each OOD method on the target model (the ID set against every OOD set).
+
+
+rule plot_ood:
+    input:
+        scores="results/ood/{model}/scores/{method}.h5",
+    output:
+        roc="results/ood/{model}/figures/{method}_roc.png",
+        hist="results/ood/{model}/figures/{method}_hist.png",
+    log:
+        "logs/ood/{model}/figures/{method}.log",
+    benchmark:
+        "results/benchmarks/plot_ood/{model}/{method}.tsv"
+    params:
+        id_test=config["ood"]["id_test"],
+        ood_sets=" ".join(config["ood"]["ood_sets"]),
+        bins=config["ood"]["plots"]["bins"],
+        dpi=config["ood"]["plots"]["dpi"],
+    shell:
+        "peekflow plot-ood --scores {input.scores} --id {params.id_test} --ood {params.ood_sets}"
+        " --bins {params.bins} --dpi {params.dpi} --out-roc {output.roc} --out-hist {output.hist} > {log} 2>&1"
