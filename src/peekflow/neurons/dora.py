@@ -1,0 +1,217 @@
+"""DORA outlier neurons (Bykov et al., "DORA: Exploring Outlier Representations in Deep Neural Networks", TMLR 2023).
+
+1. s-AMS: per neuron (channel) c of the layer, `per_neuron` synthetic activation-maximisation signals: images that
+   maximise the spatial mean of channel c, rendered by the synthesis engine; one batch renders many neurons (image i
+   maximises its own channel c_i: objectives.channel with one channel per image).
+2. Representation r_c in R^C: the layer's spatially averaged response, over all C channels, to neuron c's s-AMS;
+   with several s-AMS per neuron, the mean of their responses.
+3. Extreme-activation distance D_ij = sqrt((1 - cos(r_i, r_j)) / 2), in [0, 1]. A zero representation (an s-AMS that
+   switches the whole layer off) has cosine 0 to every other one (D = 0.707).
+4. Outlier score: scikit-learn's LocalOutlierFactor on D (metric="precomputed"): score = -negative_outlier_factor_
+   (about 1 inside a cluster, larger when a neuron's neighbourhood is sparser than its neighbours'); the flag is LOF's
+   own decision (contamination "auto": score > 1.5, or the given share); rank 1 = the highest score.
+5. 2-D map: classical MDS of D (top eigenvectors of the double-centred -D^2 / 2): deterministic, no seed needed.
+
+A neuron its s-AMS did not raise above its response to the starting image (a ReLU channel that is off there gets no
+gradient, so its s-AMS stays the starting noise) is reported with activated=False and left out of 3-5: otherwise such
+neurons form a tight cluster of near-identical noise responses whose neighbours get LOF scores of 50 and more. A larger
+init_std (noisier starting images) leaves fewer of them: on the embedded default's layer4, 0.3 rather than 0.01
+leaves 4 of 128 neurons instead of 55.
+
+Unlike the original, the optimiser settings (lr, steps, optimizer, schedule) reach the render loop, and the channel
+is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean per channel, then channel c_i).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.neighbors import LocalOutlierFactor
+from torch import nn
+
+from peekflow.data.folder import Preprocessing
+from peekflow.device import resolve_device
+from peekflow.models.layers import pool, record_layers
+from peekflow.prototypes.batching import per_image_param, render_in_batches, transforms_of
+from peekflow.synthesis.objectives import channel
+from peekflow.synthesis.regularisers import tv_l2
+
+
+@dataclass
+class DoraSettings:
+    neurons: str | list = "all"  # "all" or a list of channel indices
+    per_neuron: int = 1  # s-AMS per neuron
+    size: int | None = None  # None: the model's crop, else its resize
+    steps: int = 48
+    lr: float = 0.05
+    optimizer: str = "adam"  # adam | adamw
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine
+    warmup: int = 0
+    grad_clip: float | None = None
+    param: str = "fourier"  # fourier | pixel
+    init_std: float = 0.3  # starting spectrum's noise (see the module doc)
+    jitter: int = 2  # px; 0 = off
+    flip: bool = False
+    tv: float = 0.0  # weight of tv_l2 on the s-AMS (0 = none)
+    batch_size: int = 128  # s-AMS rendered together
+    n_neighbors: int = 10  # LOF neighbours (at most neurons - 1)
+    contamination: str | float = "auto"  # LOF's flag: "auto" or the expected share of outliers, in (0, 0.5]
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+
+    def __post_init__(self):
+        if self.per_neuron < 1 or self.n_neighbors < 1:
+            raise ValueError(f"per_neuron and n_neighbors must be >= 1, got {self.per_neuron}, {self.n_neighbors}")
+        if self.contamination != "auto" and not (isinstance(self.contamination, (int, float))
+                                                 and 0 < self.contamination <= 0.5):
+            raise ValueError(f"contamination must be \"auto\" or in (0, 0.5], got {self.contamination!r}")
+
+
+@dataclass
+class DoraResult:
+    neurons: np.ndarray  # [n] channel indices
+    images: np.ndarray  # [n * per_neuron, 3, H, W] s-AMS in [0,1], neuron-major
+    representations: np.ndarray  # [n, C] mean layer response to each neuron's s-AMS
+    activated: np.ndarray  # [n] bool: the s-AMS raised its neuron above its response at the start
+    start_activation: np.ndarray  # [n] the neuron's mean response to its starting images
+    distances: np.ndarray  # [m, m] extreme-activation distance between the m activated neurons
+    scores: np.ndarray  # [n] LOF score (higher = more outlying); NaN where not activated
+    outlier: np.ndarray  # [n] bool
+    rank: np.ndarray  # [n] 1 = most outlying; 0 where not activated
+    coords: np.ndarray  # [n, 2] classical MDS of the distances; NaN where not activated
+
+
+def layer_channels(model: nn.Module, layer: str, size: int, device) -> int:
+    with torch.no_grad(), record_layers(model, [layer]) as acts:
+        model(torch.zeros(1, 3, size, size, device=device))
+    return int(pool(acts[layer])[0].shape[1])
+
+
+def resolve_neurons(selection, channels: int, layer: str) -> list[int]:
+    if selection == "all":
+        return list(range(channels))
+    if isinstance(selection, str) or not isinstance(selection, list) or not selection:
+        raise ValueError(f"neurons must be \"all\" or a non-empty list of channel indices, got {selection!r}")
+    bad = [c for c in selection if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < channels]
+    if bad:
+        raise ValueError(f"neurons {bad} are not channels of layer {layer!r}, which has {channels}")
+    return list(selection)
+
+
+def encode(model: nn.Module, layer: str, images: np.ndarray, preprocessing: Preprocessing, device,
+           batch_size: int = 256) -> np.ndarray:
+    """Spatial-mean response of every channel of `layer` to images [M,3,H,W] in [0,1] -> [M, C]."""
+    mean = torch.tensor(preprocessing.mean, device=device).reshape(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, device=device).reshape(1, 3, 1, 1)
+    out = []
+    with torch.no_grad(), record_layers(model.eval(), [layer]) as acts:
+        for start in range(0, len(images), batch_size):
+            x = torch.as_tensor(images[start:start + batch_size], device=device)
+            model((x - mean) / std)
+            out.append(pool(acts[layer])[0].float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def ea_distance(representations: np.ndarray) -> np.ndarray:
+    """D_ij = sqrt((1 - cos(r_i, r_j)) / 2); zero rows have cosine 0 to the others."""
+    r = np.asarray(representations, dtype=np.float64)
+    norms = np.linalg.norm(r, axis=1, keepdims=True)
+    unit = np.divide(r, norms, out=np.zeros_like(r), where=norms > 0)
+    cos = np.clip(unit @ unit.T, -1.0, 1.0)
+    d = np.sqrt((1.0 - cos) / 2.0)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def lof_outliers(distances: np.ndarray, n_neighbors: int, contamination="auto") -> tuple[np.ndarray, np.ndarray]:
+    """(LOF score [n], outlier flag [n]) on a precomputed distance matrix."""
+    n = len(distances)
+    if n < 3:
+        raise ValueError(f"DORA needs at least 3 neurons for outlier scores, got {n}")
+    lof = LocalOutlierFactor(n_neighbors=min(n_neighbors, n - 1), metric="precomputed", contamination=contamination)
+    flags = lof.fit_predict(distances) == -1
+    return -lof.negative_outlier_factor_, flags
+
+
+def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
+    n = len(distances)
+    centre = np.eye(n) - 1.0 / n
+    gram = -0.5 * centre @ (distances ** 2) @ centre
+    values, vectors = np.linalg.eigh(gram)
+    top = np.argsort(values)[::-1][:dims]
+    coords = vectors[:, top] * np.sqrt(np.clip(values[top], 0, None))
+    return coords * np.where(coords.sum(0) < 0, -1, 1)  # fixed signs: same input, same picture
+
+
+def sams_targets(neurons: list[int], per_neuron: int) -> list[int]:
+    return [c for c in neurons for _ in range(per_neuron)]
+
+
+def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: Preprocessing, s: DoraSettings,
+              size: int, device) -> np.ndarray:
+    """s-AMS of `neurons`, neuron-major: [len(neurons) * per_neuron, 3, size, size] in [0,1]."""
+
+    def objective_for(batch):
+        goal = channel(layer, batch)
+        return goal + s.tv * tv_l2() if s.tv else goal
+
+    images, _, _ = render_in_batches(
+        sams_targets(neurons, s.per_neuron), s.batch_size, objective_for, model, preprocessing, param=s.param,
+        size=size, seed=s.seed, init_std=s.init_std, transforms=transforms_of(s.jitter, s.flip), device=device,
+        what=f"dora s-AMS {layer}", steps=s.steps, lr=s.lr, optimizer=s.optimizer, betas=s.betas,
+        weight_decay=s.weight_decay, schedule=s.schedule, warmup=s.warmup, grad_clip=s.grad_clip, amp=s.amp)
+    return images
+
+
+def starting_images(count: int, s: DoraSettings, size: int) -> np.ndarray:
+    """The images make_sams starts from (render_in_batches seeds image i from (seed, i))."""
+    with torch.no_grad():
+        param = per_image_param(s.param, list(range(count)), size, s.seed, s.init_std, "cpu")
+        return param.image_fn().clamp(0, 1).numpy().astype(np.float32)
+
+
+def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings) -> DoraResult:
+    """s-AMS, representations, distances, LOF and map (module doc). A neuron whose s-AMS did not raise it above its
+    response at the start (a ReLU unit off for the starting images gets no gradient) has no meaningful s-AMS: it is
+    reported with activated=False and left out of the distances, LOF and map."""
+    device = resolve_device(s.device)
+    model = model.to(device).eval()
+    size = s.size or preprocessing.crop or preprocessing.resize
+    if not size or size < 2:
+        raise ValueError("DORA settings: size (the s-AMS' side in pixels, the model's input size) is not set and the "
+                         "model's preprocessing has neither crop nor resize")
+    neurons = resolve_neurons(s.neurons, layer_channels(model, layer, size, device), layer)
+    n, rows = len(neurons), np.arange(len(neurons))
+    images = make_sams(model, layer, neurons, preprocessing, s, size, device)
+    reps = encode(model, layer, images, preprocessing, device).reshape(n, s.per_neuron, -1).mean(1)
+    start = encode(model, layer, starting_images(len(images), s, size), preprocessing, device)
+    start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, neurons]
+    activated = reps[rows, neurons] > start
+    if activated.sum() < 3:
+        raise ValueError(f"DORA: the s-AMS raised only {int(activated.sum())} of {n} neurons of {layer!r} above "
+                         f"their starting response (at least 3 needed): raise steps, lr or init_std")
+    distances = ea_distance(reps[activated])
+    scores, outlier = np.full(n, np.nan), np.zeros(n, dtype=bool)
+    scores[activated], outlier[activated] = lof_outliers(distances, s.n_neighbors, s.contamination)
+    rank = np.zeros(n, dtype=np.int64)
+    rank[np.flatnonzero(activated)[np.argsort(-scores[activated], kind="stable")]] = np.arange(1, activated.sum() + 1)
+    coords = np.full((n, 2), np.nan)
+    coords[activated] = classical_mds(distances)
+    return DoraResult(np.asarray(neurons), images, reps, activated, start, distances, scores, outlier, rank, coords)
+
+
+def dora_table(r: DoraResult) -> pd.DataFrame:
+    """One row per neuron, most outlying first (then the neurons left out): neuron, lof, outlier, rank, activated,
+    the map coordinates x, y, and the neuron's mean response to its s-AMS and to their starting images."""
+    own = r.representations[np.arange(len(r.neurons)), r.neurons]
+    table = pd.DataFrame({"neuron": r.neurons, "lof": r.scores, "outlier": r.outlier, "rank": r.rank,
+                          "activated": r.activated, "x": r.coords[:, 0], "y": r.coords[:, 1],
+                          "self_activation": own, "start_activation": r.start_activation})
+    table["order"] = np.where(r.activated, r.rank, len(r.neurons) + 1)
+    return table.sort_values(["order", "neuron"]).drop(columns="order").reset_index(drop=True)

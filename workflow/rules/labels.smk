@@ -1,0 +1,40 @@
+# Neuron labels of a model's layer: DORA outlier neurons (from synthetic activation-maximisation signals) and INVERT
+# concept formulas (from the feature store's activations and the data set's attributes.csv).
+
+
+rule find_outlier_neurons:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+    output:
+        csv="results/neurons/{model}/{layer}/dora.csv",
+        figure="results/neurons/{model}/{layer}/dora.png",
+    log:
+        "logs/neurons/{model}/{layer}/dora.log",
+    benchmark:
+        "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
+    threads: config.get("labels", {}).get("threads", 1)
+    params:
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: dora_settings(),
+    shell:
+        "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q}"
+        " --settings {params.settings:q} --threads {threads} --out {output.csv} --figure {output.figure}"
+        " > {log} 2>&1"
+
+
+rule label_neurons:
+    input:
+        store=invert_store,
+        attributes=lambda w: invert_attributes(),
+    output:
+        csv="results/neurons/{model}/{layer}/invert.csv",
+        figure="results/neurons/{model}/{layer}/invert.png",
+    log:
+        "logs/neurons/{model}/{layer}/invert.log",
+    benchmark:
+        "results/benchmarks/label_neurons/{model}/{layer}.tsv"
+    params:
+        settings=lambda w: invert_settings(),
+    shell:
+        "peekflow invert --store {input.store:q} --attributes {input.attributes:q} --layer {wildcards.layer:q}"
+        " --settings {params.settings:q} --out {output.csv} --figure {output.figure} > {log} 2>&1"
