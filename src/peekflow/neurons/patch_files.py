@@ -1,0 +1,71 @@
+"""A layer's patch folder: results/neurons/<model>/<layer>/patches/ (DESIGN.md).
+
+patches.h5: `channels` [S], `pixels` [S,k,3,P,P] uint8 (model input after resize/crop, normalisation undone),
+`paths` [S,k], `rows` [S,k] (rows of the source feature store), `boxes` [S,k,4] (top, left, bottom, right in input
+pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, mode, settings and receptive field (JSON),
+the top-N file, `complete=True` last. channel_<c>.png: the k patches of channel c, best first. overview.png: the best
+patch of every selected channel. The folder is built under a temporary name and renamed when whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from peekflow.features.store import STR
+from peekflow.figures import save_grid
+from peekflow.io import open_complete_h5
+from peekflow.neurons.patches import Patches
+
+
+def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48) -> None:
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with h5py.File(tmp / "patches.h5", "w") as h5:
+            h5["channels"] = p.channels
+            h5.create_dataset("pixels", data=p.pixels, compression="gzip", compression_opts=4)
+            h5.create_dataset("paths", data=p.paths.astype(object), dtype=STR)
+            h5["rows"], h5["boxes"], h5["activations"] = p.rows, p.boxes, p.activations
+            for key, value in attrs.items():
+                h5.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+            h5.attrs["complete"] = True
+        images = p.pixels.astype(np.float32) / 255
+        size = max(images.shape[-2:])
+        scale = int(min(8, max(1, np.ceil(64 / size))))
+        for s, c in enumerate(p.channels):
+            save_grid(tmp / f"channel_{c}.png", images[s], ncol=min(len(images[s]), 8), scale=scale,
+                      labels=[f"{a:.3g}" for a in p.activations[s]])
+        best = np.stack([_resized(img, overview_cell) for img in images[:, 0]])
+        save_grid(tmp / "overview.png", best, labels=[f"c{c}" for c in p.channels], scale=1)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resized(img: np.ndarray, cell: int) -> np.ndarray:
+    """[3,h,w] in [0,1] -> [3,cell,cell] (nearest for small patches, so their pixels stay visible)."""
+    pil = Image.fromarray(np.rint(img.transpose(1, 2, 0) * 255).astype(np.uint8))
+    mode = Image.NEAREST if max(img.shape[1:]) <= cell else Image.BILINEAR
+    return np.asarray(pil.resize((cell, cell), mode), dtype=np.float32).transpose(2, 0, 1) / 255
+
+
+def read_patches(folder) -> tuple[Patches, dict]:
+    with open_complete_h5(Path(folder) / "patches.h5", "patch file", "rerun `peekflow patches`") as h5:
+        patches = Patches(
+            channels=h5["channels"][:], rows=h5["rows"][:], boxes=h5["boxes"][:], activations=h5["activations"][:],
+            paths=np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(h5["paths"][:]),
+            pixels=h5["pixels"][:],
+        )
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items() if k != "complete"}
+    return patches, attrs
