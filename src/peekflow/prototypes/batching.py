@@ -73,13 +73,13 @@ def per_image_param(kind: str, indices: Sequence[int], size: int, seed: int, ini
     if kind == "pixel":
         noise = torch.stack([torch.randn((3, size, size), generator=image_generator(seed, i)) for i in indices])
         return pixel(len(indices), size, init=(0.5 + init_std * noise).clamp(0, 1), squash="clamp", device=device)
-    seeded = [fourier(1, size, std=init_std, generator=image_generator(seed, i)) for i in indices]  # CPU draws
-    builders = [fourier(1, size, std=0.0, device=device) for _ in indices]
-    for b, s in zip(builders, seeded):  # the builder's spectrum (a leaf its image_fn reads) takes the seeded values
-        b.params[0].data = s.params[0].detach().to(device)
-    leaves = [b.params[0] for b in builders]
-    return Param(leaves, lambda: torch.cat([b.image_fn() for b in builders]),
-                 description=f"fourier({len(indices)}, {(size, size)}, per-image seeded)")
+    # each spectrum drawn on the CPU from its own generator, then one batched leaf: one FFT per step for the batch
+    seeded = torch.cat([fourier(1, size, std=init_std, generator=image_generator(seed, i)).params[0].detach()
+                        for i in indices])
+    param = fourier(len(indices), size, std=0.0, device=device)
+    param.params[0].data = seeded.to(device)  # the leaf its image_fn reads takes the seeded values
+    param.description = f"fourier({len(indices)}, {(size, size)}, per-image seeded)"
+    return param
 
 
 def transforms_of(jitter: int, flip: bool) -> list:
