@@ -1,4 +1,5 @@
-# Feature stores: logits and pooled activations of a model's configured layers over one data set.
+# Feature stores: logits and pooled activations of a model's configured layers over one data set -- by one job, or
+# (extract.shards) by one job per shard, merged into the same store.
 
 
 rule extract_features:
@@ -11,6 +12,8 @@ rule extract_features:
         "logs/features/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/extract_features/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=datasets_pattern(sharded=False),
     threads: config["extract"]["threads"]
     params:
         model=lambda w: model_spec(w.model),
@@ -20,3 +23,44 @@ rule extract_features:
         "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
         " --images {params.images:q} --dataset-name {wildcards.dataset} --settings {params.settings:q}"
         " --threads {threads} --out {output.store} > {log} 2>&1"
+
+
+# A killed shard job leaves <store>.partial (not an output, so Snakemake keeps it); its rerun continues from there.
+rule extract_feature_shard:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+        images=lambda w: dataset_input(w.dataset),
+    output:
+        store=temp("results/features/{model}/{dataset}/shard_{shard}_of_{shards}.h5"),
+    log:
+        "logs/features/{model}/{dataset}/shard_{shard}_of_{shards}.log",
+    benchmark:
+        "results/benchmarks/extract_feature_shard/{model}/{dataset}/shard_{shard}_of_{shards}.tsv"
+    wildcard_constraints:
+        dataset=datasets_pattern(sharded=True),
+        shard=r"\d+",
+        shards=r"\d+",
+    threads: config["extract"]["threads"]
+    params:
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: extract_settings(w.model),
+        images=lambda w: dataset_images(w.dataset),
+    shell:
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        " --images {params.images:q} --dataset-name {wildcards.dataset} --settings {params.settings:q}"
+        " --shard {wildcards.shard}/{wildcards.shards} --threads {threads} --out {output.store} > {log} 2>&1"
+
+
+rule merge_feature_shards:
+    input:
+        shards=feature_shards,
+    output:
+        store="results/features/{model}/{dataset}.h5",
+    log:
+        "logs/features/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/merge_feature_shards/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=datasets_pattern(sharded=True),
+    shell:
+        "peekflow merge-features --shards {input.shards} --out {output.store} > {log} 2>&1"

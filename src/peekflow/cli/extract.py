@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 from peekflow.cli import stage_main
 from peekflow.device import resolve_device, set_threads
-from peekflow.features.extract import ExtractSettings, extract_features
+from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.models.spec import ModelSpec, load_spec
+from peekflow.prototypes.images import PrototypeImages
+from peekflow.prototypes.store import read_prototypes
 from peekflow.settings import describe, parse_settings
 
-HELP = "Extract logits and layer features of a model over an image folder into an HDF5 feature store."
+HELP = """Extract logits and layer features of a model over an image folder into an HDF5 feature store -- or over
+a prototype file (--prototypes: the images quantised to 8 bit and preprocessed like real ones; labels = targets)."""
 
 
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
     p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
-    p.add_argument("--images", required=True, help="image folder: <images>/<class>/<file>")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="image folder: <images>/<class>/<file>")
+    source.add_argument("--prototypes", help="prototype file (.h5) of this model (peekflow dream / deepinversion)")
     p.add_argument("--dataset-name", required=True, help="data set name recorded in the store")
     p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(ExtractSettings))
+    p.add_argument("--shard", default="0/1", type=shard_arg,
+                   help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
+                        "(join them with peekflow merge-features)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="the feature store (.h5) to write")
 
@@ -36,14 +45,34 @@ def run(args) -> None:
         "checkpoint": str(args.checkpoint),
         "classes": classes,
         "dataset": args.dataset_name,
-        "images": str(args.images),
+        "images": str(args.images or args.prototypes),
         "preprocessing": preprocessing.as_dict(),
         "layers": settings.layers,
     }
-    summary = extract_features(model, args.images, classes, preprocessing, settings, device, args.out, attrs)
+    if settings.maps:
+        attrs["maps"] = settings.maps
+    if args.images:
+        summary = extract_features(model, args.images, classes, preprocessing, settings, device, args.out, attrs,
+                                   shard=args.shard)
+    else:
+        if args.shard != (0, 1):
+            raise ValueError("--shard applies to --images only")
+        protos = read_prototypes(args.prototypes)
+        if protos.model != spec.name:
+            raise ValueError(f"prototype file {args.prototypes} was made for model {protos.model!r}, not {spec.name!r}")
+        dataset = PrototypeImages(protos, preprocessing)
+        attrs["prototype_method"] = protos.method
+        summary = extract_dataset(model, dataset, settings, device, args.out, attrs, source=args.prototypes)
     logging.getLogger("peekflow").info(
         "wrote %s: %d images on %s, %d skipped", args.out, summary["rows"], device, len(summary["skipped"])
     )
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/S, e.g. 0/4")
+    return int(index), int(count)
 
 
 if __name__ == "__main__":

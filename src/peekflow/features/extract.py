@@ -2,18 +2,29 @@
 
 Forward hooks record the configured layers; each batch's spatial means and maxima go straight to the store, so memory
 stays O(batch) whatever the data set size. Mixed precision (`amp`) runs only on CUDA, and stores stay float32.
+`maps` (default none) also stores whole spatial maps [N,C,H,W] of the layers it names, as float16 (`maps/<layer>`),
+for stages that look at image regions (emergence).
+
+Resumable: the store is built as `<out>.partial`, which records after each flushed batch how many images are done; a
+rerun whose model weights, image list, settings, device and attributes are the same continues from there (anything
+else starts afresh, logging why). Sharded: `shard` (i, S) extracts the i-th of S contiguous row ranges, for
+peekflow.features.shards.merge_shards to join.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from peekflow.data.folder import ImageFolder, Preprocessing, collate
+from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
 from peekflow.models.layers import pool, record_layers
 from peekflow.progress import progress
@@ -29,6 +40,7 @@ class ExtractSettings:
     device: str = "auto"
     amp: bool = False
     skip_corrupt: bool = False
+    maps: list[str] = field(default_factory=list)  # layers whose whole spatial maps are stored (float16)
 
 
 def extract_features(
@@ -40,11 +52,36 @@ def extract_features(
     device: torch.device,
     out,
     attrs: dict,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
-    """Write the store `out` for the images under `root`; returns a summary (rows, skipped paths)."""
+    """Write the store `out` for the images under `root` -- or, with `shard` (i, S), for the i-th of S contiguous
+    ranges of its sorted image list; returns a summary (rows, skipped paths). A killed run resumes (module doc)."""
     dataset = ImageFolder(root, classes, preprocessing, skip_corrupt=settings.skip_corrupt)
+    items = dataset.items
+    index, count = shard
+    batches = -(-len(items) // settings.batch_size)
+    if not 0 <= index < count <= batches:
+        raise ValueError(f"shard {index}/{count} of {root}: need 0 <= I < S <= {batches} (its batches of "
+                         f"{settings.batch_size} images)")
+    if count > 1:
+        start, stop = shard_rows(len(items), index, count, settings.batch_size)
+        attrs = {**attrs, SHARD_ATTR: {"index": index, "count": count, "rows": [start, stop], "of": len(items)}}
+        dataset, items = torch.utils.data.Subset(dataset, range(start, stop)), items[start:stop]
+    return extract_dataset(model, dataset, settings, device, out, attrs, source=str(root), inputs=items)
+
+
+def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device: torch.device, out, attrs: dict,
+                    source: str, inputs: list | None = None) -> dict:
+    """Write the store `out` for a data set of (preprocessed image, label, path) items, named `source` in messages
+    (an ImageFolder, or prototypes: peekflow.prototypes.images); returns a summary (rows, skipped paths).
+    `inputs` identify the items (e.g. image paths); with them a killed run resumes, without them it starts afresh."""
+    key = None if inputs is None else resume_key(model, inputs, settings, device, attrs)
+    writer = StoreWriter.reopen(out, key) if key else None
+    done = writer.done if writer else {"items": 0, "rows": 0, "skipped": []}
+    if writer:
+        log.info("resuming %s at row %d (%d of %d images done)", out, done["rows"], done["items"], len(dataset))
     loader = torch.utils.data.DataLoader(
-        dataset,
+        torch.utils.data.Subset(dataset, range(done["items"], len(dataset))) if done["items"] else dataset,
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
         collate_fn=collate,
@@ -54,35 +91,67 @@ def extract_features(
     model = model.to(device).eval()
     amp = settings.amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-    writer, row, skipped = None, 0, []
+    item, row, skipped = done["items"], done["rows"], list(done["skipped"])
+    kill_after = int(os.environ.get("PEEKFLOW_TEST_KILL_AFTER_BATCHES", 0))  # test only: die like a killed job
     try:
-        with record_layers(model, settings.layers) as acts, torch.inference_mode():
-            for images, labels, paths, bad in progress(loader, desc=f"extract {out}"):
+        recorded = list(dict.fromkeys([*settings.layers, *settings.maps]))
+        with record_layers(model, recorded) as acts, torch.inference_mode():
+            for batch, (images, labels, paths, bad) in enumerate(progress(loader, desc=f"extract {out}")):
                 for path in bad:
                     log.warning("skipped unreadable image %s", path)
                 skipped += bad
-                if images is None:
-                    continue
-                with autocast:
-                    logits = model(images.to(device, non_blocking=True))
-                pooled = {name: pool(acts[name]) for name in settings.layers}
-                if writer is None:
-                    channels = {name: mean.shape[1] for name, (mean, _) in pooled.items()}
-                    writer = StoreWriter(out, len(dataset), logits.shape[1], channels, attrs)
-                writer.write(
-                    row,
-                    logits.float().cpu().numpy(),
-                    labels.numpy(),
-                    paths,
-                    {name: mean.float().cpu().numpy() for name, (mean, _) in pooled.items()},
-                    {name: mx.float().cpu().numpy() for name, (_, mx) in pooled.items()},
-                )
-                row += len(paths)
+                item += len(paths) + len(bad)
+                if images is not None:
+                    with autocast:
+                        logits = model(images.to(device, non_blocking=True))
+                    pooled = {name: pool(acts[name]) for name in settings.layers}
+                    maps = {name: spatial_map(acts[name], name) for name in settings.maps}
+                    if writer is None:
+                        channels = {name: mean.shape[1] for name, (mean, _) in pooled.items()}
+                        shapes = {name: tuple(m.shape[1:]) for name, m in maps.items()}
+                        writer = StoreWriter(out, len(dataset), logits.shape[1], channels, attrs, maps=shapes,
+                                             resume_key=key)
+                    writer.write(
+                        row,
+                        logits.float().cpu().numpy(),
+                        labels.numpy(),
+                        paths,
+                        {name: mean.float().cpu().numpy() for name, (mean, _) in pooled.items()},
+                        {name: mx.float().cpu().numpy() for name, (_, mx) in pooled.items()},
+                        {name: m.to(torch.float16).cpu().numpy() for name, m in maps.items()},
+                    )
+                    row += len(paths)
+                if kill_after and batch == kill_after:
+                    os._exit(137)  # after `kill_after` checkpoints, with this batch written but not checkpointed
+                if writer is not None and key:
+                    writer.checkpoint({"items": item, "rows": row, "skipped": skipped})
         if writer is None:
-            raise ValueError(f"no readable image in {root}")
+            raise ValueError(f"no readable image in {source}")
         writer.finish({"n_rows": row, "skipped_paths": skipped}, n_rows=row)
-    except BaseException as err:
+    except BaseException:
         if writer is not None:
-            writer.abort(err)
+            writer.abort()
         raise
     return {"rows": row, "skipped": skipped}
+
+
+def resume_key(model: nn.Module, inputs: list, settings: ExtractSettings, device: torch.device, attrs: dict) -> dict:
+    """What the rows of a store depend on: a killed run is continued only if all of it is unchanged."""
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return {
+        "model weights": weights.hexdigest(),
+        "images": hashlib.sha256(json.dumps(inputs).encode()).hexdigest(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "num_workers"},
+        "device": device.type,
+        "attributes": attrs,
+    }
+
+
+def spatial_map(act: torch.Tensor, layer: str) -> torch.Tensor:
+    if act.ndim != 4:
+        raise ValueError(f"maps: layer {layer!r} gives an output of shape {tuple(act.shape)}, not a spatial map "
+                         "[B,C,H,W]; name convolutional layers only")
+    return act

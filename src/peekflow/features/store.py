@@ -1,14 +1,16 @@
 """HDF5 feature store: one file per (model, data set), the contract between extraction and every later stage.
 
 Layout (DESIGN.md): `logits` [N,K] float32, `labels` [N] int64 (-1 = not one of the model's classes), `paths` [N]
-utf-8, `features/<layer>` [N,C] spatial mean, `maxact/<layer>` [N,C] spatial max, attributes describing model,
-data set and preprocessing, and `complete=True` written last. The file is built under a temporary name and renamed,
-so a killed job never leaves a store that looks whole.
+utf-8, `features/<layer>` [N,C] spatial mean, `maxact/<layer>` [N,C] spatial max, optionally `maps/<layer>` [N,C,H,W]
+float16 (whole spatial maps, only where extraction asks for them), attributes describing model, data set and
+preprocessing, and `complete=True` written last. The file is built as `<store>.partial` and renamed, so a killed
+job never leaves a store that looks whole; the partial file records how many rows are done, for a rerun to continue.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,36 +18,108 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from peekflow.io import IncompleteFileError, atomic_path, open_complete_h5
+from peekflow.io import IncompleteFileError, open_complete_h5
 
 STR = h5py.string_dtype("utf-8")
+RESUME_KEY, RESUME_DONE = "resume_key", "resume_done"  # attributes of a partial store only
+log = logging.getLogger("peekflow.store")
 
 
 class StoreError(IncompleteFileError):
     pass
 
 
-class StoreWriter:
-    """Preallocates every data set for `n` rows; rows are written batch by batch (memory stays O(batch))."""
+def partial_path(path) -> Path:
+    """Where a store is built before its rename: `<store>.partial`, a fixed name, so that the rerun of a killed job
+    finds it (Snakemake deletes a failed job's declared outputs; this file is not one)."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
 
-    def __init__(self, path, n: int, num_classes: int, channels: dict[str, int], attrs: dict):
-        self.path, self.n = Path(path), n
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        self.h5 = h5py.File(tmp, "w")
+
+class StoreWriter:
+    """Preallocates every data set for `n` rows; rows are written batch by batch (memory stays O(batch)).
+
+    With a `resume_key` (a dict saying what the rows depend on), `checkpoint(done)` flushes the file and records
+    the progress `done` after each batch, and `StoreWriter.reopen` continues a killed run whose key is the same."""
+
+    def __init__(self, path, n: int, num_classes: int, channels: dict[str, int], attrs: dict,
+                 maps: dict[str, tuple[int, int, int]] | None = None, resume_key: dict | None = None):
+        self.path, self.n, self.done = Path(path), n, None
+        self.partial = partial_path(self.path)
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self.h5 = h5py.File(self.partial, "w")
         chunk = (max(1, min(n, 1024)),)
-        # rows are resizable: skipped images (skip_corrupt) shrink the store at finish() instead of leaving gaps
-        self.h5.create_dataset("logits", (n, num_classes), "float32", chunks=chunk + (num_classes,), maxshape=(None, num_classes))
-        self.h5.create_dataset("labels", (n,), "int64", chunks=chunk, maxshape=(None,))
-        self.h5.create_dataset("paths", (n,), STR, chunks=chunk, maxshape=(None,))
+        # rows are resizable: skipped images (skip_corrupt) shrink the store at finish() instead of leaving gaps.
+        # Numbers go to chunks allocated up front, so that writing rows never changes the file's metadata: a job
+        # killed between two checkpoints leaves the rows of the last one readable.
+        self.h5.create_dataset("logits", (n, num_classes), "float32", chunks=chunk + (num_classes,),
+                               maxshape=(None, num_classes), dcpl=allocated_early())
+        self.h5.create_dataset("labels", (n,), "int64", chunks=chunk, maxshape=(None,), dcpl=allocated_early())
+        self._create_paths()
         for layer, c in channels.items():
             for group in ("features", "maxact"):
                 # chunks of whole rows, so that per-channel readers (top-N) stream blocks of images
-                self.h5.create_dataset(f"{group}/{layer}", (n, c), "float32", chunks=chunk + (c,), maxshape=(None, c))
+                self.h5.create_dataset(f"{group}/{layer}", (n, c), "float32", chunks=chunk + (c,), maxshape=(None, c),
+                                       dcpl=allocated_early())
+        for layer, shape in (maps or {}).items():
+            rows = max(1, min(n, (1 << 20) // (2 * int(np.prod(shape)))))  # ~1 MB chunks of whole rows
+            self.h5.create_dataset(f"maps/{layer}", (n, *shape), "float16", chunks=(rows, *shape),
+                                   maxshape=(None, *shape), dcpl=allocated_early())
         self._set_attrs(attrs)
         self.h5.attrs["complete"] = False
+        if resume_key is not None:
+            self.h5.attrs[RESUME_KEY] = json.dumps(resume_key, sort_keys=True)
 
-    def write(self, start: int, logits, labels, paths, features: dict, maxact: dict) -> None:
+    @classmethod
+    def reopen(cls, path, resume_key: dict) -> StoreWriter | None:
+        """The partial store of a killed run made with the same `resume_key`, opened to continue after its last
+        checkpoint (`.done`); None if there is none, or after deleting one that cannot be continued (logged)."""
+        partial = partial_path(path)
+        if not partial.exists():
+            return None
+        try:
+            h5 = h5py.File(partial, "r+")
+        except OSError as err:
+            if "lock" in str(err).lower():  # another job writes it right now
+                raise RuntimeError(f"partial store {partial} is open in another process ({err})") from None
+            log.info("starting %s afresh: its partial store is unreadable (%s)", path, err)
+            partial.unlink()
+            return None
+        old, new = json.loads(h5.attrs.get(RESUME_KEY, "{}")), json.loads(json.dumps(resume_key))
+        done = h5.attrs.get(RESUME_DONE)
+        if old != new or done is None:
+            h5.close()
+            differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            why = f"it was made with other {', '.join(differ)}" if differ else "it holds no finished batch"
+            log.info("starting %s afresh: %s", path, why)
+            partial.unlink()
+            return None
+        writer = cls.__new__(cls)
+        writer.path, writer.partial, writer.h5 = Path(path), partial, h5
+        writer.n, writer.done = h5["labels"].shape[0], json.loads(done)
+        writer._create_paths(keep=writer.done["rows"])
+        return writer
+
+    def _create_paths(self, keep: int = 0) -> None:
+        """(Re)create `paths`, keeping its first `keep` rows. Strings live in the file's heap, which a killed job can
+        leave pointing nowhere beyond the last checkpoint; overwriting such rows fails, so a resumed job starts the
+        data set anew (its old heap objects stay as unused space)."""
+        kept = self.h5["paths"].asstr()[:keep] if keep else []
+        if "paths" in self.h5:
+            del self.h5["paths"]
+        self.h5.create_dataset("paths", (self.n,), STR, chunks=(max(1, min(self.n, 1024)),), maxshape=(None,))
+        for start in range(0, keep, 1 << 16):
+            stop = min(start + (1 << 16), keep)
+            self.h5["paths"][start:stop] = kept[start:stop]
+
+    def checkpoint(self, done: dict) -> None:
+        """Flush every row written so far, then record `done` (what a rerun continues from)."""
+        self.h5.flush()
+        self.h5.attrs[RESUME_DONE] = json.dumps(done)
+        self.h5.flush()
+        self.done = done
+
+    def write(self, start: int, logits, labels, paths, features: dict, maxact: dict, maps: dict | None = None) -> None:
         stop = start + len(labels)
         self.h5["logits"][start:stop] = logits
         self.h5["labels"][start:stop] = labels
@@ -54,15 +128,20 @@ class StoreWriter:
             self.h5[f"features/{layer}"][start:stop] = values
         for layer, values in maxact.items():
             self.h5[f"maxact/{layer}"][start:stop] = values
+        for layer, values in (maps or {}).items():
+            self.h5[f"maps/{layer}"][start:stop] = values
 
     def finish(self, extra_attrs: dict | None = None, n_rows: int | None = None) -> None:
         if n_rows is not None and n_rows != self.n:
             for name in self._row_datasets():
                 self.h5[name].resize(n_rows, axis=0)
+        for key in (RESUME_KEY, RESUME_DONE):
+            if key in self.h5.attrs:
+                del self.h5.attrs[key]
         self._set_attrs(extra_attrs or {})
         self.h5.attrs["complete"] = True
         self.h5.close()
-        self._atomic.__exit__(None, None, None)
+        os.replace(self.partial, self.path)
 
     def _set_attrs(self, attrs: dict) -> None:
         # scalars and strings as they are; lists and dicts as JSON text
@@ -75,9 +154,20 @@ class StoreWriter:
         self.h5.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         return names
 
-    def abort(self, exc) -> None:
+    def abort(self) -> None:
+        """Close after a failure; keep the partial store if a rerun can continue it."""
         self.h5.close()
-        self._atomic.__exit__(type(exc), exc, None)
+        if self.done:  # set by checkpoint(), which only resumable writers call
+            log.info("kept %s (%d rows done): a rerun with the same settings continues from there",
+                     self.partial, self.done["rows"])
+        else:
+            self.partial.unlink()
+
+
+def allocated_early():
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return dcpl
 
 
 def open_store(path) -> h5py.File:
