@@ -1,0 +1,96 @@
+"""Checks before any job is submitted: user-provided folders and checkpoints, layer names, class indices."""
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, write_folder
+from peekflow import preflight
+from peekflow.models.registry import build_model
+from workflow import snakemake, tiny_config, write_config
+
+WIDTHS = TINY_MODEL["arch_kwargs"]["widths"]
+
+
+def test_image_folder_needs_an_image_in_a_class_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        preflight.check_image_folder(tmp_path / "missing")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    (tmp_path / "empty" / "cls" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"holds no images .* \(1 class folders\)"):
+        preflight.check_image_folder(tmp_path / "empty")
+    preflight.check_image_folder(write_folder(tmp_path / "images", ["a", "b"], per_class=1))
+
+
+def test_layers_must_exist(tmp_path):
+    model = preflight.abstract_model("small_resnet", 3, {"widths": WIDTHS})
+    preflight.check_layers(model, ["layer3", "layer4.0"])
+    with pytest.raises(ValueError, match=r"\['layer9'\] not in SmallResNet; top-level layers: \[.*'layer4'"):
+        preflight.check_layers(model, ["layer4", "layer9"])
+
+
+def test_checkpoint_must_load_and_fit(tmp_path, tiny_checkpoint):
+    assert preflight.check_checkpoint(tiny_checkpoint, "small_resnet", 3)["classes"] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="holds small_resnet with 3 classes, but the config asks for small_resnet with 4"):
+        preflight.check_checkpoint(tiny_checkpoint, "small_resnet", 4)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        preflight.check_checkpoint(tmp_path / "gone.pt", "small_resnet", 3)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        preflight.check_checkpoint(tmp_path / "junk.pt", "small_resnet", 3)
+
+
+def test_plain_state_dict_is_checked_by_name_and_shape(tmp_path):
+    state = build_model("small_resnet", 3, widths=WIDTHS).state_dict()
+    torch.save(state, tmp_path / "plain.pt")
+    assert preflight.check_checkpoint(tmp_path / "plain.pt", "small_resnet", 3, {"widths": WIDTHS}) == {
+        "format": "state_dict"}
+    with pytest.raises(ValueError, match=r"shapes \['fc.bias \(3,\) != \(5,\)', 'fc.weight"):
+        preflight.check_checkpoint(tmp_path / "plain.pt", "small_resnet", 5, {"widths": WIDTHS})
+    with pytest.raises(ValueError, match=r"missing keys \['conv1.weight'"):
+        torch.save({k: v for k, v in state.items() if k != "conv1.weight"}, tmp_path / "cut.pt")
+        preflight.check_checkpoint(tmp_path / "cut.pt", "small_resnet", 3, {"widths": WIDTHS})
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra.weight'\]"):
+        torch.save({**state, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pt")
+        preflight.check_checkpoint(tmp_path / "extra.pt", "small_resnet", 3, {"widths": WIDTHS})
+
+
+def user_model(checkpoint, **changes):
+    """A model of the tiny config that loads a checkpoint instead of being trained."""
+    spec = {key: TINY_MODEL[key] for key in ["arch", "num_classes", "arch_kwargs", "preprocessing"]}
+    return {**spec, "layers": ["layer3", "layer4"], "penultimate": "layer4", "checkpoint": str(checkpoint), **changes}
+
+
+def test_workflow_with_valid_user_inputs_plans_its_jobs(tmp_path, tiny_checkpoint):
+    config = tiny_config()
+    config["datasets"]["user_set"] = {"path": str(write_folder(tmp_path / "user_set", ["a", "b"], per_class=1))}
+    config["models"]["user_model"] = user_model(tiny_checkpoint)
+    result = snakemake(tmp_path, "-n", config=write_config(tmp_path, config))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_checkpoint):
+    (tmp_path / "empty_set").mkdir()
+    torch.save(build_model("small_resnet", 3, widths=[8, 8, 8, 8]).state_dict(), tmp_path / "other_widths.pt")
+    config = tiny_config()
+    config["datasets"]["gone_set"] = {"path": str(tmp_path / "gone_set")}
+    config["datasets"]["empty_set"] = {"path": str(tmp_path / "empty_set")}
+    config["models"]["gone_model"] = user_model(tmp_path / "gone.pt")
+    config["models"]["four_classes"] = user_model(tiny_checkpoint, num_classes=4)
+    config["models"]["other_widths"] = user_model(tmp_path / "other_widths.pt")
+    config["models"]["tiny_resnet"]["layers"] = ["layer3", "layer9", "layer4"]
+    config["prototypes"]["methods"]["deepdream"]["classes"] = [0, 3]
+    config["prototypes"]["methods"]["deepinversion"].update(targets="one", target=5)
+    result = snakemake(tmp_path, "--cores", "1", config=write_config(tmp_path, config))
+    assert result.returncode != 0
+    for message in [
+        f"datasets.gone_set.path: {tmp_path / 'gone_set'} does not exist",
+        f"datasets.empty_set.path: {tmp_path / 'empty_set'} holds no images",
+        f"models.gone_model.checkpoint: checkpoint {tmp_path / 'gone.pt'} does not exist",
+        "models.four_classes.checkpoint: ", "but the config asks for small_resnet with 4",
+        "models.other_widths.checkpoint: ", "does not fit small_resnet with 3 classes: shapes",
+        "models.tiny_resnet.layers: layer(s) ['layer9'] not in SmallResNet",
+        "prototypes.methods.deepdream.classes: classes [3] are not class indices of a model with 3 classes",
+        "prototypes.methods.deepinversion.target: 5 is not a class index of 'tiny_resnet' (3 classes)",
+    ]:
+        assert message in result.stderr, (message, result.stderr[-3000:])
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
