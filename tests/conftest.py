@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny image folders and a tiny trained-or-random model checkpoint."""
+"""Shared fixtures: tiny image folders, a tiny trained-or-random model checkpoint, the finished tiny workflow run."""
 
 from __future__ import annotations
 
@@ -46,3 +46,16 @@ def tiny_checkpoint(tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(path, model.eval(), "small_resnet", ["a", "b", "c"], {"widths": [4, 8, 8, 8]})
     return path
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A working directory where the whole workflow ran to completion on the tiny config (tests/workflow.py); run
+    once per session and shared by the workflow and report tests, which only read it or dry-run on it."""
+    from workflow import snakemake, tiny_config, write_config
+
+    work = tmp_path_factory.mktemp("tiny")
+    write_config(work, tiny_config())
+    result = snakemake(work, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
