@@ -10,12 +10,22 @@ configfile: "config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/preflight.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/ood.smk"
+include: "workflow/rules/ood_banks.smk"
+include: "workflow/rules/ood_plots.smk"
 include: "workflow/rules/prototypes.smk"
+include: "workflow/rules/probing.smk"
+include: "workflow/rules/labels.smk"
+include: "workflow/rules/neurons.smk"
+include: "workflow/rules/emergence.smk"
 
 
 rule all:
@@ -23,5 +33,10 @@ rule all:
     input:
         "results/ood_table.csv",
         "results/ood_table.md",
+        ood_figures(),
         expand("results/models/{model}/metrics.json", model=trained_models()),
         prototype_outputs(),
+        probing_outputs(),
+        label_outputs(),
+        neuron_outputs(),
+        emergence_outputs(),

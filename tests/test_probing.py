@@ -21,13 +21,14 @@ def planted(seed=0, n_known=40, per_unit=3, noise=0.3):
 
 def test_planted_permutation_is_recovered():
     protos, units, known, labels, perm = planted()
-    for settings in (ProbeSettings(), ProbeSettings(center=False), ProbeSettings(match="votes", k=3)):
+    for settings in (ProbeSettings(), ProbeSettings(center=False, standardise="none"), ProbeSettings(match="votes", k=3)):
         result = probe(protos, units, known, labels, 5, settings)
         assert result.best.tolist() == perm.tolist() and result.hungarian.tolist() == perm.tolist()
         report = evaluate(result, [CLASSES[p] for p in perm], CLASSES)
         assert report["accuracy"] == report["hungarian_accuracy"] == 1.0
         assert report["units"][1] == {"true_class": "a", "best_match": "a", "hungarian_match": "a",
-                                      "similarity": pytest.approx(result.similarity[1, 0], abs=1e-6)}
+                                      "similarity": pytest.approx(result.similarity[1, 0], abs=1e-6),
+                                      "matching_score": pytest.approx(result.matching[1, 0], abs=1e-6)}
 
 
 def test_similarity_is_the_mean_pairwise_cosine():
@@ -58,10 +59,23 @@ def test_hungarian_resolves_a_collision():
     known = np.eye(3)
     labels = np.arange(3)
     protos = np.array([[1.0, 0.0, 0.0], [1.0, 0.9, 0.0], [0.0, 0.0, 1.0]])
-    result = probe(protos, np.arange(3), known, labels, 3, ProbeSettings(center=False, k=1))
+    result = probe(protos, np.arange(3), known, labels, 3, ProbeSettings(center=False, k=1, standardise="none"))
     assert result.best.tolist() == [0, 0, 2] and result.hungarian.tolist() == [0, 1, 2]
     report = evaluate(result, ["x", "y", "z"], ["x", "y", "z"])
     assert report["accuracy"] == pytest.approx(2 / 3) and report["hungarian_accuracy"] == 1.0
+
+
+def test_class_standardisation_discounts_a_hub():
+    # known class 0 is a hub: every unit's prototypes lean towards it; unit u is distinctively close to class u
+    known, labels = np.eye(4), np.arange(4)
+    protos = np.array([[1.0, 0, 0, 0], [1.0, 0.8, 0, 0], [1.0, 0, 0.8, 0], [1.0, 0, 0, 0.8]])
+    raw = probe(protos, np.arange(4), known, labels, 4, ProbeSettings(center=False, standardise="none"))
+    assert raw.best.tolist() == [0, 0, 0, 0]
+    hub = probe(protos, np.arange(4), known, labels, 4, ProbeSettings(center=False))
+    assert hub.best.tolist() == [0, 1, 2, 3]
+    m = raw.similarity
+    np.testing.assert_allclose(hub.matching, (m - m.mean(0)) / m.std(0))
+    np.testing.assert_array_equal(hub.similarity, raw.similarity)  # the CSV's raw S is untouched
 
 
 def test_bad_inputs_are_named():

@@ -8,33 +8,32 @@ import pandas as pd
 import pytest
 
 from peekflow.ood.table import COLUMNS
-from workflow import ROOT, planned_jobs, snakemake, snakemake_exe, tiny_config, write_config
+from workflow import ROOT, fake_user_inputs, planned_jobs, snakemake, snakemake_exe, tiny_config, write_config
 
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    write_config(work, tiny_config())
-    result = snakemake(work, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
+# finished_run (tests/conftest.py): the tiny workflow run to completion once per session, shared with test_report.py
 
 
 def test_table_has_every_method_and_ood_set(finished_run):
     table = pd.read_csv(finished_run / "results" / "ood_table.csv")
     assert list(table.columns) == COLUMNS
-    methods, ood_sets = ["msp", "energy", "knn"], ["novel_shapes", "textures", "noise", "average"]
+    methods = ["msp", "energy", "odin", "mahalanobis", "knn", "knn_deepinversion", "knn_deepdream"]
+    ood_sets = ["novel_shapes", "textures", "noise", "average"]
     assert sorted(zip(table.method, table.ood_dataset)) == sorted((m, o) for m in methods for o in ood_sets)
     for col in ["auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out"]:
         assert all(0 <= v <= 100 and math.isfinite(v) for v in table[col]), col
     assert set(table.n_id) == {30}  # 3 classes x 10 val images
     assert "| method" in (finished_run / "results" / "ood_table.md").read_text()
+    assert (table.auroc_lo <= table.auroc).all() and (table.auroc <= table.auroc_hi).all()
+    assert set(table[table.method == "knn"].k) == {5} and set(table[table.method == "energy"].temperature) == {2.0}
+    figures = finished_run / "results" / "ood" / "tiny_resnet" / "figures"
+    assert sorted(p.name for p in figures.glob("*.png")) == sorted(f"{m}_{kind}.png" for m in methods
+                                                                  for kind in ("roc", "hist"))
 
 
 def test_prototypes_and_their_quality_reports(finished_run):
     from peekflow.prototypes.store import read_prototypes
 
-    for method in ["deepdream", "deepinversion"]:
+    for method in ["deepdream", "deepinversion", "caricature"]:
         protos = read_prototypes(finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}.h5")
         assert protos.images.shape == (3, 3, 32, 32) and sorted(protos.targets) == [0, 1, 2]
         quality = json.loads((finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}_quality.json").read_text())
@@ -43,11 +42,36 @@ def test_prototypes_and_their_quality_reports(finished_run):
         assert (finished_run / "results" / "prototypes" / "tiny_resnet" / f"{method}.png").stat().st_size > 0
 
 
+def test_probing_names_the_permuted_units(finished_run):
+    probing = finished_run / "results" / "probing" / "tiny_resnet" / "tiny_vgg"
+    report = json.loads((probing / "probing.json").read_text())
+    metrics = json.loads((finished_run / "results" / "models" / "tiny_resnet" / "metrics.json").read_text())
+    # class_order_seed 3: the target's units are a derangement of the class folders; the answer key is its classes
+    assert metrics["classes"] != sorted(metrics["classes"])
+    assert [report["units"][str(u)]["true_class"] for u in range(3)] == metrics["classes"]
+    assert report["n_units"] == 3 and 0 <= report["accuracy"] <= 1 and 0 <= report["hungarian_accuracy"] <= 1
+    header = (probing / "similarity.csv").read_text().splitlines()[0]
+    assert header == "unit,circle,square,triangle"  # known classes: the probe's, in its own order
+    assert (probing / "similarity.png").stat().st_size > 0
+
+
 def test_every_rule_wrote_its_log_and_benchmark(finished_run):
     for rule in ["generate_dataset", "train_model", "extract_features", "score_ood", "synthesize_prototypes",
-                 "evaluate_prototypes"]:
+                 "synthesize_caricatures", "probe_prototypes", "evaluate_prototypes", "plot_ood", "extract_prototype_features"]:
         assert list((finished_run / "results" / "benchmarks" / rule).rglob("*.tsv")), rule
     assert (finished_run / "logs" / "models" / "tiny_resnet.log").read_text().count("epoch 2") >= 1
+
+
+def test_emergence_outputs(finished_run):
+    out = finished_run / "results" / "emergence" / "tiny_resnet"
+    counts = json.loads((out / "knowledge_points.json").read_text())
+    assert [row["layer"] for row in counts["layers"]] == ["layer3", "layer4"] and counts["images"] == 12
+    assert all(row["regions"] == 12 * 4 for row in counts["layers"])  # 4 per class x 3 classes, 2 x 2 cells
+    for name in ["layer3.h5", "layer4.h5", "layer3.png", "layer4.png", "knowledge_points.csv", "knowledge_points.png",
+                 "trajectory.h5", "trajectory.png"]:
+        assert (out / name).stat().st_size > 0, name
+    for rule in ["extract_emergence_maps", "analyse_emergence", "trace_emergence_attack"]:
+        assert list((finished_run / "results" / "benchmarks" / rule).rglob("*.tsv")), rule
 
 
 def test_second_dry_run_has_nothing_to_do(finished_run):
@@ -60,15 +84,29 @@ def test_changed_knn_k_reruns_only_knn_and_table(finished_run):
     config["ood"]["methods"]["knn"]["k"] = 3
     result = snakemake(finished_run, "-n", config=write_config(finished_run, config, "k3.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert planned_jobs(result) == {"make_ood_table": 1, "score_ood": 1}
+    assert planned_jobs(result) == {"make_ood_table": 1, "score_ood": 1, "plot_ood": 1}
     assert "method=knn" in result.stdout and "method=msp" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "key, value, jobs",
+    [("plots", {"bins": 7}, {"plot_ood": len(tiny_config()["ood"]["methods"])}),
+     ("table", {"n_bootstrap": 10, "seed": 1}, {"make_ood_table": 1})],
+)
+def test_changed_table_or_plot_setting_reruns_only_its_rule(finished_run, key, value, jobs):
+    config = tiny_config()
+    config["ood"][key] = value
+    result = snakemake(finished_run, "-n", config=write_config(finished_run, config, f"{key}.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert planned_jobs(result) == jobs
 
 
 def test_changed_generation_seed_reruns_everything_downstream(finished_run):
     config = tiny_config()
     config["generate"]["seed"] = 8
     jobs = planned_jobs(snakemake(finished_run, "-n", config=write_config(finished_run, config, "seed8.yaml")))
-    assert jobs["generate_dataset"] == 4 and jobs["train_model"] == 2 and jobs["extract_features"] == 5
+    # 5 stores of the target (id train, id test, 3 OOD sets) + the probe's store of the probing search space
+    assert jobs["generate_dataset"] == 4 and jobs["train_model"] == 2 and jobs["extract_features"] == 6
 
 
 @pytest.mark.parametrize(
@@ -100,17 +138,22 @@ def test_lint_has_only_the_documented_waiver():
 
 
 def test_imagenet_config_dry_runs_on_a_fake_tree(tmp_path):
-    """The real-data example plans every job once its paths exist (no weights or images are read in a dry run)."""
+    """PEEK's ImageNet table (ImageNet val vs iNaturalist, SUN, Places, Textures; MSP, Energy, ODIN, Mahalanobis,
+    KNN, KNN on DeepInversion prototypes) plans every job once its documented resources/imagenet/ tree exists (no
+    images are read in a dry run; the checks before any job load the stand-in checkpoints)."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "config" / "imagenet_resnet50.yaml").read_text())
+    config_file = ROOT / "config" / "imagenet_resnet50.yaml"
+    config = yaml.safe_load(config_file.read_text())
     for spec in config["datasets"].values():
-        spec["path"] = str(tmp_path / spec["path"].lstrip("/"))
-        (tmp_path / spec["path"] / "n01440764").mkdir(parents=True)
-    model = config["models"]["resnet50"]
-    model["checkpoint"] = str(tmp_path / "resnet50.pth")
-    (tmp_path / "resnet50.pth").write_bytes(b"")
-    model["classes_from_folder"] = config["datasets"]["imagenet_val"]["path"]
-    result = snakemake(tmp_path, "-n", "results/ood_table.csv", config=write_config(tmp_path, config))
+        assert spec["path"].startswith("resources/imagenet/")
+    fake_user_inputs(tmp_path, config)  # folders with an (empty) image, checkpoints of the right shapes
+    ood = config["ood"]
+    assert ood["id_test"] == "imagenet_val" and ood["ood_sets"] == ["inaturalist", "sun", "places", "textures"]
+    assert list(ood["methods"]) == ["msp", "energy", "odin", "mahalanobis", "knn", "knn_deepinversion"]
+    result = snakemake(tmp_path, "-n", config=config_file)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert planned_jobs(result) == {"extract_features": 6, "score_ood": 3, "make_ood_table": 1}
+    jobs = planned_jobs(result)
+    assert {rule: jobs.get(rule) for rule in ["score_ood", "make_ood_table", "plot_ood"]} == {
+        "score_ood": 6, "make_ood_table": 1, "plot_ood": 6}
+    assert jobs["extract_features"] >= 6 and jobs["synthesize_prototypes"] >= 1, jobs

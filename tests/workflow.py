@@ -50,3 +50,27 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
         if parts[0] != "all":  # the target pseudo-rule
             jobs[parts[0]] = int(parts[1])
     return jobs
+
+
+def fake_user_inputs(workdir: Path, config: dict) -> None:
+    """Stand-ins for a config's own data and weights that pass the checks before any job (workflow/rules/
+    preflight.smk) without real files: one empty image per folder (num_classes class folders where a model takes its
+    class names from a folder) and checkpoints of the right tensor shapes whose every tensor shares one zero."""
+    import torch
+
+    from peekflow.models.registry import build_model
+
+    class_counts = {m["classes_from_folder"]: m["num_classes"] for m in config["models"].values()
+                    if "classes_from_folder" in m}
+    for spec in config["datasets"].values():
+        if "path" in spec:
+            root = workdir / spec["path"]
+            for i in range(class_counts.get(spec["path"], 1)):
+                (root / f"class{i:04d}").mkdir(parents=True, exist_ok=True)
+                (root / f"class{i:04d}" / "image.jpg").write_bytes(b"")
+    for m in config["models"].values():
+        if "checkpoint" in m:
+            state = build_model(m["arch"], m["num_classes"], **m.get("arch_kwargs", {})).state_dict()
+            (workdir / m["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()},
+                       workdir / m["checkpoint"])

@@ -7,9 +7,14 @@ An independent probe network embeds the prototypes (one group per output unit of
   (= <mean of the unit's unit-length features, mean of the class's unit-length features>);
 - votes V[u, c] = share of the k nearest known images (cosine) of the unit's prototypes that belong to class c.
 
-The unit's best match is argmax_c S[u, c] (or V); a Hungarian assignment (scipy's linear_sum_assignment on S) uses
-that every unit names a different class. ReLU features are all non-negative, so raw cosines crowd near 1; `center`
-subtracts the search space's mean feature first (from both sides), which spreads them without using any label.
+The unit's best match is argmax_c of the matching matrix M (S or V); a Hungarian assignment (scipy's
+linear_sum_assignment on M) uses that every unit names a different class. Two label-free corrections:
+- `center`: ReLU features are all non-negative, so raw cosines crowd near 1; the search space's mean feature is
+  subtracted first (from both sides), which spreads them.
+- `standardise: class` (hubness): some known classes sit close to every prototype and attract them all (the "hub"
+  problem of cross-space nearest neighbours, cf. CSLS in Conneau et al. 2018). Each column of M is standardised over
+  the units (z-score), so a unit matches the class it is *distinctively* close to. `none` keeps M as it is.
+similarity.csv always holds the raw S.
 
 Nothing here sees the unknown network's class names: they are the answer key, used only by `evaluate`.
 """
@@ -27,6 +32,7 @@ class ProbeSettings:
     k: int = 10  # neighbours per prototype in the kNN vote
     center: bool = True  # subtract the search space's mean feature before the cosine
     match: str = "similarity"  # which matrix names each unit: similarity | votes
+    standardise: str = "class"  # class: z-score each known class's column over the units | none
 
 
 @dataclass
@@ -34,7 +40,8 @@ class ProbeResult:
     units: np.ndarray  # [U] output units of the unknown network, sorted
     similarity: np.ndarray  # [U, K] mean cosine
     votes: np.ndarray  # [U, K] kNN vote shares, rows sum to 1
-    best: np.ndarray  # [U] known-class index per unit (argmax of the `match` matrix)
+    matching: np.ndarray  # [U, K] the matrix that names the units (S or V, standardised per class if asked)
+    best: np.ndarray  # [U] known-class index per unit (argmax of `matching`)
     hungarian: np.ndarray  # [U] known-class index per unit, one-to-one where U <= K
 
 
@@ -61,6 +68,8 @@ def probe(proto_features: np.ndarray, proto_units: np.ndarray, known_features: n
         raise ValueError(f"probe: known classes {missing} have no image in the search space")
     if settings.match not in ("similarity", "votes"):
         raise ValueError(f"probe: match must be similarity or votes, got {settings.match!r}")
+    if settings.standardise not in ("class", "none"):
+        raise ValueError(f"probe: standardise must be class or none, got {settings.standardise!r}")
     if settings.k < 1:
         raise ValueError(f"probe: k must be >= 1, got {settings.k}")
 
@@ -79,10 +88,12 @@ def probe(proto_features: np.ndarray, proto_units: np.ndarray, known_features: n
     votes = np.stack([hits[proto_units == u].mean(0) for u in units])
 
     scores = similarity if settings.match == "similarity" else votes
+    if settings.standardise == "class" and len(units) > 1:
+        scores = (scores - scores.mean(0)) / np.maximum(scores.std(0), 1e-12)
     rows, cols = linear_sum_assignment(scores, maximize=True)
     hungarian = np.full(len(units), -1)
     hungarian[rows] = cols
-    return ProbeResult(units, similarity, votes, scores.argmax(1), hungarian)
+    return ProbeResult(units, similarity, votes, scores, scores.argmax(1), hungarian)
 
 
 def evaluate(result: ProbeResult, unit_names: list[str], known_classes: list[str]) -> dict:
@@ -98,14 +109,15 @@ def evaluate(result: ProbeResult, unit_names: list[str], known_classes: list[str
     return {
         "accuracy": share(result.best),
         "hungarian_accuracy": share(result.hungarian),
-        "similarity_accuracy": share(result.similarity.argmax(1)),
-        "votes_accuracy": share(result.votes.argmax(1)),
+        "raw_similarity_accuracy": share(result.similarity.argmax(1)),
+        "raw_votes_accuracy": share(result.votes.argmax(1)),
         "n_units": int(len(result.units)),
         "n_known_classes": len(known_classes),
         "chance": 1.0 / len(known_classes),
         "units": {int(u): {"true_class": t, "best_match": known_classes[b],
                            "hungarian_match": known_classes[h] if h >= 0 else None,
-                           "similarity": round(float(result.similarity[i, b]), 6)}
+                           "similarity": round(float(result.similarity[i, b]), 6),
+                           "matching_score": round(float(result.matching[i, b]), 6)}
                   for i, (u, t, b, h) in enumerate(zip(result.units, truth, result.best, result.hungarian))},
     }
 
@@ -128,7 +140,7 @@ def plot_similarity(path, result: ProbeResult, known_classes: list[str], unit_na
     ax.set_xticks(range(k), known_classes, rotation=60, ha="right")
     ax.set_yticks(range(u), [f"unit {int(x)}" for x in result.units])
     ax.set_xlabel("known class (probe search space)")
-    ax.scatter(result.best, range(u), c="white", s=18, label="best match")
+    ax.scatter(result.best, range(u), c="white", edgecolors="black", linewidths=0.5, s=22, label="best match")
     if unit_names is not None:
         for row, unit in enumerate(result.units):
             if unit_names[unit] in known_classes:
@@ -136,7 +148,7 @@ def plot_similarity(path, result: ProbeResult, known_classes: list[str], unit_na
                 ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
         ax.plot([], [], "s", mfc="none", mec="red", label="true class")
     ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title.replace(": ", ":\n", 1), fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -7,7 +7,13 @@ rule find_outlier_neurons:
         checkpoint=lambda w: model_checkpoint(w.model),
     output:
         csv="results/neurons/{model}/{layer}/dora.csv",
-        figure="results/neurons/{model}/{layer}/dora.png",
+        figure=report(
+            "results/neurons/{model}/{layer}/dora.png",
+            caption="../report/dora.rst",
+            category="5. Neuron labels",
+            subcategory="{model}: {layer}",
+            labels={"method": "DORA outlier neurons"},
+        ),
     log:
         "logs/neurons/{model}/{layer}/dora.log",
     benchmark:
@@ -28,7 +34,13 @@ rule label_neurons:
         attributes=lambda w: invert_attributes(),
     output:
         csv="results/neurons/{model}/{layer}/invert.csv",
-        figure="results/neurons/{model}/{layer}/invert.png",
+        figure=report(
+            "results/neurons/{model}/{layer}/invert.png",
+            caption="../report/invert.rst",
+            category="5. Neuron labels",
+            subcategory="{model}: {layer}",
+            labels={"method": "INVERT concept labels"},
+        ),
     log:
         "logs/neurons/{model}/{layer}/invert.log",
     benchmark:

@@ -5,8 +5,20 @@ rule plot_ood:
     input:
         scores="results/ood/{model}/scores/{method}.h5",
     output:
-        roc="results/ood/{model}/figures/{method}_roc.png",
-        hist="results/ood/{model}/figures/{method}_hist.png",
+        roc=report(
+            "results/ood/{model}/figures/{method}_roc.png",
+            caption="../report/ood_roc.rst",
+            category="1. OOD detection",
+            subcategory="{model}",
+            labels={"method": "{method}", "figure": "ROC curves"},
+        ),
+        hist=report(
+            "results/ood/{model}/figures/{method}_hist.png",
+            caption="../report/ood_hist.rst",
+            category="1. OOD detection",
+            subcategory="{model}",
+            labels={"method": "{method}", "figure": "score histograms"},
+        ),
     log:
         "logs/ood/{model}/figures/{method}.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Class prototypes of a model (DeepDream, DeepInversion) and how well they carry their class.
+# Class prototypes of a model (DeepDream, DeepInversion), caricatures of real images, and how well they carry
+# their class.
 
 
 rule synthesize_prototypes:
@@ -6,11 +7,19 @@ rule synthesize_prototypes:
         checkpoint=lambda w: model_checkpoint(w.model),
     output:
         prototypes="results/prototypes/{model}/{proto}.h5",
-        grid="results/prototypes/{model}/{proto}.png",
+        grid=report(
+            "results/prototypes/{model}/{proto}.png",
+            caption="../report/prototypes.rst",
+            category="2. Prototypes",
+            subcategory="{model}",
+            labels={"method": "{proto}"},
+        ),
     log:
         "logs/prototypes/{model}/{proto}.log",
     benchmark:
         "results/benchmarks/synthesize_prototypes/{model}/{proto}.tsv"
+    wildcard_constraints:
+        proto="deepdream|deepinversion",
     threads: config["prototypes"]["threads"]
     params:
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
@@ -18,6 +27,34 @@ rule synthesize_prototypes:
         settings=lambda w: prototype_settings(w.proto),
     shell:
         "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        " --settings {params.settings:q} --threads {threads}"
+        " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
+
+
+rule synthesize_caricatures:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+        images=lambda w: dataset_input(caricature_dataset()),
+    output:
+        prototypes="results/prototypes/{model}/caricature.h5",
+        grid=report(
+            "results/prototypes/{model}/caricature.png",
+            caption="../report/caricature.rst",
+            category="2. Prototypes",
+            subcategory="{model}",
+            labels={"method": "caricature"},
+        ),
+    log:
+        "logs/prototypes/{model}/caricature.log",
+    benchmark:
+        "results/benchmarks/synthesize_caricatures/{model}.tsv"
+    threads: config["prototypes"]["threads"]
+    params:
+        model=lambda w: model_spec(w.model),
+        images=lambda w: dataset_images(caricature_dataset()),
+        settings=lambda w: prototype_settings("caricature"),
+    shell:
+        "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q}"
         " --settings {params.settings:q} --threads {threads}"
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
 

@@ -17,16 +17,26 @@ STAGES = {
     "generate": "generate a synthetic data set (the embedded default's shapes, textures, noise)",
     "train": "train a classifier on an image folder",
     "extract": "extract logits and pooled layer features into an HDF5 feature store",
+    "merge-features": "join the shard stores of a sharded extraction into one feature store",
     "dream": "DeepDream class prototypes: maximise each class logit under image priors (PEEK)",
     "deepinversion": "DeepInversion class prototypes: match batch-norm statistics (Yin et al.)",
     "quality": "classify prototypes by the target and an independent probe model",
+    "probe": "PEEK probing: name each output unit from its prototypes with an independent probe model",
+    "caricature": "caricatures: images whose layer response matches an amplified real image's",
+    "topn": "top-N images per channel of a layer by spatial-max activation (from a feature store)",
+    "patches": "top-k patches per channel among its top-N images (receptive-field map or sliding window)",
+    "dora": "DORA: outlier neurons of a layer from their synthetic activation-maximisation signals",
+    "invert": "INVERT: label each neuron of a layer with a boolean concept formula (AUC, Mann-Whitney p)",
     "score": "fit an OOD detector and score feature stores",
     "table": "compute OOD metrics for every method and OOD set into the OOD table",
+    "plot-ood": "ROC curves and score histograms of one OOD method's score file",
+    "emergence": "emergence of visual patterns: sample/regional embeddings and knowledge points per layer",
+    "emergence-trajectory": "PGD attack on analysed images: their embeddings and knowledge points step by step",
 }
 
 
 def stage_parser(stage: str, prog: str):
-    module = importlib.import_module(f"peekflow.cli.{stage}")
+    module = importlib.import_module(f"peekflow.cli.{stage.replace('-', '_')}")  # plot-ood -> cli/plot_ood.py
     parser = argparse.ArgumentParser(prog=prog, description=module.HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
