@@ -88,6 +88,18 @@ def test_changed_knn_k_reruns_only_knn_and_table(finished_run):
     assert "method=knn" in result.stdout and "method=msp" not in result.stdout
 
 
+def test_changed_deepinversion_setting_reruns_only_its_prototypes_bank_and_tables(finished_run):
+    config = tiny_config()
+    config["prototypes"]["methods"]["deepinversion"]["steps"] = 6
+    result = snakemake(finished_run, "-n", config=write_config(finished_run, config, "di6.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert planned_jobs(result) == {"synthesize_prototypes": 1, "evaluate_prototypes": 1,
+                                    "extract_prototype_features": 1, "score_ood": 1, "plot_ood": 1,
+                                    "make_ood_table": 1}
+    assert "proto=deepinversion" in result.stdout and "proto=deepdream" not in result.stdout
+    assert "method=knn_deepinversion" in result.stdout and "method=knn_deepdream" not in result.stdout
+
+
 @pytest.mark.parametrize(
     "key, value, jobs",
     [("plots", {"bins": 7}, {"plot_ood": len(tiny_config()["ood"]["methods"])}),
