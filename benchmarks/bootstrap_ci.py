@@ -9,21 +9,17 @@ resamples and scaled to `--resamples` (it is linear in the number of resamples).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import re
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from peekflow.metrics import bootstrap_metrics, ood_metrics
+from readme_section import command_line, write_section
 
 README = Path(__file__).with_name("README.md")
-START, END = "<!-- bootstrap_ci:start -->", "<!-- bootstrap_ci:end -->"
 
 
 def loop_baseline(s_id, s_ood, n, seed):
@@ -36,12 +32,6 @@ def loop_baseline(s_id, s_ood, n, seed):
     return {k: np.array(v) for k, v in out.items()}
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    block = f"{START}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
 
 
 def main() -> None:
@@ -74,13 +64,11 @@ def main() -> None:
         "|---|---:|---:|---:|", *rows, "",
         f"Setup: the loop timed on {args.loop_resamples} resamples and scaled; numpy {np.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs.", "",
-        f"Command: `{shlex.join(['python', os.path.relpath(sys.argv[0], README.parent.parent), *sys.argv[1:]])}`"
-        f" — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        command_line(),
     ])
     print(section)
     if args.write_readme:
-        write_readme(section)
-        print(f"\nwrote {README}")
+        write_section("bootstrap_ci", section)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ writing a real HDF5 store. Runs are interleaved; overhead = baseline rate / peek
 
 from __future__ import annotations
 
-import argparse, datetime, json, os, platform, re, shlex, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,9 +23,9 @@ from peekflow.features.extract import ExtractSettings, extract_features
 from peekflow.models.checkpoint import load_model, save_checkpoint
 from peekflow.models.layers import get_layers
 from peekflow.models.registry import build_model
+from readme_section import command_line, write_section
 
 README = Path(__file__).with_name("README.md")
-START, END = "<!-- extract_throughput:start -->", "<!-- extract_throughput:end -->"
 CLASSES = [f"class{i}" for i in range(10)]
 PREP = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # as the default config's models
 
@@ -73,12 +73,6 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    block = f"{START}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
 
 
 def main() -> None:
@@ -159,13 +153,11 @@ def main() -> None:
         f"Setup: {args.arch}, layers {', '.join(args.layers)}, N={args.n} images of {args.size}x{args.size} px, "
         f"batch size {args.batch_size}, {args.workers} DataLoader workers, device {device} ({dev}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} CPUs.", "",
-        f"Command: `{shlex.join(['python', os.path.relpath(sys.argv[0], README.parent.parent), *sys.argv[1:]])}`"
-        f" — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        command_line(),
     ])
     print(section)
     if args.write_readme:
-        write_readme(section)
-        print(f"\nwrote {README}")
+        write_section("extract_throughput", section)
 
 
 if __name__ == "__main__":

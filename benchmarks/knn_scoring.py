@@ -10,11 +10,11 @@ Run: python benchmarks/knn_scoring.py --help
 
 from __future__ import annotations
 
-import argparse, datetime, json, os, platform, re, resource, shlex, subprocess, sys, time
+import argparse, datetime, json, os, platform, resource, shlex, subprocess, sys, time
 from pathlib import Path
+from readme_section import write_section
 
 README = Path(__file__).with_name("README.md")
-START, END = "<!-- knn_scoring:start -->", "<!-- knn_scoring:end -->"
 RUNS = {
     "faiss-index": "faiss IndexFlatL2 + add (baseline)",
     "faiss": "peekflow `backend: faiss` (faiss.knn on the bank in place)",
@@ -85,12 +85,6 @@ def measure(run: str, n: int, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    block = f"{START}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
 
 
 def main() -> None:
@@ -152,8 +146,7 @@ def main() -> None:
     section = "\n".join(lines)
     print("\n" + section)
     if args.write_readme:
-        write_readme(section)
-        print(f"\nwrote {README}")
+        write_section("knn_scoring", section)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from peekflow.neurons.patches import PatchSettings, find_patches, load_images
 from peekflow.neurons.topn import top_n
 
 sys.path.insert(0, str(Path(__file__).parent))
-from topn_memory import write_readme  # noqa: E402  (one marked-section writer for the neuron benchmarks)
+from readme_section import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "patches_speed"
@@ -122,7 +122,7 @@ def main() -> None:
     ])
     print(section)
     if args.write_readme:
-        write_readme(args.section, section)
+        write_section(args.section, section)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ Run: python benchmarks/prototype_throughput.py --torch-dreams-python /tmp/td-ven
 
 from __future__ import annotations
 
-import argparse, datetime, json, os, platform, re, shlex, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +43,9 @@ from peekflow.prototypes.deepdream import DreamSettings, TARGET_LOSSES, make_dee
 from peekflow.synthesis.objective import DEFAULT_MODEL, Activations
 from peekflow.synthesis.regularisers import penalizer
 from peekflow.synthesis.transforms import compose
+from readme_section import command_line, write_section
 
 README = Path(__file__).with_name("README.md")
-START, END = "<!-- prototype_throughput:start -->", "<!-- prototype_throughput:end -->"
 ARCH, CLASSES = "small_resnet", [f"class{i}" for i in range(10)]
 EMBEDDED = README.parent.parent / "results/models/shapes_resnet/model.pt"  # arch small_resnet, PREP below
 PREP = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # as the default config's models
@@ -195,12 +195,6 @@ def torch_dreams_version(python: str | None) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def write_readme(section: str) -> None:
-    text = README.read_text() if README.exists() else ""
-    block = f"{START}\n{section.strip()}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
 
 
 def main() -> None:
@@ -354,13 +348,11 @@ def main() -> None:
         "`clip_grad_norm_` (given max_norm inf here, so a no-op); `Dreamer` leaves the model's weight gradients on "
         "(backward computes them every step); \"frozen by hand\" is `model.requires_grad_(False)` before rendering, "
         "what peekflow's render does itself.", "",
-        f"Command: `{shlex.join(['python', os.path.relpath(sys.argv[0], README.parent.parent), *sys.argv[1:]])}`"
-        f" — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        command_line(),
     ])
     print(section)
     if args.write_readme:
-        write_readme(section)
-        print(f"\nwrote {README}")
+        write_section("prototype_throughput", section)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ Run: python benchmarks/topn_memory.py --help
 
 from __future__ import annotations
 
-import argparse, datetime, os, platform, re, shlex, shutil, subprocess, sys, tempfile
+import argparse, datetime, os, platform, shlex, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from peekflow.features.store import StoreWriter
+from readme_section import write_section
 
 README = Path(__file__).with_name("README.md")
 SECTION = "topn_memory"
@@ -29,15 +30,6 @@ np.save(out, np.argsort(-maxact, axis=0, kind="stable")[:n].T)
 """
 
 
-def write_readme(name: str, section: str) -> None:
-    """Replace (or append) the README section between <!-- name:start --> and <!-- name:end -->."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = README.read_text() if README.exists() else ""
-    block = f"{start}\n{section.strip()}\n{end}"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
-    print(f"\nwrote {README}")
 
 
 def make_store(path: Path, rows: int, channels: int, layer: str, seed: int = 0, block: int = 10000) -> None:
@@ -109,7 +101,7 @@ def main() -> None:
     ])
     print(section)
     if args.write_readme:
-        write_readme(SECTION, section)
+        write_section(SECTION, section)
 
 
 if __name__ == "__main__":
