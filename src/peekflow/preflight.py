@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
-from peekflow.models.checkpoint import FORMAT, read_checkpoint
+from peekflow.models.checkpoint import fitting_arch_kwargs, read_checkpoint
 from peekflow.models.layers import layer_names
 from peekflow.models.registry import build_model
 
@@ -46,13 +46,7 @@ def check_layers(model: nn.Module, layers: list[str]) -> None:
 def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> dict:
     """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata."""
     ckpt = read_checkpoint(path)
-    if ckpt["format"] == FORMAT:
-        if ckpt["arch"] != arch or ckpt["num_classes"] != num_classes:
-            raise ValueError(
-                f"{path} holds {ckpt['arch']} with {ckpt['num_classes']} classes, but the config asks for {arch} "
-                f"with {num_classes}"
-            )
-        arch_kwargs = ckpt.get("arch_kwargs", arch_kwargs)
+    arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     expected = {k: tuple(v.shape) for k, v in abstract_model(arch, num_classes, arch_kwargs).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
     # BatchNorm fills in num_batches_tracked for checkpoints saved before it existed (torchvision's V1 weights)

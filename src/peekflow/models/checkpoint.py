@@ -49,16 +49,23 @@ def read_checkpoint(path) -> dict:
     return {"format": "state_dict", "state_dict": state}
 
 
+def fitting_arch_kwargs(ckpt: dict, path, arch: str, num_classes: int, arch_kwargs: dict | None) -> dict | None:
+    """A peekflow checkpoint must be of `arch` with `num_classes`, and its own arch_kwargs win; a plain state dict
+    takes the config's."""
+    if ckpt["format"] != FORMAT:
+        return arch_kwargs
+    if ckpt["arch"] != arch or ckpt["num_classes"] != num_classes:
+        raise ValueError(
+            f"checkpoint {path} holds {ckpt['arch']} with {ckpt['num_classes']} classes, "
+            f"but the config asks for {arch} with {num_classes}"
+        )
+    return ckpt.get("arch_kwargs", arch_kwargs)
+
+
 def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
     """Build `arch` and load the weights at `path`; returns (model in eval mode, checkpoint metadata)."""
     ckpt = read_checkpoint(path)
-    if ckpt["format"] == FORMAT:
-        if ckpt["arch"] != arch or ckpt["num_classes"] != num_classes:
-            raise ValueError(
-                f"checkpoint {path} holds {ckpt['arch']} with {ckpt['num_classes']} classes, "
-                f"but the config asks for {arch} with {num_classes}"
-            )
-        arch_kwargs = ckpt.get("arch_kwargs", arch_kwargs)
+    arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     model = build_model(arch, num_classes, **(arch_kwargs or {}))
     try:
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
