@@ -209,3 +209,66 @@ def test_table_errors(stores, tmp_path):
         build_table({"msp": path}, "val", ["noise"])
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         build_table({"msp": tmp_path / "missing.h5"}, "val", ["noise"])
+
+
+# --- gather: per-data-set score files joined into one ----------------------------------------------------------------
+
+def h5_contents(path):
+    """File attributes, and per data set its values and attributes, of a score file."""
+    with h5py.File(path) as h5:
+        return dict(h5.attrs), {name: (h5[name].dtype, h5[name][:], dict(h5[name].attrs)) for name in h5}
+
+
+@pytest.mark.parametrize("method, settings, fit", [("msp", {}, None), ("knn", {"k": 3}, "train")])
+def test_gathered_parts_equal_one_score_file_of_every_set(main, stores, tmp_path, method, settings, fit):
+    from peekflow.ood.scoring import score_stores
+
+    fit_store = stores[fit] if fit else None
+    names = ["val", "textures", "noise"]
+    whole = tmp_path / "whole.h5"
+    score_stores(method, settings, LAYER, fit_store, {n: stores[n] for n in names}, whole)
+    parts = [tmp_path / method / f"{n}.h5" for n in names]
+    for n, part in zip(names, parts):
+        score_stores(method, settings, LAYER, fit_store, {n: stores[n]}, part)
+    out = tmp_path / f"{method}.h5"
+    assert main(["gather-scores", "--parts", *map(str, parts), "--out", str(out)]) == 0
+    (attrs, data), (expected_attrs, expected) = h5_contents(out), h5_contents(whole)
+    assert attrs == expected_attrs and attrs["complete"] and attrs["method"] == method
+    assert sorted(data) == sorted(expected) == sorted(names)
+    for n in names:
+        assert data[n][0] == expected[n][0] == np.float64
+        np.testing.assert_array_equal(data[n][1], expected[n][1])
+        assert data[n][2] == expected[n][2] == {"store": stores[n]}
+
+
+def test_gather_errors_name_the_file_at_fault(main, stores, tmp_path, capsys):
+    from peekflow.ood.scoring import gather_scores, score_stores
+
+    def part(name, method="knn", settings={"k": 3}, **attrs):
+        path = tmp_path / f"{name}_{len(list(tmp_path.glob('*.h5')))}.h5"
+        score_stores(method, settings, LAYER, stores["train"] if method == "knn" else None, {name: stores[name]}, path)
+        with h5py.File(path, "a") as h5:
+            h5.attrs.update(attrs)
+        return path
+
+    out = tmp_path / "out" / "knn.h5"
+    val = part("val")
+    cases = [
+        (part("noise", settings={"k": 2}), r"settings: '\{.*\"k\": 2.*\}' here, '\{.*\"k\": 3.*\}' there"),
+        (part("noise", method="msp", settings={}), r"fit_store: '' here, '.*train.h5' there.*method: 'msp' here"),
+        (part("noise", fit_store="other.h5"), r"fit_store: 'other.h5' here"),
+        (part("noise", checkpoint="model.pt"), r"checkpoint: 'model.pt' here, absent there"),
+    ]
+    for other, message in cases:
+        with pytest.raises(ValueError, match=rf"score file {other} does not match {val}, the first part \(.*{message}"):
+            gather_scores([val, other], out)
+    with pytest.raises(ValueError, match=rf"score file {(twice := part('val'))} holds data set 'val', already given by {val}"):
+        gather_scores([val, part("noise"), twice], out)
+    incomplete = part("noise", complete=False)
+    with pytest.raises(ValueError, match=rf"score file {incomplete} is incomplete"):
+        gather_scores([val, incomplete], out)
+    with pytest.raises(FileNotFoundError, match=rf"score file {tmp_path / 'missing.h5'} does not exist"):
+        gather_scores([val, tmp_path / "missing.h5"], out)
+    assert main(["gather-scores", "--parts", str(val), str(incomplete), "--out", str(out)]) == 1
+    assert f"{incomplete} is incomplete" in capsys.readouterr().err
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # nothing written, no temporary left

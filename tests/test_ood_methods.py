@@ -276,16 +276,21 @@ def test_prototype_features_equal_those_of_their_saved_pngs(tmp_path, tiny_check
 # --- the workflow: k sweep and prototype banks ----------------------------------------------------------------------
 
 def test_k_sweep_and_banks_plan_one_score_job_each(tmp_path):
-    from workflow import planned_jobs, snakemake, tiny_config, write_config
+    from workflow import planned_jobs, planned_outputs, snakemake, tiny_config, write_config
 
     config = tiny_config()
     config["ood"]["methods"] = {"knn": {"k": [1, 3]}, "knn_deepdream": {"k": 1}, "odin": {}}
     result = snakemake(tmp_path, "-n", "results/ood_table.csv", config=write_config(tmp_path, config))
     assert result.returncode == 0, result.stderr[-2000:]
-    jobs = planned_jobs(result)
-    assert jobs["score_ood"] == 4 and jobs["extract_prototype_features"] == 1
-    for name in ["knn_k1", "knn_k3", "knn_deepdream", "odin"]:
-        assert f"results/ood/tiny_resnet/scores/{name}.h5" in result.stdout
+    jobs, outputs = planned_jobs(result), planned_outputs(result)
+    runs = ["knn_k1", "knn_k3", "knn_deepdream", "odin"]
+    evaluated = [config["ood"]["id_test"], *config["ood"]["ood_sets"]]
+    # one score job per (run, evaluated data set), joined into one score file per run
+    assert jobs["score_ood"] == len(runs) * len(evaluated) and jobs["gather_ood_scores"] == len(runs)
+    assert jobs["extract_prototype_features"] == 1
+    assert sorted(outputs["score_ood"]) == sorted(f"results/ood/tiny_resnet/scores/{run}/{name}.h5"
+                                                  for run in runs for name in evaluated)
+    assert sorted(outputs["gather_ood_scores"]) == sorted(f"results/ood/tiny_resnet/scores/{run}.h5" for run in runs)
     config["ood"]["methods"] = {"knn_deepinversion": {}}
     config["prototypes"]["methods"].pop("deepinversion")
     result = snakemake(tmp_path, "-n", config=write_config(tmp_path, config))

@@ -2,15 +2,19 @@
 
 import json
 import math
+import re
 import subprocess
 
 import pandas as pd
 import pytest
 
 from peekflow.ood.table import COLUMNS
-from workflow import ROOT, fake_user_inputs, planned_jobs, snakemake, snakemake_exe, tiny_config, write_config
+from workflow import (ROOT, fake_user_inputs, planned_jobs, planned_outputs, snakemake, snakemake_exe, tiny_config,
+                      write_config)
 
 # finished_run (tests/conftest.py): the tiny workflow run to completion once per session, shared with test_report.py
+
+N_EVALUATED = 1 + len(tiny_config()["ood"]["ood_sets"])  # data sets each OOD method scores: ID test + OOD sets
 
 
 def test_table_has_every_method_and_ood_set(finished_run):
@@ -56,9 +60,15 @@ def test_probing_names_the_permuted_units(finished_run):
 
 
 def test_every_rule_wrote_its_log_and_benchmark(finished_run):
-    for rule in ["generate_dataset", "train_model", "extract_features", "score_ood", "synthesize_prototypes",
-                 "synthesize_caricatures", "probe_prototypes", "evaluate_prototypes", "plot_ood", "extract_prototype_features"]:
+    for rule in ["generate_dataset", "train_model", "extract_features", "score_ood", "gather_ood_scores",
+                 "synthesize_prototypes", "synthesize_caricatures", "probe_prototypes", "evaluate_prototypes",
+                 "plot_ood", "extract_prototype_features"]:
         assert list((finished_run / "results" / "benchmarks" / rule).rglob("*.tsv")), rule
+    # one score job per (method, data set), each with its log
+    evaluated = [tiny_config()["ood"]["id_test"], *tiny_config()["ood"]["ood_sets"]]
+    logs = finished_run / "logs" / "ood" / "tiny_resnet" / "scores"
+    assert sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*/*.log")) == sorted(
+        f"{m}/{d}.log" for m in tiny_config()["ood"]["methods"] for d in evaluated)
     assert (finished_run / "logs" / "models" / "tiny_resnet.log").read_text().count("epoch 2") >= 1
 
 
@@ -84,8 +94,10 @@ def test_changed_knn_k_reruns_only_knn_and_table(finished_run):
     config["ood"]["methods"]["knn"]["k"] = 3
     result = snakemake(finished_run, "-n", config=write_config(finished_run, config, "k3.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert planned_jobs(result) == {"make_ood_table": 1, "score_ood": 1, "plot_ood": 1}
-    assert "method=knn" in result.stdout and "method=msp" not in result.stdout
+    # one score job per evaluated data set (the ID test set and each OOD set), of knn only
+    assert planned_jobs(result) == {"score_ood": N_EVALUATED, "gather_ood_scores": 1, "plot_ood": 1,
+                                    "make_ood_table": 1}
+    assert set(re.findall(r"method=(\w+)", result.stdout)) == {"knn"}
 
 
 def test_changed_deepinversion_setting_reruns_only_its_prototypes_bank_and_tables(finished_run):
@@ -94,10 +106,28 @@ def test_changed_deepinversion_setting_reruns_only_its_prototypes_bank_and_table
     result = snakemake(finished_run, "-n", config=write_config(finished_run, config, "di6.yaml"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert planned_jobs(result) == {"synthesize_prototypes": 1, "evaluate_prototypes": 1,
-                                    "extract_prototype_features": 1, "score_ood": 1, "plot_ood": 1,
-                                    "make_ood_table": 1}
+                                    "extract_prototype_features": 1, "score_ood": N_EVALUATED,
+                                    "gather_ood_scores": 1, "plot_ood": 1, "make_ood_table": 1}
     assert "proto=deepinversion" in result.stdout and "proto=deepdream" not in result.stdout
-    assert "method=knn_deepinversion" in result.stdout and "method=knn_deepdream" not in result.stdout
+    assert set(re.findall(r"method=(\w+)", result.stdout)) == {"knn_deepinversion"}
+
+
+def test_added_ood_set_extracts_and_scores_only_that_set(finished_run):
+    config = tiny_config()
+    # a new generated set: generate.<set> settings are per set, so no other set's images change
+    config["generate"]["sets"]["blobs"] = {"kind": "noise", "splits": {"ood": 6}}
+    config["datasets"]["blobs"] = {"generated": "blobs", "split": "ood"}
+    config["ood"]["ood_sets"].append("blobs")
+    result = snakemake(finished_run, "-n", config=write_config(finished_run, config, "blobs.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    methods = list(config["ood"]["methods"])
+    assert planned_jobs(result) == {"generate_dataset": 1, "extract_features": 1, "score_ood": len(methods),
+                                    "gather_ood_scores": len(methods), "plot_ood": len(methods),
+                                    "make_ood_table": 1}
+    outputs = planned_outputs(result)
+    assert outputs["generate_dataset"] == ["resources/datasets/blobs/attributes.csv"]
+    assert outputs["extract_features"] == ["results/features/tiny_resnet/blobs.h5"]  # the target's only
+    assert sorted(outputs["score_ood"]) == sorted(f"results/ood/tiny_resnet/scores/{m}/blobs.h5" for m in methods)
 
 
 @pytest.mark.parametrize(
@@ -166,6 +196,6 @@ def test_imagenet_config_dry_runs_on_a_fake_tree(tmp_path):
     result = snakemake(tmp_path, "-n", config=config_file)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
-    assert {rule: jobs.get(rule) for rule in ["score_ood", "make_ood_table", "plot_ood"]} == {
-        "score_ood": 6, "make_ood_table": 1, "plot_ood": 6}
+    assert {rule: jobs.get(rule) for rule in ["score_ood", "gather_ood_scores", "make_ood_table", "plot_ood"]} == {
+        "score_ood": 6 * 5, "gather_ood_scores": 6, "make_ood_table": 1, "plot_ood": 6}
     assert jobs["extract_features"] >= 6 and jobs["synthesize_prototypes"] >= 1, jobs

@@ -52,6 +52,18 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+def planned_outputs(result: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """Rule -> the outputs of its planned jobs, from a dry run's job listing."""
+    outputs: dict[str, list[str]] = {}
+    rule = None
+    for line in result.stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            rule = line.split()[1][:-1]
+        elif rule and line.startswith("    output: "):
+            outputs.setdefault(rule, []).extend(line.removeprefix("    output: ").split(", "))
+    return outputs
+
+
 def fake_user_inputs(workdir: Path, config: dict) -> None:
     """Stand-ins for a config's own data and weights that pass the checks before any job (workflow/rules/
     preflight.smk) without real files: one empty image per folder (num_classes class folders where a model takes its

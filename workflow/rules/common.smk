@@ -206,17 +206,17 @@ def prototype_outputs():
 
 
 def score_inputs(wildcards):
-    """What a score job reads: feature stores, plus the store it fits on (the ID train store, or the features of a
-    prototype bank) for methods that fit; the checkpoint and image folders for methods that run the model (odin).
+    """What the job scoring data set `wildcards.dataset` reads: its feature store, plus the store it fits on (the ID
+    train store, or the features of a prototype bank) for methods that fit; the checkpoint and the data set's image
+    folder for methods that run the model (odin). Nothing of the other data sets: adding one reruns no other job.
     """
     method = detector_class(ood_run_method(wildcards.method))
     if method.needs_images:
-        folders = {name: dataset_input(name) for name in ood_eval_sets()}
-        return {"checkpoint": model_checkpoint(wildcards.model), **folders}
-    stores = {
-        name: f"results/features/{wildcards.model}/{name}.h5"
-        for name in ood_eval_sets()
-    }
+        return {
+            "checkpoint": model_checkpoint(wildcards.model),
+            "images": dataset_input(wildcards.dataset),
+        }
+    stores = {"store": f"results/features/{wildcards.model}/{wildcards.dataset}.h5"}
     if method.needs_fit:
         bank = method.prototype_bank
         fit = f"prototypes_{bank}" if bank else config["ood"]["id_train"]
@@ -225,14 +225,14 @@ def score_inputs(wildcards):
 
 
 def score_eval_args(wildcards, input):
+    name = wildcards.dataset
     if detector_class(ood_run_method(wildcards.method)).needs_images:
-        folders = " ".join(
-            f"--images {name}={shlex.quote(dataset_images(name))}"
-            for name in ood_eval_sets()
-        )
         model = shlex.quote(model_spec(wildcards.model))
-        return f"{folders} --model {model} --checkpoint {shlex.quote(input.checkpoint)} --device {config['device']}"
-    return " ".join(f"--eval {name}={input[name]}" for name in ood_eval_sets())
+        return (
+            f"--images {name}={shlex.quote(dataset_images(name))} --model {model}"
+            f" --checkpoint {shlex.quote(input.checkpoint)} --device {config['device']}"
+        )
+    return f"--eval {name}={input.store}"
 
 
 def score_fit_args(wildcards, input):

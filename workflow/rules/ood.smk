@@ -1,15 +1,17 @@
-# OOD scores per method (per k of a KNN sweep) on the target model, then the table (higher score = more ID).
+# OOD scores per method (per k of a KNN sweep) on the target model, then the table (higher score = more ID). Each job
+# scores one data set, so an added OOD set is scored without rescoring the others; gather_ood_scores joins a method's
+# data sets into the score file that the table and the plots read.
 
 
 rule score_ood:
     input:
         unpack(score_inputs),
     output:
-        scores="results/ood/{model}/scores/{method}.h5",
+        scores="results/ood/{model}/scores/{method}/{dataset}.h5",
     log:
-        "logs/ood/{model}/{method}.log",
+        "logs/ood/{model}/scores/{method}/{dataset}.log",
     benchmark:
-        "results/benchmarks/score_ood/{model}/{method}.tsv"
+        "results/benchmarks/score_ood/{model}/{method}/{dataset}.tsv"
     threads: config["ood"]["threads"]
     params:
         method=lambda w: ood_run_method(w.method),
@@ -20,6 +22,22 @@ rule score_ood:
     shell:
         "peekflow score --method {params.method} --settings {params.settings:q} --layer {params.layer}"
         " {params.fit} {params.evals} --threads {threads} --out {output.scores} > {log} 2>&1"
+
+
+rule gather_ood_scores:
+    input:
+        parts=expand(
+            "results/ood/{{model}}/scores/{{method}}/{dataset}.h5",
+            dataset=ood_eval_sets(),
+        ),
+    output:
+        scores="results/ood/{model}/scores/{method}.h5",
+    log:
+        "logs/ood/{model}/scores/{method}.log",
+    benchmark:
+        "results/benchmarks/gather_ood_scores/{model}/{method}.tsv"
+    shell:
+        "peekflow gather-scores --parts {input.parts} --out {output.scores} > {log} 2>&1"
 
 
 rule make_ood_table:

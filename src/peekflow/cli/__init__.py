@@ -28,6 +28,7 @@ STAGES = {
     "dora": "DORA: outlier neurons of a layer from their synthetic activation-maximisation signals",
     "invert": "INVERT: label each neuron of a layer with a boolean concept formula (AUC, Mann-Whitney p)",
     "score": "fit an OOD detector and score feature stores",
+    "gather-scores": "join one OOD method's score files (one per data set) into its score file",
     "table": "compute OOD metrics for every method and OOD set into the OOD table",
     "plot-ood": "ROC curves and score histograms of one OOD method's score file",
     "emergence": "emergence of visual patterns: sample/regional embeddings and knowledge points per layer",

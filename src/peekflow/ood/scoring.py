@@ -1,11 +1,15 @@
 """Score files: fit one OOD detector, score several feature stores (or, for methods that need the model, image
-folders), write one HDF5 file.
+folders), write one HDF5 file; join the score files of one method on different data sets into one.
 
 Layout of `results/ood/<model>/scores/<method>.h5`: one float64 data set [N] per data set name (attribute `store`:
 the feature store it came from; `images` instead: the image folder, for `needs_images` methods), file attributes
 `method`, `settings` (JSON, defaults filled in), `layer`, `fit_store` ("" when the method needs no fitting),
 `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` methods). The file is
 written under a temporary name and renamed.
+
+The workflow scores one data set per job (`results/ood/<model>/scores/<method>/<dataset>.h5`, same layout), so an
+added data set is scored without rescoring the others; `gather_scores` joins those parts into the file above after
+checking that they come from the same method, settings, layer, fit store (and checkpoint).
 """
 
 from __future__ import annotations
@@ -58,8 +62,9 @@ def score_stores(
     for name, path in eval_stores.items():
         data = load_feature_set(path, feature_layer, name=name)
         scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
-    _write(out, detector, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
-           layer=feature_layer or "", fit_store=str(fit_store) if fit_store is not None else "")
+    _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
+           {**_method_attrs(detector), "layer": feature_layer or "",
+            "fit_store": str(fit_store) if fit_store is not None else ""})
     return scores
 
 
@@ -85,8 +90,8 @@ def score_images(
     for name, folder in folders.items():
         s = detector.score_images(model, folder, preprocessing, device)
         scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)
-    _write(out, detector, scores, {name: {"images": str(folder)} for name, folder in folders.items()},
-           layer="", fit_store="", checkpoint=str(checkpoint))
+    _write(out, scores, {name: {"images": str(folder)} for name, folder in folders.items()},
+           {**_method_attrs(detector), "layer": "", "fit_store": "", "checkpoint": str(checkpoint)})
     return scores
 
 
@@ -109,16 +114,61 @@ def _checked_scores(detector: Detector, scores, n: int, name: str, source) -> np
     return s
 
 
-def _write(out, detector: Detector, scores: dict[str, np.ndarray], sources: dict[str, dict], **attrs) -> None:
+def _method_attrs(detector: Detector) -> dict:
+    return {"method": detector.name, "settings": json.dumps(detector.settings(), sort_keys=True)}
+
+
+def _write(out, scores: dict[str, np.ndarray], sources: dict[str, dict], attrs: dict) -> None:
+    """Write a score file: `scores` (name -> [N]) with their `sources` attributes, then the file's `attrs`."""
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
             for name, s in scores.items():
                 h5.create_dataset(name, data=s).attrs.update(sources[name])
-            h5.attrs["method"] = detector.name
-            h5.attrs["settings"] = json.dumps(detector.settings(), sort_keys=True)
             h5.attrs.update(attrs)
             h5.attrs["higher_is_id"] = True
             h5.attrs["complete"] = True
+
+
+def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Join score files of one method (`parts`, e.g. one per data set) into `out`. Every part must be complete and
+    share the file attributes of the first (method, settings, layer, fit_store, checkpoint); a data set name may
+    appear in one part only. Fails naming the part at fault; writes nothing then. Returns the scores."""
+    if not parts:
+        raise ValueError("gather-scores: no score files to join")
+    scores: dict[str, np.ndarray] = {}
+    sources: dict[str, dict] = {}
+    origin: dict[str, str] = {}
+    attrs: dict | None = None
+    for path in parts:
+        with open_complete_h5(path, "score file", "rerun its scoring") as h5:
+            these = {k: _plain(v) for k, v in h5.attrs.items() if k != "complete"}
+            if not these.get("higher_is_id", False):
+                raise ValueError(f"score file {path} does not declare higher_is_id=True")
+            if attrs is None:
+                attrs, first = these, path
+            elif these != attrs:
+                keys = sorted(k for k in set(these) | set(attrs) if these.get(k) != attrs.get(k))
+                diff = "; ".join(f"{k}: {_shown(these, k)} here, {_shown(attrs, k)} there" for k in keys)
+                raise ValueError(f"score file {path} does not match {first}, the first part ({diff})")
+            for name, data in h5.items():
+                if name in scores:
+                    raise ValueError(f"score file {path} holds data set {name!r}, already given by {origin[name]}")
+                scores[name] = data[:].astype(np.float64)
+                sources[name] = {k: _plain(v) for k, v in data.attrs.items()}
+                origin[name] = str(path)
+    attrs.pop("higher_is_id")
+    _write(out, scores, sources, attrs)
+    log.info("gather-scores: %s, %d data set(s) from %d file(s)", out, len(scores), len(parts))
+    return scores
+
+
+def _shown(attrs: dict, key: str) -> str:
+    return repr(attrs[key]) if key in attrs else "absent"
+
+
+def _plain(value):
+    """An HDF5 attribute as h5py reads it (str, or a numpy scalar) -> a plain Python value, rewritten as it was."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_scores(path: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:
