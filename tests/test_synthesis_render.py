@@ -10,6 +10,7 @@ import sys
 import types
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -241,3 +242,56 @@ def test_factories_do_not_share_state_between_calls():
     assert not torch.equal(big(x, torch.Generator().manual_seed(0)), small(x, torch.Generator().manual_seed(0)))
     assert repr(small) == "jitter(1)" and repr(big) == "jitter(6)"
     assert T.standard(224)[0].description == "pad(12, constant=0.5)" and repr(T.standard(32)[1]) == "jitter(1)"
+
+
+def test_merged_pixel_moves_equal_rolls_and_flips_with_the_same_draws():
+    x = torch.rand(5, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    t = T.compose([T.jitter(3), T.flip(), T.jitter(1)])  # one gather for the three
+    out = t(x, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same numbers in the same order, applied by roll and flip
+    first, flips, last = torch.randint(-3, 4, (2, 5), generator=g), torch.rand(5, generator=g) < 0.5, \
+        torch.randint(-1, 2, (2, 5), generator=g)
+    ref = []
+    for i in range(5):
+        im = x[i].roll((int(first[0, i]), int(first[1, i])), (1, 2))
+        im = im.flip(2) if flips[i] else im
+        ref.append(im.roll((int(last[0, i]), int(last[1, i])), (1, 2)))
+    ref = torch.stack(ref)
+    assert torch.equal(out, ref)
+    weights = torch.rand_like(out)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x)
+    (want,) = torch.autograd.grad((ref * weights).sum(), x)
+    assert torch.equal(grad, want)
+
+
+def test_compose_equals_applying_its_transforms_one_by_one():
+    x = torch.rand(4, 3, 16, 20)
+    chain = [T.flip(), T.jitter(2), T.rotate(15), T.jitter(3), T.flip(0.7), T.pad(2)]
+    out = T.compose(chain)(x, torch.Generator().manual_seed(2))
+    g, want = torch.Generator().manual_seed(2), x
+    for t in chain:
+        want = t(want, g)
+    assert torch.equal(out, want)
+
+
+def test_colour_decorrelation_mixes_each_pixels_channels_by_the_normalised_matrix():
+    from peekflow.synthesis.param import COLOR_CORRELATION_SQRT, decorrelate_colors
+
+    t = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    m = COLOR_CORRELATION_SQRT.double().numpy()
+    m = m / max(np.linalg.norm(m[:, j]) for j in range(3))  # largest column norm 1
+    want = np.einsum("ij,bjhw->bihw", m, t.numpy())
+    np.testing.assert_allclose(decorrelate_colors(t).numpy(), want, rtol=1e-6)
+
+
+def test_fourier_image_is_the_scaled_spectrum_through_an_orthonormal_inverse_fft():
+    from peekflow.synthesis.param import FOURIER_SCALE, decorrelate_colors
+
+    h, w, decay = 6, 8, 1.0
+    param = fourier(2, (h, w), decay=decay, std=0.5, generator=torch.Generator().manual_seed(0))
+    spectrum = param.params[0].detach().double().numpy()
+    f = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2)
+    scale = 1 / np.maximum(f, 1 / max(h, w)) ** decay
+    pixels = np.fft.irfft2(scale * (spectrum[..., 0] + 1j * spectrum[..., 1]), s=(h, w), norm="ortho") / FOURIER_SCALE
+    want = torch.sigmoid(decorrelate_colors(torch.from_numpy(pixels))).numpy()
+    np.testing.assert_allclose(param.image_fn().detach().numpy(), want, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,11 @@ tensors -> optimiser step -> scheduler step -> param.project().
              requires_grad False, both restored afterwards; they are not moved (pass them on `device`)
 - seeding    one torch.Generator on `device` seeded with `seed` builds the param (when given as a factory) and then
              drives the transforms: the same seed gives the same images on CPU
+- channels_last  the models see their inputs in NHWC layout (activations follow): oneDNN's and cuDNN's faster
+             convolutions, ~20% off a small ResNet's forward + backward on the CPU. False: NCHW, for a model whose
+             forward needs contiguous activations (e.g. `.view` on them)
+- fold_bn    each batch norm folded into the convolution before it, in a copy of the model (fold.py; not for
+             objectives that read batch-norm statistics): the same function, without the batch-norm passes
 - amp        CUDA only: bf16 autocast where the GPU supports it (no loss scaling needed), else fp16 with GradScaler;
              only the model forwards run under autocast, the param, image, transforms and objective stay fp32. On
              CPU amp=True logs a line and runs fp32.
@@ -28,6 +33,7 @@ from torch import nn
 
 from peekflow.device import resolve_device
 from peekflow.models.layers import record_layers
+from peekflow.synthesis.fold import fold_batchnorm
 from peekflow.synthesis.objective import DEFAULT_MODEL, Activations, Objective
 from peekflow.synthesis.param import Param, as_param
 from peekflow.synthesis.transforms import as_transform
@@ -50,7 +56,10 @@ class RenderResult:
 def make_optimizer(name: str, params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0):
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    params = list(params)
+    # the fused kernel: one pass over the parameters per step (the for-each one makes ~10, a tenth of a render step)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return OPTIMIZERS[name](params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused)
 
 
 def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
@@ -66,6 +75,7 @@ def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0
 
 
 def _normalisations(normalisation, names, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Model name -> (mean, std), each [C, 1, 1]."""
     def as_pair(pair, name):
         mean, std = (torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1, 1, 1) for v in pair)
         if (std <= 0).any():
@@ -111,7 +121,7 @@ def _amp_dtype(amp: bool, device: torch.device):
 def render(objective: Objective, models, param, *, steps: int, lr: float, normalisation, optimizer: str = "adam",
            betas=(0.9, 0.999), weight_decay: float = 0.0, schedule: str = "constant", warmup: int = 0,
            grad_clip: float | None = None, transforms=None, seed: int = 0, device="cpu", amp: bool = False,
-           log_every: int | None = None) -> RenderResult:
+           channels_last: bool = True, fold_bn: bool = True, log_every: int | None = None) -> RenderResult:
     models = {DEFAULT_MODEL: models} if isinstance(models, nn.Module) else dict(models)
     unknown = sorted({m for m, _ in objective.layers} - set(models))
     if unknown:
@@ -126,8 +136,10 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
         if p is not None and (p.device.type != device.type or device.index not in (None, p.device.index)):
             raise ValueError(f"model {name!r} is on {p.device} but render runs on {device}; move it first")
     norms = _normalisations(normalisation, list(models), device)
+    affine = {n: (-mean / std, 1 / std) for n, (mean, std) in norms.items()}  # one op per step instead of two
     layers = {name: sorted(layer for m, layer in objective.layers if m == name) for name in models}
     amp_dtype = _amp_dtype(amp, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -139,6 +151,8 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
     log_every = log_every or max(1, steps // 10)
 
     with _frozen(models), contextlib.ExitStack() as stack:
+        if fold_bn and "bn_stats" not in objective.needs:  # DeepInversion's loss reads the batch norms themselves
+            models = {n: fold_batchnorm(m, keep=set(layers[n]))[0] for n, m in models.items()}
         recorded = {n: stack.enter_context(record_layers(m, layers[n])) for n, m in models.items()}
         bn_stats = {}
         if "bn_stats" in objective.needs:
@@ -151,9 +165,10 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
                 recorded[name].clear()
                 if name in bn_stats:
                     bn_stats[name].clear()
-                mean, std = norms[name]
+                shift, inv_std = affine[name]
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                    logits[name] = model((images - mean) / std).float()
+                    x = torch.addcmul(shift, images, inv_std)  # (images - mean) / std
+                    logits[name] = model(x.contiguous(memory_format=memory_format)).float()
                 acts.update({(name, layer): out.float() if torch.is_tensor(out) else out
                              for layer, out in recorded[name].items()})
             extras = {"bn_stats": bn_stats} if bn_stats else {}
@@ -184,7 +199,7 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
         log.warning("render %s: the loss became non-finite", objective.description)
     settings = {"steps": steps, "lr": lr, "optimizer": optimizer, "betas": tuple(betas), "weight_decay": weight_decay,
                 "schedule": schedule, "warmup": warmup, "grad_clip": grad_clip, "seed": seed, "device": str(device),
-                "amp": amp, "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+                "amp": amp, "channels_last": channels_last, "fold_bn": fold_bn, "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
                 "param": param.description, "transforms": repr(transform),
                 "normalisation": {n: (m.flatten().tolist(), s.flatten().tolist()) for n, (m, s) in norms.items()}}
     return RenderResult(images, losses, history, objective.description, settings)

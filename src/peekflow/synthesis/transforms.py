@@ -13,6 +13,10 @@ image of a batch gets its own jitter/flip/angle/scale), and every transform is d
                        shrinks by H / (H + 2n) and the border shows the padding)
 - compose(list)        apply in order; `standard(size)` returns Lucid's default list scaled to the image size:
                        `compose(standard(64)[:-1] + [flip()])` is how a user edits it
+
+jitter and flip only move pixels: each draws a per-image permutation of pixel positions (`pixel_map`), and compose
+joins consecutive ones into a single permutation, applied by one gather whose backward is the gather by the inverse
+permutation (exact, like the rolls and flips it replaces, at a fraction of their cost in a render step).
 """
 
 from __future__ import annotations
@@ -25,14 +29,52 @@ import torch.nn.functional as F
 
 
 class Transform:
-    def __init__(self, fn: Callable, description: str):
-        self.fn, self.description = fn, description
+    """`fn(images, generator) -> images`. A transform that only moves pixels also has `pixel_map(shape, generator)
+    -> [B, H*W]` (None for the identity): output pixel j of image b is input pixel map[b, j], a permutation."""
+
+    def __init__(self, fn: Callable, description: str, pixel_map: Callable | None = None):
+        self.fn, self.description, self.pixel_map = fn, description, pixel_map
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.fn(images, generator)
 
     def __repr__(self) -> str:
         return self.description
+
+
+class _Permute(torch.autograd.Function):
+    """images [B,C,H,W] with each image's pixels reordered by its permutation index [B, H*W]."""
+
+    @staticmethod
+    def forward(ctx, images, index):
+        ctx.save_for_backward(index)
+        return _gather_pixels(images, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        inverse = torch.empty_like(index).scatter_(1, index, torch.arange(index.shape[1], device=index.device)
+                                                   .expand_as(index))
+        return _gather_pixels(grad, inverse), None
+
+
+def _gather_pixels(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = images.shape
+    flat = images.reshape(b, c, h * w)
+    return flat.gather(2, index[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
+
+
+def _permuting(pixel_map: Callable, description: str) -> Transform:
+    def fn(images, generator):
+        index = pixel_map(images.shape, generator)
+        return images if index is None else _Permute.apply(images, index.to(images.device))
+
+    return Transform(fn, description, pixel_map)
+
+
+def _positions(rows: torch.Tensor, cols: torch.Tensor, w: int) -> torch.Tensor:
+    """Per image, source rows [B, H] x source columns [B, W] -> flat source positions [B, H*W]."""
+    return (rows[:, :, None] * w + cols[:, None, :]).flatten(1)
 
 
 def _choice(values: Sequence[float], n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -46,28 +88,32 @@ def jitter(d: int) -> Transform:
     if d < 0:
         raise ValueError(f"jitter needs d >= 0, got {d}")
 
-    def fn(images, generator):
+    def pixel_map(shape, generator):
         if d == 0:
-            return images
-        b, c, h, w = images.shape
-        shifts = torch.randint(-d, d + 1, (2, b), generator=generator, device=generator.device).to(images.device)
-        rows = (torch.arange(h, device=images.device)[None, :] - shifts[0][:, None]) % h  # [B, H]
-        cols = (torch.arange(w, device=images.device)[None, :] - shifts[1][:, None]) % w  # [B, W]
-        out = images.gather(2, rows[:, None, :, None].expand(b, c, h, w))
-        return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+            return None
+        b, _, h, w = shape
+        dev = generator.device
+        shifts = torch.randint(-d, d + 1, (2, b), generator=generator, device=dev)
+        rows = (torch.arange(h, device=dev)[None, :] - shifts[0][:, None]) % h  # a roll by (dy, dx), wrapping
+        cols = (torch.arange(w, device=dev)[None, :] - shifts[1][:, None]) % w
+        return _positions(rows, cols, w)
 
-    return Transform(fn, f"jitter({d})")
+    return _permuting(pixel_map, f"jitter({d})")
 
 
 def flip(p: float = 0.5) -> Transform:
     if not 0 <= p <= 1:
         raise ValueError(f"flip needs 0 <= p <= 1, got {p}")
 
-    def fn(images, generator):
-        draw = torch.rand(images.shape[0], generator=generator, device=generator.device).to(images.device)
-        return torch.where((draw < p)[:, None, None, None], images.flip(3), images)
+    def pixel_map(shape, generator):
+        b, _, h, w = shape
+        dev = generator.device
+        draw = torch.rand(b, generator=generator, device=dev)
+        cols = torch.arange(w, device=dev).expand(b, w)
+        cols = torch.where((draw < p)[:, None], w - 1 - cols, cols)
+        return _positions(torch.arange(h, device=dev).expand(b, h), cols, w)
 
-    return Transform(fn, f"flip({p:g})")
+    return _permuting(pixel_map, f"flip({p:g})")
 
 
 def _affine(images: torch.Tensor, angles_deg: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -140,9 +186,18 @@ def compose(transforms: Sequence[Callable]) -> Transform:
     transforms = list(transforms)
 
     def fn(images, generator):
+        index = None  # the permutation of the pixel-moving transforms met since the last other one
         for t in transforms:
-            images = t(images, generator)
-        return images
+            pixel_map = getattr(t, "pixel_map", None)
+            if pixel_map is None:
+                if index is not None:
+                    images, index = _Permute.apply(images, index.to(images.device)), None
+                images = t(images, generator)
+                continue
+            step = pixel_map(images.shape, generator)
+            if step is not None:  # t after the earlier ones: output j <- earlier output step[j] <- input index[step[j]]
+                index = step if index is None else index.gather(1, step)
+        return images if index is None else _Permute.apply(images, index.to(images.device))
 
     names = ", ".join(getattr(t, "description", getattr(t, "__name__", repr(t))) for t in transforms)
     return Transform(fn, f"compose([{names}])")
