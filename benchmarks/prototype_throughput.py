@@ -306,8 +306,9 @@ def main() -> None:
              "floor_n": f"the model's forward + backward alone, batch {n_batch}",
              "floor_render": f"the model as peekflow's render runs it (batch norm folded, channels-last), forward + "
                              f"backward alone, batch {n_batch}"}
-    counts = {"floor_1": 1, "floor_n": n_batch, "floor_render": n_batch, "td": args.td_prototypes, "td_frozen": args.td_prototypes, "td_batched": n_batch,
-              "unbatched": args.unbatched_prototypes, "batched": n_batch}
+    counts = {"floor_1": 1, "floor_n": n_batch, "floor_render": n_batch, "td": args.td_prototypes,
+              "td_frozen": args.td_prototypes, "td_batched": n_batch, "unbatched": args.unbatched_prototypes,
+              "batched": n_batch}
     table = ["| run | prototypes/s, CPU time | ms CPU per prototype | prototypes/s, wall | prototypes x runs "
              "| classified as target (mean p) |", "|---|---:|---:|---:|---:|---:|"]
     for key in names:

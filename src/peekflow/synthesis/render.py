@@ -199,7 +199,8 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
         log.warning("render %s: the loss became non-finite", objective.description)
     settings = {"steps": steps, "lr": lr, "optimizer": optimizer, "betas": tuple(betas), "weight_decay": weight_decay,
                 "schedule": schedule, "warmup": warmup, "grad_clip": grad_clip, "seed": seed, "device": str(device),
-                "amp": amp, "channels_last": channels_last, "fold_bn": fold_bn, "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+                "amp": amp, "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+                "channels_last": channels_last, "fold_bn": fold_bn,
                 "param": param.description, "transforms": repr(transform),
                 "normalisation": {n: (m.flatten().tolist(), s.flatten().tolist()) for n, (m, s) in norms.items()}}
     return RenderResult(images, losses, history, objective.description, settings)

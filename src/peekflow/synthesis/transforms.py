@@ -64,12 +64,13 @@ def _gather_pixels(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, index[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
 
-def _permuting(pixel_map: Callable, description: str) -> Transform:
-    def fn(images, generator):
-        index = pixel_map(images.shape, generator)
-        return images if index is None else _Permute.apply(images, index.to(images.device))
+def _permute(images: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    return images if index is None else _Permute.apply(images, index.to(images.device))
 
-    return Transform(fn, description, pixel_map)
+
+def _permuting(pixel_map: Callable, description: str) -> Transform:
+    return Transform(lambda images, generator: _permute(images, pixel_map(images.shape, generator)), description,
+                     pixel_map)
 
 
 def _positions(rows: torch.Tensor, cols: torch.Tensor, w: int) -> torch.Tensor:
@@ -190,14 +191,12 @@ def compose(transforms: Sequence[Callable]) -> Transform:
         for t in transforms:
             pixel_map = getattr(t, "pixel_map", None)
             if pixel_map is None:
-                if index is not None:
-                    images, index = _Permute.apply(images, index.to(images.device)), None
-                images = t(images, generator)
+                images, index = t(_permute(images, index), generator), None
                 continue
             step = pixel_map(images.shape, generator)
             if step is not None:  # t after the earlier ones: output j <- earlier output step[j] <- input index[step[j]]
                 index = step if index is None else index.gather(1, step)
-        return images if index is None else _Permute.apply(images, index.to(images.device))
+        return _permute(images, index)
 
     names = ", ".join(getattr(t, "description", getattr(t, "__name__", repr(t))) for t in transforms)
     return Transform(fn, f"compose([{names}])")
