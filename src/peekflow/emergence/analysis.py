@@ -59,25 +59,25 @@ class LayerResult:
 
 
 def fit_samples(store, layers: list[str], samples: Samples, s: EmergenceSettings, device) -> dict:
-    """layer -> (sample features, fitted and aligned SampleEmbedding)."""
+    """layer -> (sample features, regional features, fitted and aligned SampleEmbedding): each layer's maps are
+    read from the store once."""
     fitted = {}
     for i, layer in enumerate(layers):
-        features, _ = load_layer(store, layer, samples.rows, s.grid)
+        features, regional = load_layer(store, layer, samples.rows, s.grid)
         features = features.to(device)
         emb = fit_sample_embedding(features, samples.probs.to(device), s.dims, s.sample_steps, s.sample_lr,
                                    seed=s.seed + i, what=f"{layer} sample embedding")
-        fitted[layer] = (features, emb)
+        fitted[layer] = (features, regional, emb)
     if s.align:
         for layer, after in reversed(list(zip(layers[:-1], layers[1:]))):
-            features, emb = fitted[layer]
-            reference = fitted[after][1].embed(fitted[after][0])
-            fitted[layer] = (features, emb.rotated(align_rotation(emb.embed(features), reference)))
+            features, regional, emb = fitted[layer]
+            reference = fitted[after][2].embed(fitted[after][0])
+            fitted[layer] = (features, regional, emb.rotated(align_rotation(emb.embed(features), reference)))
     return fitted
 
 
-def analyse_layer(store, layer: str, features, emb: SampleEmbedding, samples: Samples, s: EmergenceSettings,
+def analyse_layer(layer: str, features, regional, emb: SampleEmbedding, samples: Samples, s: EmergenceSettings,
                   device, seed: int) -> LayerResult:
-    _, regional = load_layer(store, layer, samples.rows, s.grid)
     regional, probs = regional.to(device), samples.probs.to(device)
     weights = fit_importance(regional, probs, s.importance_steps, s.importance_lr, s.kappa_target, s.kappa_regions,
                              what=f"{layer} importance weights")
@@ -102,5 +102,5 @@ def analyse(store, layers: list[str], s: EmergenceSettings):
     log.info("emergence of %s: %d images (%d per class), layers %s", store, len(samples.rows), s.per_class, layers)
     fitted = fit_samples(store, layers, samples, s, device)
     for i, layer in enumerate(layers):
-        features, emb = fitted[layer]
-        yield samples, analyse_layer(store, layer, features, emb, samples, s, device, seed=s.seed + 100 + i)
+        features, regional, emb = fitted[layer]
+        yield samples, analyse_layer(layer, features, regional, emb, samples, s, device, seed=s.seed + 100 + i)

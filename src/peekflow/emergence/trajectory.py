@@ -2,11 +2,11 @@
 and regional embeddings, step by step, through every analysed layer.
 
 PGD (L-inf, untargeted): x_(t+1) = clip_[x0 - eps, x0 + eps] intersect [0, 1](x_t + alpha sign(grad CE(f(x_t), y))),
-from x0 (no random start). It runs on the synthesis engine (peekflow.synthesis.render), one call per step, so every
-step's image can be read: the objective is minus the cross-entropy of the true class; the parameterisation is the
-image itself, projected onto the eps-ball after each step; the optimiser is Adam with betas (0, 0), whose step
-alpha g / (|g| + 1e-8) is alpha sign(g) -- exactly, as the objective is scaled by SIGN_SCALE so that Adam's 1e-8 is
-negligible against any non-zero gradient -- and stateless, so one-step calls are exactly one multi-step attack.
+from x0 (no random start). It runs on the synthesis engine (peekflow.synthesis.render), one call for the attack: the
+objective is minus the cross-entropy of the true class; the parameterisation is the image itself, projected onto
+the eps-ball after each step, where each step's image is recorded; the optimiser is Adam with betas (0, 0), whose
+step alpha g / (|g| + 1e-8) is alpha sign(g) -- exactly, as the objective is scaled by SIGN_SCALE so that Adam's 1e-8
+is negligible against any non-zero gradient.
 Each step's layer maps go through the analysis's fitted maps (M, Lambda) and class mixtures; a region counts as a
 knowledge point by the analysis's threshold and the original image's region weights.
 """
@@ -71,14 +71,16 @@ def load_images(paths: list[str], prep: Preprocessing) -> torch.Tensor:
     return torch.stack(out)
 
 
-def ball_param(start: torch.Tensor, centre: torch.Tensor, eps: float) -> Param:
-    """The image itself, projected onto [centre - eps, centre + eps] intersect [0, 1] after each step."""
-    raw = start.detach().clone().requires_grad_(True)
+def ball_param(centre: torch.Tensor, eps: float, frames: list) -> Param:
+    """The image itself, from `centre`, projected onto [centre - eps, centre + eps] intersect [0, 1] after each step;
+    each projected image is appended to `frames`."""
+    raw = centre.detach().clone().requires_grad_(True)
     low, high = (centre - eps).clamp(0, 1), (centre + eps).clamp(0, 1)
 
     def project():
         with torch.no_grad():
             raw.copy_(torch.minimum(torch.maximum(raw, low), high))
+            frames.append(raw.detach().clone())
 
     return Param([raw], lambda: raw, project, description=f"linf_ball(eps={eps:g})")
 
@@ -89,15 +91,14 @@ def pgd_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, prep
     if s.eps < 0 or s.alpha <= 0 or s.steps < 0:
         raise ValueError(f"PGD needs eps >= 0, alpha > 0, steps >= 0; got {s.eps}, {s.alpha}, {s.steps}")
     centre = images.to(device)
-    frames, x = [centre], centre
+    frames = [centre]
     objective = -SIGN_SCALE * cross_entropy(labels.to(device))
-    for step in range(s.steps):
-        result = render(objective, model, ball_param(x, centre, s.eps), steps=1, lr=s.alpha, betas=(0.0, 0.0),
-                        normalisation=(prep.mean, prep.std), seed=s.seed, device=device)
-        x = result.images
-        frames.append(x)
-        ce = -result.losses.mean().item() / SIGN_SCALE
-        log.info("PGD step %d/%d: mean cross-entropy %.4f", step + 1, s.steps, ce)
+    result = render(objective, model, ball_param(centre, s.eps, frames), steps=s.steps, lr=s.alpha,
+                    betas=(0.0, 0.0), normalisation=(prep.mean, prep.std), seed=s.seed, device=device)
+    # history[t] is the loss at x_t; the loss at x_steps is the final one
+    losses = [*result.history[1:], result.losses.mean().item()][:s.steps]
+    for step, loss in enumerate(losses):
+        log.info("PGD step %d/%d: mean cross-entropy %.4f", step + 1, s.steps, -loss / SIGN_SCALE)
     return frames
 
 
