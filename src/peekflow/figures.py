@@ -37,3 +37,9 @@ def image_grid(images: np.ndarray, ncol: int | None = None, labels: list[str] | 
 def save_grid(path, images, **kwargs) -> None:
     with atomic_path(path) as tmp:
         image_grid(images, **kwargs).save(tmp, format="PNG")
+
+
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """A matplotlib Figure as PNG, written atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)

@@ -10,18 +10,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from peekflow.io import atomic_path
-
-
-def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+from peekflow.figures import save_figure
 
 
 def class_colours(n: int) -> np.ndarray:
@@ -79,7 +72,7 @@ def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, cla
     ax.scatter(*regions[~mask].T, s=2, c="0.6", alpha=0.4, depthshade=False)
     ax.scatter(*regions[mask].T, s=9, marker="^", c=colours[kp_class.reshape(-1)[mask]], depthshade=False)
     _class_stars(ax, class_dirs, classes, colours)
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
 
 
 def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120) -> None:
@@ -97,7 +90,7 @@ def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120) -> None
     ax.set(xticks=x, xticklabels=layers, xlabel="layer", title=title,
            ylabel=f"knowledge points (of {rows[0]['regions']} regions)" if rows else "knowledge points")
     ax.legend(fontsize=8)
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
 
 
 def plot_trajectory(path, layers: list[str], sample_paths: np.ndarray, class_dirs: list[np.ndarray],
@@ -139,4 +132,4 @@ def plot_trajectory(path, layers: list[str], sample_paths: np.ndarray, class_dir
     ax.title.set_fontsize(9)
     if title:
         fig.suptitle(title, fontsize=10)
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)

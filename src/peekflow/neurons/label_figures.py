@@ -5,19 +5,12 @@ matplotlib's object API (Figure, Agg canvas): no pyplot state, no display needed
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from peekflow.io import atomic_path
+from peekflow.figures import save_figure
 from peekflow.neurons.dora import DoraResult
-
-
-def _save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def plot_dora(path, r: DoraResult, title: str = "", top: int = 8) -> None:
@@ -50,7 +43,7 @@ def plot_dora(path, r: DoraResult, title: str = "", top: int = 8) -> None:
             a.set_title(f"#{k + 1} n{r.neurons[i]} LOF {r.scores[i]:.2f}", fontsize=8,
                         color="tab:red" if r.outlier[i] else "black")
     right.suptitle("s-AMS of the most outlying neurons", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_invert(path, table: pd.DataFrame, title: str = "", top: int = 20) -> None:
@@ -74,4 +67,4 @@ def plot_invert(path, table: pd.DataFrame, title: str = "", top: int = 20) -> No
               color=["tab:green", "tab:grey"], label=["p < 0.001", "p >= 0.001"])
     hist.set(xlabel="AUC of the neuron's formula", ylabel="neurons", title=f"all {len(table)} neurons")
     hist.legend(fontsize="small", loc="upper left")
-    _save(fig, path)
+    save_figure(fig, path)

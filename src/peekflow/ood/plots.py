@@ -14,13 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from peekflow.io import atomic_path
+from peekflow.figures import save_figure
 from peekflow.metrics import ood_metrics
-
-
-def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def plot_roc(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], path: str | os.PathLike,
@@ -40,7 +35,7 @@ def plot_roc(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], 
     ax.set(xlim=(0, 100), ylim=(0, 100.5), xlabel="OOD accepted (FPR, %)", ylabel=f"ID kept: {id_name} (TPR, %)",
            title=title)
     ax.legend(loc="lower right", fontsize="small")
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
 
 
 def plot_histograms(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], path: str | os.PathLike,
@@ -62,4 +57,4 @@ def plot_histograms(scores: dict[str, np.ndarray], id_name: str, ood_names: list
         ax.hist(values[name], bins=edges, density=True, histtype="step", lw=1.5, label=f"{name} (n={values[name].size})")
     ax.set(xlabel="score (higher = more in-distribution)", ylabel="density", title=title)
     ax.legend(fontsize="small")
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
