@@ -35,7 +35,8 @@ from torch import nn
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.models.layers import pool, record_layers
-from peekflow.prototypes.batching import per_image_param, render_in_batches, transforms_of
+from peekflow.prototypes.batching import (per_image_param, render_in_batches, repeat_each, resolve_size,
+                                          transforms_of)
 from peekflow.synthesis.objectives import channel
 from peekflow.synthesis.regularisers import tv_l2
 
@@ -149,10 +150,6 @@ def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
     return coords * np.where(coords.sum(0) < 0, -1, 1)  # fixed signs: same input, same picture
 
 
-def sams_targets(neurons: list[int], per_neuron: int) -> list[int]:
-    return [c for c in neurons for _ in range(per_neuron)]
-
-
 def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: Preprocessing, s: DoraSettings,
               size: int, device) -> np.ndarray:
     """s-AMS of `neurons`, neuron-major: [len(neurons) * per_neuron, 3, size, size] in [0,1]."""
@@ -162,7 +159,7 @@ def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: P
         return goal + s.tv * tv_l2() if s.tv else goal
 
     images, _, _ = render_in_batches(
-        sams_targets(neurons, s.per_neuron), s.batch_size, objective_for, model, preprocessing, param=s.param,
+        repeat_each(neurons, s.per_neuron), s.batch_size, objective_for, model, preprocessing, param=s.param,
         size=size, seed=s.seed, init_std=s.init_std, transforms=transforms_of(s.jitter, s.flip), device=device,
         what=f"dora s-AMS {layer}", steps=s.steps, lr=s.lr, optimizer=s.optimizer, betas=s.betas,
         weight_decay=s.weight_decay, schedule=s.schedule, warmup=s.warmup, grad_clip=s.grad_clip, amp=s.amp)
@@ -182,10 +179,7 @@ def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: Dora
     reported with activated=False and left out of the distances, LOF and map."""
     device = resolve_device(s.device)
     model = model.to(device).eval()
-    size = s.size or preprocessing.crop or preprocessing.resize
-    if not size or size < 2:
-        raise ValueError("DORA settings: size (the s-AMS' side in pixels, the model's input size) is not set and the "
-                         "model's preprocessing has neither crop nor resize")
+    size = resolve_size(s.size, preprocessing)
     neurons = resolve_neurons(s.neurons, layer_channels(model, layer, size, device), layer)
     n, rows = len(neurons), np.arange(len(neurons))
     images = make_sams(model, layer, neurons, preprocessing, s, size, device)

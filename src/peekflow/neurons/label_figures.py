@@ -5,12 +5,16 @@ matplotlib's object API (Figure, Agg canvas): no pyplot state, no display needed
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from peekflow.figures import save_figure
-from peekflow.neurons.dora import DoraResult
+
+if TYPE_CHECKING:  # a hint only: importing dora loads torch, which `peekflow invert` never needs
+    from peekflow.neurons.dora import DoraResult
 
 
 def plot_dora(path, r: DoraResult, title: str = "", top: int = 8) -> None:

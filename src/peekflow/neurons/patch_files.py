@@ -38,13 +38,12 @@ def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48)
             for key, value in attrs.items():
                 h5.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
             h5.attrs["complete"] = True
-        images = p.pixels.astype(np.float32) / 255
-        size = max(images.shape[-2:])
-        scale = int(min(8, max(1, np.ceil(64 / size))))
+        # one channel's patches in float at a time: a float copy of all of them is 4x the uint8 pixels
+        scale = int(min(8, max(1, np.ceil(64 / max(p.pixels.shape[-2:])))))
         for s, c in enumerate(p.channels):
-            save_grid(tmp / f"channel_{c}.png", images[s], ncol=min(len(images[s]), 8), scale=scale,
-                      labels=[f"{a:.3g}" for a in p.activations[s]])
-        best = np.stack([_resized(img, overview_cell) for img in images[:, 0]])
+            save_grid(tmp / f"channel_{c}.png", p.pixels[s].astype(np.float32) / 255, ncol=min(len(p.pixels[s]), 8),
+                      scale=scale, labels=[f"{a:.3g}" for a in p.activations[s]])
+        best = np.stack([_resized(img.astype(np.float32) / 255, overview_cell) for img in p.pixels[:, 0]])
         save_grid(tmp / "overview.png", best, labels=[f"c{c}" for c in p.channels], scale=1)
         if folder.exists():
             shutil.rmtree(folder)

@@ -36,9 +36,9 @@ def resolve_size(size: int | None, preprocessing: Preprocessing) -> int:
     chosen = size or preprocessing.crop or preprocessing.resize
     if not chosen:
         raise ValueError("settings.size is not set and the model's preprocessing has neither crop nor resize: "
-                         "set size (the model's input size) in the prototype settings")
+                         "set size (the model's input size) in the settings")
     if int(chosen) < 2:
-        raise ValueError(f"prototype size must be >= 2, got {chosen}")
+        raise ValueError(f"settings.size must be >= 2, got {chosen}")
     return int(chosen)
 
 
@@ -52,6 +52,12 @@ def resolve_classes(selection, num_classes: int) -> list[int]:
     if bad:
         raise ValueError(f"classes {bad} are not class indices of a model with {num_classes} classes")
     return list(selection)
+
+
+def repeat_each(targets: Sequence[int], times: int) -> list[int]:
+    """Target-major: `times` renders of the first target, then of the next, ... (M prototypes per class, s-AMS per
+    neuron)."""
+    return [t for t in targets for _ in range(times)]
 
 
 def image_generator(seed: int, index: int) -> torch.Generator:

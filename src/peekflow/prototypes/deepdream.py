@@ -24,8 +24,8 @@ from torch import nn
 
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
-from peekflow.prototypes.batching import (as_prototypes, render_in_batches, resolve_classes, resolve_size,
-                                          transforms_of)
+from peekflow.prototypes.batching import (as_prototypes, render_in_batches, repeat_each, resolve_classes,
+                                          resolve_size, transforms_of)
 from peekflow.prototypes.store import Prototypes
 from peekflow.synthesis.objectives import class_logit, cross_entropy
 from peekflow.synthesis.regularisers import penalizer
@@ -69,16 +69,11 @@ class DreamSettings:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
 
 
-def dream_targets(classes: list[int], per_class: int) -> list[int]:
-    """Class-major: M prototypes of the first class, then M of the next, ..."""
-    return [c for c in classes for _ in range(per_class)]
-
-
 def make_deepdream(model: nn.Module, classes: list[str], preprocessing: Preprocessing, settings: DreamSettings,
                    name: str = "") -> Prototypes:
     s = settings
     size = resolve_size(s.size, preprocessing)
-    targets = dream_targets(resolve_classes(s.classes, len(classes)), s.per_class)
+    targets = repeat_each(resolve_classes(s.classes, len(classes)), s.per_class)
     prior = penalizer(s.tv, s.l1_edge, s.l2_pixel)
     target_loss = TARGET_LOSSES[s.target_loss]
     images, losses, render_settings = render_in_batches(
