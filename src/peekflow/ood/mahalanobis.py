@@ -22,12 +22,19 @@ from peekflow.ood.base import Detector, check_disjoint, checked_features, positi
 log = logging.getLogger("peekflow")
 
 
-def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(classes, means [C,D], shared covariance [D,D]) of float64 features `x` with labels >= 0."""
-    classes = np.unique(labels)
-    means = np.stack([x[labels == c].mean(axis=0) for c in classes])
-    centred = x - means[np.searchsorted(classes, labels)]
-    return classes, means, centred.T @ centred / len(x)
+def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int = 8192,
+                                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, means [C,D], shared covariance [D,D]) of the rows of `x` with labels >= 0, in float64; rows are
+    converted and centred `chunk` at a time, so memory is O(chunk * D + D^2) beside `x` (a bank of millions of rows
+    is never copied)."""
+    rows = np.flatnonzero(labels >= 0)
+    classes, index = np.unique(labels[rows], return_inverse=True)
+    means = np.stack([x[rows[index == i]].mean(axis=0, dtype=np.float64) for i in range(len(classes))])
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, len(rows), chunk):
+        centred = x[rows[start:start + chunk]].astype(np.float64) - means[index[start:start + chunk]]
+        cov += centred.T @ centred
+    return classes, means, cov / len(rows)
 
 
 def pinv_root(cov: np.ndarray) -> np.ndarray:
@@ -52,14 +59,14 @@ class Mahalanobis(Detector):
         if not known.any():
             raise ValueError(f"mahalanobis: the fit store {train.name!r} has no class labels (all -1): it must be "
                              "the labelled ID training store")
-        x = np.asarray(checked_features(train), dtype=np.float64)[known]
-        classes, means, cov = class_means_and_tied_covariance(x, labels[known])
+        x = checked_features(train)
+        classes, means, cov = class_means_and_tied_covariance(x, labels)
         self._w = pinv_root(cov)
         self._whitened_means = means @ self._w
         self._means_sq = (self._whitened_means**2).sum(1)
         self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))
-        log.info("mahalanobis: %d classes, %d x %d features of %r, covariance rank %d", len(classes), *x.shape,
-                 train.name, self._w.shape[1])
+        log.info("mahalanobis: %d classes, %d x %d features of %r, covariance rank %d", len(classes),
+                 int(known.sum()), x.shape[1], train.name, self._w.shape[1])
         return self
 
     def score(self, data: FeatureSet) -> np.ndarray:

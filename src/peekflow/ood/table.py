@@ -41,6 +41,16 @@ CONVENTIONS = (
 )
 
 
+def _prototype_bank(method: str) -> str | None:
+    """The prototypes a registered method fits on (None for other methods, and for names it does not know)."""
+    from peekflow.ood.base import detector_class
+
+    try:
+        return detector_class(method).prototype_bank
+    except ValueError:
+        return None
+
+
 def method_settings(path: str | os.PathLike) -> dict:
     """k, bank, temperature, epsilon of a score file's method (None where they do not apply)."""
     with open_complete_h5(path, "score file", "rerun its scoring") as h5:
@@ -48,10 +58,10 @@ def method_settings(path: str | os.PathLike) -> dict:
         settings = json.loads(h5.attrs.get("settings", "{}"))
         fit_store = str(h5.attrs.get("fit_store", ""))
     out = dict.fromkeys(SETTING_KEYS)
-    if method.startswith("knn"):
-        out["k"] = settings.get("k")
-        # the bank: prototypes named by the method (knn_deepinversion), else the fit store (shapes_train), sampled?
-        bank = method.partition("_")[2] or (Path(fit_store).stem if fit_store else None)
+    if "k" in settings:  # the KNN methods
+        out["k"] = settings["k"]
+        # the bank: the method's prototypes (knn_deepinversion), else the fit store (shapes_train), sampled?
+        bank = _prototype_bank(method) or (Path(fit_store).stem if fit_store else None)
         if bank and settings.get("samples_per_class"):
             bank += f" ({settings['samples_per_class']}/class)"
         out["bank"] = bank
