@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 
 from peekflow.cli import stage_main
 from peekflow.device import set_threads
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import describe, parse_settings, to_json
 
 HELP = """Attack a few of the images an emergence analysis saw (L-inf PGD on the synthesis engine) and trace their
 sample and regional embeddings and knowledge points step by step through every analysed layer; writes an HDF5 file
@@ -29,12 +27,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    import h5py
-
-    from peekflow.emergence.files import read_layer
+    from peekflow.emergence.files import read_layer, write_trajectory
     from peekflow.emergence.plots import plot_trajectory
     from peekflow.emergence.trajectory import TrajectorySettings, adversarial_trajectory
-    from peekflow.io import atomic_path
     from peekflow.models.spec import ModelSpec, load_spec
 
     set_threads(args.threads)
@@ -47,14 +42,7 @@ def run(args) -> None:
                          f"{args.checkpoint} has {classes[:4]}...: rerun the analysis on this checkpoint")
     trace = adversarial_trajectory(model, spec.preprocess(), files, settings)
     layers = [f.layer for f in files]
-    with atomic_path(args.out) as tmp, h5py.File(tmp, "w") as h5:
-        for key in ("picks", "rows", "labels", "logits", "sample", "regions", "kp_mask", "kp_class", "toward_true",
-                    "toward_other", "true_prob", "adversarial"):
-            h5.create_dataset(key, data=trace[key])
-        h5.create_dataset("paths", data=trace["paths"], dtype=h5py.string_dtype("utf-8"))
-        h5.attrs.update({"layers": json.dumps(layers), "classes": json.dumps(files[0].classes), "model": spec.name,
-                         "settings": json.dumps(dataclasses.asdict(settings), sort_keys=True)})
-        h5.attrs["complete"] = True
+    write_trajectory(args.out, trace, layers, files[0].classes, spec.name, to_json(settings))
     plot_trajectory(args.figure, layers, trace["sample"], [f.mixture.directions.numpy() for f in files],
                     trace["toward_true"], trace["toward_other"], trace["true_prob"], files[0].classes,
                     title=f"PGD (eps {settings.eps:g}, {settings.steps} steps of {settings.alpha:g}) on "

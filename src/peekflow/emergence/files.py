@@ -51,6 +51,22 @@ def write_layer(path, result, samples, settings: dict, attrs: dict) -> None:
         h5.attrs["complete"] = True
 
 
+TRAJECTORY_ARRAYS = ("picks", "rows", "labels", "logits", "sample", "regions", "kp_mask", "kp_class", "toward_true",
+                     "toward_other", "true_prob", "adversarial")
+
+
+def write_trajectory(path, trace: dict, layers: list[str], classes: list[str], model: str, settings: str) -> None:
+    """The adversarial trajectory (emergence.trajectory.adversarial_trajectory's dict), atomically; `settings`:
+    its settings as JSON."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key in TRAJECTORY_ARRAYS:
+            h5.create_dataset(key, data=trace[key])
+        h5.create_dataset("paths", data=trace["paths"], dtype=h5py.string_dtype("utf-8"))
+        h5.attrs.update({"layers": json.dumps(layers), "classes": json.dumps(classes), "model": model,
+                         "settings": settings})
+        h5.attrs["complete"] = True
+
+
 @dataclass
 class LayerFile:
     """What the trajectory stage needs of a layer's analysis."""
