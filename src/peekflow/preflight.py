@@ -4,6 +4,8 @@ ValueError / FileNotFoundError with a one-line reason; the caller names the conf
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -30,9 +32,15 @@ def check_image_folder(path) -> None:
 
 
 def abstract_model(arch: str, num_classes: int, arch_kwargs: dict | None = None) -> nn.Module:
-    """The architecture, randomly initialised on the CPU (names and shapes are what count). Not on the meta device:
-    its first weight initialisation imports torch._dynamo, seconds more than building a ResNet-50 on the CPU."""
-    return build_model(arch, num_classes, **(arch_kwargs or {}))
+    """The architecture, randomly initialised on the CPU (names and shapes are what count; callers only read them).
+    Not on the meta device: its first weight initialisation imports torch._dynamo, seconds more than building a
+    ResNet-50 on the CPU. Built once per architecture: the layer check and the checkpoint check both ask for it."""
+    return _built(arch, num_classes, json.dumps(arch_kwargs or {}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _built(arch: str, num_classes: int, arch_kwargs: str) -> nn.Module:
+    return build_model(arch, num_classes, **json.loads(arch_kwargs))
 
 
 def check_layers(model: nn.Module, layers: list[str]) -> None:
