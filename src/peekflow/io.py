@@ -56,3 +56,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def plain_attrs(obj, skip=()) -> dict:
+    """The attributes of an HDF5 file, group or data set as h5py reads them (str, or numpy scalars) as plain Python
+    values, so that they can be compared and written back as they were; keys in `skip` left out."""
+    import numpy as np
+
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in obj.attrs.items() if k not in skip}

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from peekflow.features.store import StoreError, StoreWriter, open_store
+from peekflow.io import plain_attrs
 
 SHARD_ATTR = "shard"  # JSON {"index": i, "count": S, "rows": [start, stop], "of": N}, in shard stores only
 PER_STORE = {SHARD_ATTR, "complete", "n_rows", "skipped_paths"}  # attributes that differ between shards
@@ -48,7 +49,7 @@ def merge_shards(paths: list, out, block_bytes: int = 1 << 26) -> int:
             raise StoreError(f"shards {paths} cover rows 0:{expected_start} of {shard['of']}")
 
         n = sum(h5["labels"].shape[0] for h5 in shards)
-        attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in first.attrs.items() if k not in PER_STORE}
+        attrs = plain_attrs(first, skip=PER_STORE)
         channels = {layer: first[f"features/{layer}"].shape[1] for layer in first["features"]}
         maps = {layer: first[f"maps/{layer}"].shape[1:] for layer in first.get("maps", {})}
         writer = StoreWriter(out, n, first["logits"].shape[1], channels, attrs, maps=maps)

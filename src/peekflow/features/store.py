@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from peekflow.io import IncompleteFileError, open_complete_h5
+from peekflow.io import IncompleteFileError, open_complete_h5, plain_attrs
 
 STR = h5py.string_dtype("utf-8")
 RESUME_KEY, RESUME_DONE = "resume_key", "resume_done"  # attributes of a partial store only
@@ -203,7 +203,7 @@ def load_feature_set(path, layer: str | None = None, name: str | None = None) ->
             features=features,
             labels=h5["labels"][:],
             paths=[p.decode() if isinstance(p, bytes) else p for p in h5["paths"][:]],
-            attrs={k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()},
+            attrs=plain_attrs(h5),
         )
 
 

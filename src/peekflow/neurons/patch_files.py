@@ -20,7 +20,7 @@ from PIL import Image
 
 from peekflow.features.store import STR
 from peekflow.figures import save_grid
-from peekflow.io import open_complete_h5
+from peekflow.io import open_complete_h5, plain_attrs
 from peekflow.neurons.patches import Patches
 
 
@@ -66,5 +66,5 @@ def read_patches(folder) -> tuple[Patches, dict]:
             paths=np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(h5["paths"][:]),
             pixels=h5["pixels"][:],
         )
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items() if k != "complete"}
+        attrs = plain_attrs(h5, skip=("complete",))
     return patches, attrs

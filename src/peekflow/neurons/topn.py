@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from peekflow.features.store import STR, StoreError, open_store
-from peekflow.io import atomic_path, open_complete_h5
+from peekflow.io import atomic_path, open_complete_h5, plain_attrs
 
 log = logging.getLogger("peekflow")
 
@@ -93,8 +93,8 @@ def top_n(store_path, layer: str, n: int, block_rows: int = 4096) -> TopN:
             "n": n,
             "rows": rows,
             "tie_break": TIE_BREAK,
-            **{k: _plain(h5.attrs[k]) for k in ("model", "arch", "dataset", "images", "preprocessing", "checkpoint")
-               if k in h5.attrs},
+            **{k: v for k, v in plain_attrs(h5).items()
+               if k in ("model", "arch", "dataset", "images", "preprocessing", "checkpoint")},
         }
     return TopN(best_idx, best_val.astype(np.float32), paths, attrs)
 
@@ -111,10 +111,6 @@ def _paths_of(paths_ds: h5py.Dataset, indices: np.ndarray, block_rows: int) -> n
     return np.vectorize(found.__getitem__, otypes=[object])(indices)
 
 
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def write_topn(path, result: TopN) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5["indices"] = result.indices
@@ -128,5 +124,5 @@ def write_topn(path, result: TopN) -> None:
 def read_topn(path) -> TopN:
     with open_complete_h5(path, "top-N file", "rerun `peekflow topn`") as h5:
         paths = np.vectorize(lambda p: p.decode() if isinstance(p, bytes) else p, otypes=[object])(h5["paths"][:])
-        attrs = {k: _plain(v) for k, v in h5.attrs.items() if k != "complete"}
+        attrs = plain_attrs(h5, skip=("complete",))
         return TopN(h5["indices"][:], h5["activations"][:], paths, attrs)

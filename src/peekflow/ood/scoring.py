@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from peekflow.features.store import load_feature_set
-from peekflow.io import atomic_path, open_complete_h5
+from peekflow.io import atomic_path, open_complete_h5, plain_attrs
 from peekflow.ood.base import Detector, build
 
 log = logging.getLogger("peekflow")
@@ -141,7 +141,7 @@ def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dic
     attrs: dict | None = None
     for path in parts:
         with open_complete_h5(path, "score file", "rerun its scoring") as h5:
-            these = {k: _plain(v) for k, v in h5.attrs.items() if k != "complete"}
+            these = plain_attrs(h5, skip=("complete",))
             if not these.get("higher_is_id", False):
                 raise ValueError(f"score file {path} does not declare higher_is_id=True")
             if attrs is None:
@@ -154,7 +154,7 @@ def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dic
                 if name in scores:
                     raise ValueError(f"score file {path} holds data set {name!r}, already given by {origin[name]}")
                 scores[name] = data[:].astype(np.float64)
-                sources[name] = {k: _plain(v) for k, v in data.attrs.items()}
+                sources[name] = plain_attrs(data)
                 origin[name] = str(path)
     attrs.pop("higher_is_id")
     _write(out, scores, sources, attrs)
@@ -164,11 +164,6 @@ def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dic
 
 def _shown(attrs: dict, key: str) -> str:
     return repr(attrs[key]) if key in attrs else "absent"
-
-
-def _plain(value):
-    """An HDF5 attribute as h5py reads it (str, or a numpy scalar) -> a plain Python value, rewritten as it was."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_scores(path: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:
