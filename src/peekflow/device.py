@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
-import torch
 
+def resolve_device(name: str = "auto"):
+    """The torch.device `name` names (torch imported here only: set_threads must not load it)."""
+    import torch
 
-def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -22,4 +24,7 @@ def set_threads(threads: int | None) -> None:
     Oversubscribed OpenMP threads spin against each other: on a 2-core machine two 2-thread torch jobs side by side
     ran ~100x slower than two 1-thread jobs. Hence one thread per job by default, and never more than the cores."""
     if threads:
-        torch.set_num_threads(max(1, min(int(threads), os.cpu_count() or 1)))
+        n = max(1, min(int(threads), os.cpu_count() or 1))
+        os.environ["OMP_NUM_THREADS"] = str(n)  # read by torch, faiss and numpy's BLAS when they are first imported
+        if "torch" in sys.modules:  # already imported: set it directly
+            sys.modules["torch"].set_num_threads(n)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from peekflow.cli import stage_main
+from peekflow.device import set_threads
 from peekflow.settings import json_object
 
 HELP = """Fit an OOD detector (on the ID training store or a prototype bank, if it needs one) and score feature
@@ -58,13 +57,7 @@ def run(args: argparse.Namespace) -> None:
     from peekflow.ood.base import detector_class
     from peekflow.ood.scoring import score_images, score_stores
 
-    if args.threads:
-        # torch and faiss size their OpenMP pools from this when first imported (only some methods import them)
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        if "torch" in sys.modules:
-            from peekflow.device import set_threads
-
-            set_threads(args.threads)
+    set_threads(args.threads)  # before torch or faiss is imported (only some methods import them)
     settings = json_object(args.settings, "--settings")
     if not detector_class(args.method).needs_images:
         if args.images or not args.eval:
