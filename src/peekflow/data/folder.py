@@ -38,6 +38,12 @@ class Preprocessing:
             raise ValueError(f"preprocessing: interpolation {self.interpolation!r} not in {sorted(_PIL_MODES)}")
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        """The model's input [3, H, W]: `pixels(img)`, normalised."""
+        x = self.pixels(img)
+        return x.sub_(torch.tensor(self.mean).view(3, 1, 1)).div_(torch.tensor(self.std).view(3, 1, 1))
+
+    def pixels(self, img: Image.Image) -> torch.Tensor:
+        """The resized and cropped RGB image as [3, H, W] in [0, 1], before the normalisation."""
         if self.resize:
             w, h = img.size
             short, long = min(w, h), max(w, h)
@@ -47,9 +53,7 @@ class Preprocessing:
             w, h = img.size
             left, top = int(round((w - self.crop) / 2.0)), int(round((h - self.crop) / 2.0))
             img = img.crop((left, top, left + self.crop, top + self.crop))
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        return x.sub_(mean).div_(torch.tensor(self.std).view(3, 1, 1))
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -62,12 +62,11 @@ def choose_images(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def load_images(paths: list[str], prep: Preprocessing) -> torch.Tensor:
-    """[B, 3, H, W] in [0, 1]: the model's resize and crop, undone normalisation."""
-    mean, std = torch.tensor(prep.mean).view(3, 1, 1), torch.tensor(prep.std).view(3, 1, 1)
+    """[B, 3, H, W] in [0, 1]: the model's resize and crop, not its normalisation."""
     out = []
     for path in paths:
         with Image.open(path) as img:
-            out.append((prep(img.convert("RGB")) * std + mean).clamp(0, 1))
+            out.append(prep.pixels(img.convert("RGB")))
     return torch.stack(out)
 
 

@@ -74,8 +74,7 @@ def load_references(paths: list[str], prep: Preprocessing, size: int) -> torch.T
     out = []
     for path in paths:
         with Image.open(path) as img:
-            x = prep(img.convert("RGB"))
-        x = x * torch.tensor(prep.std).view(3, 1, 1) + torch.tensor(prep.mean).view(3, 1, 1)
+            x = prep.pixels(img.convert("RGB"))
         if x.shape[-2:] != (size, size):
             x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
         out.append(x.clamp(0, 1))
