@@ -1,10 +1,16 @@
 # peekflow: what a vision network knows, without its training data. See README.md.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("8.10")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless config files are given: `--configfile mine.yaml` replaces it (several files combine
+# in order); a section left out of them is a stage skipped.
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
