@@ -3,7 +3,11 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from peekflow import config_checks
+
 min_version("8.10")
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
 
 
 # The embedded default, unless config files are given: `--configfile mine.yaml` replaces it (several files combine
@@ -13,14 +17,15 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# every schema problem at once, each with its config path (validate stops at the first), then defaults filled in
+config_checks.check(config_checks.schema_problems(config, Path(workflow.basedir) / SCHEMA))
+validate(config, SCHEMA)
 
 
 report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/preflight.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/features.smk"

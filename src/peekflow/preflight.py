@@ -1,6 +1,8 @@
-"""Cheap checks of user-provided inputs, run before any job is submitted (workflow/rules/preflight.smk): an image
-folder holds images, a checkpoint loads and fits its architecture, layer names exist. Each returns nothing or raises
-ValueError / FileNotFoundError with a one-line reason; the caller names the config key."""
+"""Cheap checks of user-provided inputs and of settings that must fit the model, run before any job is submitted:
+an image folder holds images, a checkpoint loads and fits its architecture, layer names exist, class indices exist,
+the emergence grid and patch windows fit the maps and the input. `input_problems(config)` runs them all (once, in
+the workflow's main process: workflow/rules/common.smk) and returns every problem with its config key; the single
+checks raise ValueError / FileNotFoundError with a one-line reason."""
 
 from __future__ import annotations
 
@@ -67,3 +69,122 @@ def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
             raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {what} {items[:3]}{more}")
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def input_size(config: dict, dataset: str, model: dict) -> int | None:
+    """The side of the images `model` sees from `dataset`: its crop, else its resize, else the generated size; None
+    for a folder of the user's own without resize or crop (sizes vary: nothing to check up front)."""
+    prep = model["preprocessing"]
+    if prep.get("crop") or prep.get("resize"):
+        return int(prep.get("crop") or prep["resize"])
+    if "generated" in config["datasets"].get(dataset, {}):
+        return int(config["generate"]["image_size"])
+    return None
+
+
+def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:
+    """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros)."""
+    import torch
+
+    from peekflow.models.layers import record_layers
+
+    with torch.no_grad(), record_layers(model.eval(), layers) as acts:
+        model(torch.zeros(1, 3, size, size))
+    return {name: tuple(acts[name].shape[2:]) for name in layers}
+
+
+def model_problems(name: str, m: dict) -> list[str]:
+    """The architecture builds, its layers exist, a given checkpoint loads, fits and names its classes."""
+    from peekflow.models.spec import ModelSpec, resolve_classes
+
+    key = f"models.{name}"
+    try:
+        model = abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs"))
+    except (ValueError, TypeError) as err:
+        return [f"{key}.arch: {err}"]
+    problems = []
+    try:
+        check_layers(model, [*m["layers"], m["penultimate"]])
+    except ValueError as err:
+        problems.append(f"{key}.layers: {err}")
+    if "checkpoint" in m:
+        try:
+            meta = check_checkpoint(m["checkpoint"], m["arch"], m["num_classes"], m.get("arch_kwargs"))
+        except (ValueError, FileNotFoundError) as err:
+            return [*problems, f"{key}.checkpoint: {err}"]
+        fields = ["classes", "classes_file", "classes_from_folder"]
+        spec = ModelSpec(name, m["arch"], m["num_classes"], **{k: m[k] for k in fields if k in m})
+        try:
+            resolve_classes(spec, meta)
+        except (ValueError, FileNotFoundError) as err:
+            problems.append(f"{key} (class names): {err}")
+    return problems
+
+
+def prototype_problems(config: dict) -> list[str]:
+    """Class indices of the prototype methods exist in the target."""
+    from peekflow.prototypes.batching import resolve_classes
+
+    num_classes = config["models"][config["target_model"]]["num_classes"]
+    problems = []
+    for method, settings in config.get("prototypes", {}).get("methods", {}).items():
+        settings = settings or {}
+        key = f"prototypes.methods.{method}"
+        try:
+            resolve_classes(settings.get("classes", "all"), num_classes)
+        except ValueError as err:
+            problems.append(f"{key}.classes: {err}")
+        target = settings.get("target")
+        if target is not None and not (isinstance(target, int) and 0 <= target < num_classes):
+            problems.append(f"{key}.target: {target!r} is not a class index of {config['target_model']!r} "
+                            f"({num_classes} classes)")
+    return problems
+
+
+def shape_problems(config: dict) -> list[str]:
+    """Settings that must fit the target's maps: the emergence grid fits every analysed layer's map (the message
+    gives the largest grid that fits all of them); a window of the patch search fits the input."""
+    target = config["models"][config["target_model"]]
+    problems = []
+    if "emergence" in config:
+        block = config["emergence"]
+        size = input_size(config, block["dataset"], target)
+        if size:
+            model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+            maps = map_sizes(model, block["layers"], size)
+            largest = min(min(shape) if shape else 0 for shape in maps.values())
+            if block["grid"] > largest:
+                shown = ", ".join(f"{layer} {'x'.join(map(str, s)) or 'no map'}" for layer, s in maps.items())
+                problems.append(f"emergence.grid: {block['grid']} does not fit the maps of the analysed layers "
+                                f"at {size} px ({shown}): choose 1 <= grid <= {largest}" if largest else
+                                f"emergence.layers: every analysed layer needs a spatial map ({shown})")
+    patches = config.get("neurons", {}).get("patches", {})
+    window = patches.get("window_size", "rf")
+    if patches.get("mode") == "window" and isinstance(window, int):
+        from peekflow.config_checks import neuron_dataset
+
+        size = input_size(config, neuron_dataset(config), target)
+        if size and window > size:
+            problems.append(f"neurons.patches.window_size: {window} px exceeds the {size} px model input: "
+                            f"choose 1 <= window_size <= {size} (or rf)")
+    return problems
+
+
+def input_problems(config: dict) -> list[str]:
+    """Every check of user inputs and model shapes, all problems at once, each naming its config key."""
+    problems = []
+    for name, spec in config["datasets"].items():
+        if "path" in spec:
+            try:
+                check_image_folder(spec["path"])
+            except (ValueError, FileNotFoundError) as err:
+                problems.append(f"datasets.{name}.path: {err}")
+    target_ok = True
+    for name, m in config["models"].items():
+        found = model_problems(name, m)
+        target_ok &= not (found and name == config["target_model"])
+        problems += found
+    problems += prototype_problems(config)
+    if target_ok:  # the shape checks build the target and read its layers
+        problems += shape_problems(config)
+    return problems

@@ -7,7 +7,7 @@ rule extract_features:
         checkpoint=lambda w: model_checkpoint(w.model),
         images=lambda w: dataset_input(w.dataset),
     output:
-        store="results/features/{model}/{dataset}.h5",
+        store=feature_store("{model}", "{dataset}"),
     log:
         "logs/features/{model}/{dataset}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule merge_feature_shards:
     input:
         shards=feature_shards,
     output:
-        store="results/features/{model}/{dataset}.h5",
+        store=feature_store("{model}", "{dataset}"),
     log:
         "logs/features/{model}/{dataset}.log",
     benchmark:

@@ -17,9 +17,7 @@ rule train_model:
         model=lambda w: model_spec(w.model),
         settings=lambda w: as_json(model_config(w.model)["train"]["settings"]),
         train_images=lambda w: dataset_images(model_config(w.model)["train"]["dataset"]),
-        val_images=lambda w: dataset_images(
-            model_config(w.model)["train"]["val_dataset"]
-        ),
+        val_images=lambda w: dataset_images(model_config(w.model)["train"]["val_dataset"]),
     shell:
         "peekflow train --model {params.model:q} --settings {params.settings:q}"
         " --train-images {params.train_images:q} --val-images {params.val_images:q} --threads {threads}"

@@ -4,7 +4,7 @@
 
 rule rank_top_images:
     input:
-        store=lambda w: f"results/features/{w.model}/{neuron_dataset()}.h5",
+        store=lambda w: feature_store(w.model, neuron_dataset()),
     output:
         topn="results/neurons/{model}/{layer}/topn.h5",
     log:

@@ -55,9 +55,7 @@ rule make_ood_table:
     benchmark:
         "results/benchmarks/make_ood_table.tsv"
     params:
-        scores=lambda w, input: " ".join(
-            f"--scores {m}={p}" for m, p in zip(ood_runs(), input.scores)
-        ),
+        scores=lambda w, input: " ".join(f"--scores {m}={p}" for m, p in zip(ood_runs(), input.scores)),
         id_test=config["ood"]["id_test"],
         ood_sets=" ".join(config["ood"]["ood_sets"]),
         n_bootstrap=config["ood"]["table"]["n_bootstrap"],

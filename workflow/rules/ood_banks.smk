@@ -3,10 +3,10 @@
 
 rule extract_prototype_features:
     input:
-        prototypes="results/prototypes/{model}/{proto}.h5",
+        prototypes=prototype_file("{model}", "{proto}"),
         checkpoint=lambda w: model_checkpoint(w.model),
     output:
-        store="results/features/{model}/prototypes_{proto}.h5",
+        store=feature_store("{model}", "prototypes_{proto}"),
     log:
         "logs/features/{model}/prototypes_{proto}.log",
     benchmark:

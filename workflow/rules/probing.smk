@@ -3,9 +3,9 @@
 
 rule probe_prototypes:
     input:
-        prototypes=lambda w: f"results/prototypes/{w.model}/{config['probing']['prototypes']}.h5",
+        prototypes=lambda w: prototype_file(w.model, config["probing"]["prototypes"]),
         probe_checkpoint=lambda w: model_checkpoint(w.probe),
-        known_store=lambda w: f"results/features/{w.probe}/{config['probing']['known']}.h5",
+        known_store=lambda w: feature_store(w.probe, config["probing"]["known"]),
     output:
         csv="results/probing/{model}/{probe}/similarity.csv",
         png=report(

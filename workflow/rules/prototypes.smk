@@ -6,7 +6,7 @@ rule synthesize_prototypes:
     input:
         checkpoint=lambda w: model_checkpoint(w.model),
     output:
-        prototypes="results/prototypes/{model}/{proto}.h5",
+        prototypes=prototype_file("{model}", "{proto}"),
         grid=report(
             "results/prototypes/{model}/{proto}.png",
             caption="../report/prototypes.rst",
@@ -36,7 +36,7 @@ rule synthesize_caricatures:
         checkpoint=lambda w: model_checkpoint(w.model),
         images=lambda w: dataset_input(caricature_dataset()),
     output:
-        prototypes="results/prototypes/{model}/caricature.h5",
+        prototypes=prototype_file("{model}", "caricature"),
         grid=report(
             "results/prototypes/{model}/caricature.png",
             caption="../report/caricature.rst",
@@ -61,7 +61,7 @@ rule synthesize_caricatures:
 
 rule evaluate_prototypes:
     input:
-        prototypes="results/prototypes/{model}/{proto}.h5",
+        prototypes=prototype_file("{model}", "{proto}"),
         checkpoint=lambda w: model_checkpoint(w.model),
         probe_checkpoint=lambda w: model_checkpoint(config["probe_model"]),
     output:

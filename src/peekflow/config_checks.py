@@ -1,0 +1,223 @@
+"""Checks of a whole workflow config (the dict Snakemake reads), before any job runs.
+
+Two passes, each reporting every problem at once, each problem naming its full config path:
+- `schema_problems`: the JSON schema (workflow/schemas/config.schema.yaml): unknown keys (with the nearest valid
+  name), missing keys, types and ranges. Run before Snakemake's `validate`, which stops at the first error.
+- `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
+  method, prototype method) exists, splits exist, the KNN bank never holds the ID test set. Run on the validated
+  config (defaults filled in).
+`check` raises ConfigError with all of them. The checks that need files or built models are peekflow.preflight's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from peekflow.ood.base import build as build_detector, detector_class
+
+# prototype method (config key and file name) -> the peekflow sub-command that makes it
+PROTOTYPE_COMMANDS = {"deepdream": "dream", "deepinversion": "deepinversion", "caricature": "caricature"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check(problems: list[str], what: str = "config") -> None:
+    if problems:
+        raise ConfigError(f"{what}: {len(problems)} problem(s), nothing was run:\n"
+                          + "\n".join(f"  {p}" for p in problems))
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _schema_message(error: jsonschema.ValidationError) -> list[str]:
+    where = _path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        out = []
+        for key in sorted(set(error.instance) - set(allowed)):
+            near = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"valid keys: {allowed}"
+            out.append(f"{where + '.' if error.absolute_path else ''}{key}: unknown key ({hint})")
+        if out:
+            return out
+    if error.validator in ("oneOf", "anyOf") and error.context:  # the alternative closest to matching
+        best = jsonschema.exceptions.best_match(error.context)
+        return [f"{where}: {best.message}"]
+    return [f"{where}: {error.message}"]
+
+
+def schema_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]:
+    """Every violation of `schema` (a dict, or the path of a YAML file) by `config`, as '<config path>: <reason>'."""
+    if not isinstance(schema, dict):
+        schema = yaml.safe_load(Path(schema).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        problems += _schema_message(error)
+    return problems
+
+
+def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:
+    """The OOD table's score files: run name -> (method, settings). A list of k (KNN methods) is a sweep: one run per
+    k, named <method>_k<k>; otherwise the run is named after its method."""
+    runs = {}
+    for method, settings in config["ood"]["methods"].items():
+        settings = dict(settings or {})
+        if isinstance(settings.get("k"), list):
+            for k in settings["k"]:
+                runs[f"{method}_k{k}"] = (method, {**settings, "k": k})
+        else:
+            runs[method] = (method, settings)
+    return runs
+
+
+class _References:
+    """Collects the problems of names that point nowhere."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.problems: list[str] = []
+
+    def need(self, section: str, name, where: str) -> bool:
+        defined = self.config.get(section) or {}
+        if name in defined:
+            return True
+        self.problems.append(f"{where}: names {name!r}, which is not defined in {section}; defined: {sorted(defined)}")
+        return False
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+
+def reference_problems(config: dict) -> list[str]:
+    r = _References(config)
+    _data_and_models(config, r)
+    _ood(config, r)
+    _prototypes_and_probing(config, r)
+    _target_stages(config, r)
+    return r.problems
+
+
+def _data_and_models(config: dict, r: _References) -> None:
+    sets = config.get("generate", {}).get("sets", {})
+    for name, spec in config["datasets"].items():
+        if "generated" in spec:
+            gen = sets.get(spec["generated"])
+            if gen is None:
+                r.add(f"datasets.{name}.generated: names {spec['generated']!r}, which is not defined in "
+                      f"generate.sets; defined: {sorted(sets)}")
+            elif spec["split"] not in gen["splits"]:
+                r.add(f"datasets.{name}.split: {spec['split']!r} is not a split of generate.sets.{spec['generated']} "
+                      f"(splits: {sorted(gen['splits'])})")
+    for name, spec in sets.items():
+        if spec["kind"] == "shapes" and "classes" not in spec:
+            r.add(f"generate.sets.{name}: is of kind shapes and needs `classes`")
+    for name, m in config["models"].items():
+        if m["penultimate"] not in m["layers"]:
+            r.add(f"models.{name}.penultimate: {m['penultimate']!r} must be one of its layers {m['layers']}")
+        if "train" in m:
+            for key in ("dataset", "val_dataset"):
+                r.need("datasets", m["train"][key], f"models.{name}.train.{key}")
+    for name in config.get("extract", {}).get("shards", {}):
+        r.need("datasets", name, "extract.shards")
+    for key in ("target_model", "probe_model"):
+        if key in config:
+            r.need("models", config[key], key)
+
+
+def _ood(config: dict, r: _References) -> None:
+    ood = config["ood"]
+    for key in ("id_train", "id_test"):
+        r.need("datasets", ood[key], f"ood.{key}")
+    for name in ood["ood_sets"]:
+        r.need("datasets", name, "ood.ood_sets")
+    if ood["id_train"] == ood["id_test"]:
+        r.add("ood.id_test: must differ from ood.id_train (the KNN bank must not hold test images)")
+    for method, settings in ood["methods"].items():
+        if (settings or {}).get("k") == []:
+            r.add(f"ood.methods.{method}.k: is an empty list")
+    prototypes = config.get("prototypes", {}).get("methods", {})
+    for method, settings in ood_runs(config).values():
+        try:
+            build_detector(method, settings)  # unknown methods, settings or values fail here
+        except ValueError as err:
+            r.add(f"ood.methods.{method}: {err}")
+            continue
+        bank = detector_class(method).prototype_bank
+        if bank and bank not in prototypes:
+            r.add(f"ood.methods.{method}: fits on {bank} prototypes: configure prototypes.methods.{bank}")
+
+
+def _prototypes_and_probing(config: dict, r: _References) -> None:
+    methods = config.get("prototypes", {}).get("methods", {})
+    for method in methods:
+        if method not in PROTOTYPE_COMMANDS:
+            r.add(f"prototypes.methods.{method}: unknown prototype method; valid: {sorted(PROTOTYPE_COMMANDS)}")
+    if "caricature" in methods:
+        r.need("datasets", caricature_dataset(config), "prototypes.methods.caricature.dataset")
+    if methods and "probe_model" not in config:
+        r.add("probe_model: prototypes need a probe_model (the transfer check of evaluate_prototypes)")
+    if "probing" in config:
+        probing = config["probing"]
+        if probing["prototypes"] not in methods:
+            r.add(f"probing.prototypes: {probing['prototypes']!r} is not one of prototypes.methods {sorted(methods)}")
+        r.need("datasets", probing["known"], "probing.known")
+        if "probe_model" not in config:
+            r.add("probe_model: probing needs a probe_model (the network that embeds the prototypes)")
+
+
+def caricature_dataset(config: dict) -> str:
+    """The data set caricatures draw their reference images from (default: the ID test set)."""
+    block = config["prototypes"]["methods"].get("caricature") or {}
+    return block.get("dataset", config["ood"]["id_test"])
+
+
+def _target_stages(config: dict, r: _References) -> None:
+    """labels, neurons and emergence read layers of the target from its feature stores."""
+    target = config["models"].get(config["target_model"])
+    if target is None:
+        return  # named by _data_and_models
+    stored = target["layers"]
+
+    def stored_layers(layers, where):
+        missing = [layer for layer in layers if layer not in stored]
+        if missing:
+            r.add(f"{where}: {missing} are not in models.{config['target_model']}.layers {stored} "
+                  "(the stage reads them from the feature store)")
+
+    labels = config.get("labels")
+    if labels:
+        stored_layers(labels["layers"], "labels.layers")
+        if "invert" in labels:
+            block = labels["invert"]
+            if r.need("datasets", block["dataset"], "labels.invert.dataset") and \
+                    "path" in config["datasets"][block["dataset"]] and "attributes" not in block:
+                r.add(f"labels.invert.attributes: labels.invert.dataset {block['dataset']!r} is a folder of your "
+                      "own: name its attributes.csv here")
+    if "neurons" in config:
+        r.need("datasets", neuron_dataset(config), "neurons.dataset")
+        stored_layers(neuron_layers(config), "neurons.layers")
+    if "emergence" in config:
+        r.need("datasets", config["emergence"]["dataset"], "emergence.dataset")
+        layers = config["emergence"]["layers"]
+        if len(set(layers)) != len(layers):
+            r.add(f"emergence.layers: repeat a layer: {layers}")
+
+
+def neuron_layers(config: dict) -> list[str]:
+    """Layers of the target whose channels get top-N images and patches (default: its configured layers)."""
+    return config["neurons"].get("layers") or config["models"][config["target_model"]]["layers"]
+
+
+def neuron_dataset(config: dict) -> str:
+    """The data set whose feature store ranks the images (default: the ID training set)."""
+    return config["neurons"].get("dataset") or config["ood"]["id_train"]

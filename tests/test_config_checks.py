@@ -1,0 +1,127 @@
+"""The checks of a whole config before any job (peekflow.config_checks, peekflow.preflight's shape checks): each
+fires with a message naming the config path, every problem is reported at once, and the shipped configs pass."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from peekflow import preflight
+from peekflow.config_checks import ConfigError, check, reference_problems, schema_problems
+from workflow import ROOT, tiny_config
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50.yaml", ROOT / "tests/data/tiny_config.yaml"]
+
+
+def validated(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA))  # fills the defaults, as the Snakefile does
+    return config
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_have_no_problems(path):
+    config = yaml.safe_load(path.read_text())
+    assert schema_problems(config, SCHEMA) == []
+    assert reference_problems(validated(config)) == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["ood"].__setitem__("k_nn", 3), "ood.k_nn: unknown key (valid keys: "),
+    (lambda c: c["ood"].__setitem__("ood_set", ["noise"]), "ood.ood_set: unknown key (did you mean ood_sets?)"),
+    (lambda c: c["emergence"].__setitem__("gird", 2), "emergence.gird: unknown key (did you mean grid?)"),
+    (lambda c: c["models"]["tiny_resnet"].pop("penultimate"), "models.tiny_resnet: 'penultimate' is a required property"),
+    (lambda c: c["emergence"].__setitem__("grid", "four"), "emergence.grid: 'four' is not of type 'integer'"),
+    (lambda c: c["neurons"].__setitem__("topn", 0), "neurons.topn: 0 is less than the minimum of 1"),
+    (lambda c: c["datasets"].__setitem__("extra", {"split": "x"}), "datasets.extra: 'generated' is a required property"),
+])
+def test_schema_problem_names_its_config_path(edit, message):
+    config = tiny_config()
+    edit(config)
+    problems = schema_problems(config, SCHEMA)
+    assert any(message in p for p in problems), problems
+
+
+def test_every_schema_problem_is_reported_at_once():
+    config = tiny_config()
+    config["ood"]["k_nn"] = 3
+    config["emergence"]["gird"] = 2
+    config["neurons"]["topn"] = 0
+    with pytest.raises(ConfigError, match="3 problem") as err:
+        check(schema_problems(config, SCHEMA))
+    assert all(key in str(err.value) for key in ("ood.k_nn", "emergence.gird", "neurons.topn"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["ood"].__setitem__("ood_sets", ["textures", "svhn"]),
+     "ood.ood_sets: names 'svhn', which is not defined in datasets"),
+    (lambda c: c.__setitem__("target_model", "resnet"), "target_model: names 'resnet', which is not defined in models"),
+    (lambda c: c.__setitem__("probe_model", "vgg"), "probe_model: names 'vgg', which is not defined in models"),
+    (lambda c: c["models"]["tiny_resnet"].__setitem__("penultimate", "fc"),
+     "models.tiny_resnet.penultimate: 'fc' must be one of its layers"),
+    (lambda c: c["models"]["tiny_vgg"]["train"].__setitem__("dataset", "mnist"),
+     "models.tiny_vgg.train.dataset: names 'mnist', which is not defined in datasets"),
+    (lambda c: c["datasets"]["shapes_val"].__setitem__("split", "test"),
+     "datasets.shapes_val.split: 'test' is not a split of generate.sets.shapes (splits: ['train', 'val'])"),
+    (lambda c: c["datasets"]["shapes_val"].__setitem__("generated", "circles"),
+     "datasets.shapes_val.generated: names 'circles', which is not defined in generate.sets"),
+    (lambda c: c["generate"]["sets"]["shapes"].pop("classes"), "generate.sets.shapes: is of kind shapes and needs"),
+    (lambda c: c["extract"].__setitem__("shards", {"cifar": 2}), "extract.shards: names 'cifar'"),
+    (lambda c: c["ood"].__setitem__("id_test", "shapes_train"), "ood.id_test: must differ from ood.id_train"),
+    (lambda c: c["ood"]["methods"].__setitem__("mahalanobiss", {}), "unknown OOD method 'mahalanobiss'"),
+    (lambda c: c["ood"]["methods"]["knn"].__setitem__("k", []), "ood.methods.knn.k: is an empty list"),
+    (lambda c: c["prototypes"]["methods"].pop("deepinversion"),
+     "ood.methods.knn_deepinversion: fits on deepinversion prototypes: configure prototypes.methods.deepinversion"),
+    (lambda c: c["probing"].__setitem__("prototypes", "caricatures"), "probing.prototypes: 'caricatures' is not one"),
+    (lambda c: c.pop("probe_model"), "probe_model: prototypes need a probe_model"),
+    (lambda c: c["labels"].__setitem__("layers", ["layer2"]), "labels.layers: ['layer2'] are not in models.tiny_resnet"),
+    (lambda c: c["neurons"].__setitem__("layers", ["layer1"]), "neurons.layers: ['layer1'] are not in"),
+    (lambda c: c["neurons"].__setitem__("dataset", "imagenet"), "neurons.dataset: names 'imagenet'"),
+    (lambda c: c["emergence"].__setitem__("layers", ["layer3", "layer3"]), "emergence.layers: repeat a layer"),
+    (lambda c: c["labels"]["invert"].__setitem__("dataset", "svhn"), "labels.invert.dataset: names 'svhn'"),
+    (lambda c: (c["datasets"].__setitem__("mine", {"path": "data/mine"}),
+                c["labels"]["invert"].__setitem__("dataset", "mine")),
+     "labels.invert.attributes: labels.invert.dataset 'mine' is a folder of your own"),
+])
+def test_reference_problem_names_its_config_path(edit, message):
+    config = tiny_config()
+    edit(config)
+    problems = reference_problems(validated(config))
+    assert any(message in p for p in problems), problems
+
+
+def test_every_reference_problem_is_reported_at_once():
+    config = tiny_config()
+    config["ood"]["ood_sets"] = ["svhn"]
+    config["neurons"]["layers"] = ["layer1"]
+    config["emergence"]["dataset"] = "imagenet"
+    assert len(reference_problems(validated(config))) == 3
+
+
+def test_emergence_grid_must_fit_every_analysed_layer():
+    config = validated(tiny_config())  # 32 px input: layer3 4x4, layer4 2x2 maps; grid 2
+    assert preflight.shape_problems(config) == []
+    config["emergence"]["grid"] = 3  # fits layer3, not layer4: one message with the value that fits both
+    (problem,) = preflight.shape_problems(config)
+    assert problem == ("emergence.grid: 3 does not fit the maps of the analysed layers at 32 px (layer3 4x4, layer4 "
+                       "2x2): choose 1 <= grid <= 2")
+
+
+def test_patch_window_must_fit_the_input():
+    config = validated(tiny_config())
+    config["neurons"]["patches"].update(mode="window", window_size=33)
+    assert preflight.shape_problems(config) == [
+        "neurons.patches.window_size: 33 px exceeds the 32 px model input: choose 1 <= window_size <= 32 (or rf)"]
+    config["neurons"]["patches"]["window_size"] = 32
+    assert preflight.shape_problems(config) == []
+
+
+def test_input_size_comes_from_preprocessing_or_the_generated_size():
+    config = validated(tiny_config())
+    model = config["models"]["tiny_resnet"]
+    assert preflight.input_size(config, "shapes_val", model) == 32
+    assert preflight.input_size(config, "shapes_val", {**model, "preprocessing": {"resize": 40, "crop": 36}}) == 36
+    config["datasets"]["mine"] = {"path": "anywhere"}
+    assert preflight.input_size(config, "mine", model) is None  # a folder of one's own: sizes vary
