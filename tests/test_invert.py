@@ -51,6 +51,17 @@ def test_concepts_skip_path_split_numeric_and_duplicate_columns():
         concepts_from_attributes(table, ["colour", "hue"])
 
 
+def test_numeric_column_with_few_values_is_a_concept_and_a_measurement_is_named_in_the_log(caplog):
+    table = attributes(200)
+    table["digit"] = np.arange(200) % 6  # a digit class 0-5 stored as numbers
+    with caplog.at_level("INFO", logger="peekflow"):
+        c = concepts_from_attributes(table, where="digits/attributes.csv")
+    assert [n for n in c.names if n.startswith("digit=")] == [f"digit={d}" for d in range(6)]
+    assert np.array_equal(c.masks[c.names.index("digit=3")], (table["digit"] == 3).to_numpy())
+    assert not any(n.startswith("rotation=") for n in c.names)  # 0-359: a measurement
+    assert "numeric column(s) of digits/attributes.csv left out" in caplog.text and "rotation (" in caplog.text
+
+
 def planted(truth: np.ndarray, seed: int = 0) -> np.ndarray:
     return truth.astype(float) + 0.1 * np.random.default_rng(seed).normal(size=truth.size)
 

@@ -4,7 +4,9 @@ A neuron's label is the boolean formula over image concepts whose truth best ran
 
     AUC(f) = P(a(x) > a(x') | f(x), not f(x'))      (ties count 1/2; = sklearn's roc_auc_score(f, a))
 
-- concepts: every value of a categorical column of attributes.csv, as `column=value` (e.g. `colour=red`); literals
+- concepts: every value of a categorical column of attributes.csv, as `column=value` (e.g. `colour=red`); a numeric
+  column counts as categorical when it holds at most MAX_NUMERIC_VALUES distinct values (a digit class 0-9, a
+  count), else it is a measurement (a rotation angle) and is left out, with a log line naming it; literals
   are the concepts and their negations `NOT column=value`; a concept whose images equal an earlier one's (the shapes
   set's `shape=circle` and `class=circle`) is kept once, under the earlier column's name
 - beam search: length 1 = every literal; each further step extends every formula of the beam by `AND literal` or
@@ -18,6 +20,7 @@ A neuron's label is the boolean formula over image concepts whose truth best ran
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -28,14 +31,17 @@ from sklearn.metrics import roc_auc_score
 
 from peekflow.features.store import open_store
 
+log = logging.getLogger("peekflow")
+
 SKIPPED_COLUMNS = ("path", "split")
+MAX_NUMERIC_VALUES = 32  # a numeric column with more distinct values is a measurement, not a concept
 
 
 @dataclass
 class InvertSettings:
     source: str = "features"  # features (spatial mean) | maxact (spatial max): the store's group to read
     neurons: str | list = "all"  # "all" or a list of channel indices
-    columns: list | None = None  # attribute columns to use; None: every non-numeric column except path and split
+    columns: list | None = None  # attribute columns to use; None: every column but path, split and numeric measurements
     beam_size: int = 5
     max_length: int = 3  # literals per formula
     min_fraction: float = 0.05  # share of images a formula must hold for ...
@@ -69,8 +75,14 @@ class Label:
 def concepts_from_attributes(table: pd.DataFrame, columns: list | None = None,
                              where: str = "the attributes table") -> Concepts:
     if columns is None:
-        columns = [c for c in table.columns
-                   if c not in SKIPPED_COLUMNS and not pd.api.types.is_numeric_dtype(table[c])]
+        columns = [c for c in table.columns if c not in SKIPPED_COLUMNS]
+        measured = {c: table[c].nunique() for c in columns if pd.api.types.is_numeric_dtype(table[c])
+                    and table[c].nunique() > MAX_NUMERIC_VALUES}
+        if measured:
+            log.info("INVERT: numeric column(s) of %s left out, more than %d distinct values each (measurements, not "
+                     "concepts): %s; name them in `columns` to use every value", where, MAX_NUMERIC_VALUES,
+                     ", ".join(f"{c} ({n})" for c, n in measured.items()))
+        columns = [c for c in columns if c not in measured]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"attribute column(s) {missing} not in {where}; it has {list(table.columns)}")
