@@ -45,6 +45,10 @@ def stage_parser(stage: str, prog: str):
     return parser, module
 
 
+def add_device_argument(p) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in STAGES:

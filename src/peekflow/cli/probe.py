@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, stage_main
 from peekflow.cli.quality import load_model_spec
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.store import load_feature_set
@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--known-store", required=True,
                    help="the probe's feature store of the labelled known search space (features/<layer>, labels)")
     p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(ProbeSettings))
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-csv", required=True, help="similarity matrix (.csv): one row per unit")
     p.add_argument("--out-png", required=True, help="similarity heatmap (.png)")
