@@ -41,10 +41,12 @@ def required(help: str, **limits):
     return setting(dataclasses.MISSING, help, **limits)
 
 
-def redefault(cls, name: str, default):
-    """Field `name` of settings class `cls` (help and limits kept) with another default: for a subclass."""
-    meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
-    return setting(default, meta["help"], **{k: meta[k] for k in ("choices", *LIMITS)})
+def redefault(cls, name: str, default=dataclasses.MISSING):
+    """Key `name` of settings class `cls` (its help and limits) for another class: a subclass giving it another
+    `default`, or a class taking the key over as it is (no `default`)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    default = default_of(f) if default is dataclasses.MISSING else default
+    return setting(default, f.metadata["help"], **{k: f.metadata[k] for k in ("choices", *LIMITS)})
 
 
 def default_of(f: dataclasses.Field):

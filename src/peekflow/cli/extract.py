@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.models.spec import ModelSpec, load_spec
@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--shard", default="0/1", type=shard_arg,
                    help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
                         "(join them with peekflow merge-features)")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="the feature store (.h5) to write")
 
@@ -37,7 +38,7 @@ def run(args) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(ExtractSettings, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    device = resolve_device(settings.device)
+    device = resolve_device(args.device)
     preprocessing = spec.preprocess()
     attrs = {
         "model": spec.name,
