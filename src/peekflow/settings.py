@@ -13,7 +13,7 @@ import json
 import types
 import typing
 
-LIMITS = ("minimum", "maximum", "exclusive_minimum")
+LIMITS = ("minimum", "exclusive_minimum", "maximum")
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", tuple: "array",
               dict: "object", type(None): "null"}
 TYPE_NAMES = {"boolean": "true or false", "integer": "an integer", "number": "a number", "string": "a string",
@@ -93,9 +93,9 @@ def value_problem(value, hint, meta) -> str | None:
     if items and isinstance(value, (list, tuple)):
         bad = [v for v in value if not any(is_type(v, k) for k in items)]
         if bad:
-            return f"expected a list of {' or '.join(TYPE_NAMES[k] for k in items)} items, got {bad[0]!r} in it"
+            return f"expected a list of {' or '.join(items)} values, got {bad[0]!r} in it"
     if is_type(value, "number"):
-        low, high, above = (meta.get(k) for k in LIMITS)
+        low, above, high = (meta.get(k) for k in LIMITS)
         if (low is not None and value < low) or (high is not None and value > high) or (
                 above is not None and value <= above):
             return f"must be {limit_text(meta)}, got {value!r}"
@@ -103,7 +103,7 @@ def value_problem(value, hint, meta) -> str | None:
 
 
 def limit_text(meta) -> str:
-    parts = [f"{op} {meta[k]}" for k, op in zip(LIMITS, (">=", "<=", ">")) if meta.get(k) is not None]
+    parts = [f"{op} {meta[k]}" for k, op in zip(LIMITS, (">=", ">", "<=")) if meta.get(k) is not None]
     return " and ".join(parts)
 
 
@@ -111,9 +111,10 @@ def hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def problems(cls, data: dict, where: str, extra_keys=()) -> list[str]:
+def problems(cls, data: dict, where: str, extra_keys=(), optional=()) -> list[str]:
     """Every problem of the JSON object `data` as settings of `cls`: unknown keys (with the closest valid names),
-    missing required keys, wrong types, values outside choices or limits. `extra_keys` are accepted unchecked."""
+    missing required keys (but those in `optional`), wrong types, values outside choices or limits. `extra_keys` are
+    accepted unchecked."""
     import difflib
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -131,7 +132,7 @@ def problems(cls, data: dict, where: str, extra_keys=()) -> list[str]:
         if problem:
             out.append(f"{where}.{key}: {problem}")
     out += [f"{where}.{name}: missing (required)" for name, f in fields.items()
-            if name not in data and default_of(f) is dataclasses.MISSING]
+            if name not in data and name not in optional and default_of(f) is dataclasses.MISSING]
     return out
 
 
@@ -184,7 +185,8 @@ def describe(cls) -> str:
         default = " (required)" if default is dataclasses.MISSING else f" = {json.dumps(default)}"
         lines.append(f"  {f.name}: {type_text(types_of[f.name])}{default}")
         if f.metadata.get("help"):
-            extra = [f"one of {list(f.metadata['choices'])}"] if f.metadata.get("choices") else []
+            only_strings = json_types(types_of[f.name]) == ["string"]
+            extra = [f"one of {list(f.metadata['choices'])}"] if f.metadata.get("choices") and only_strings else []
             extra += [limit_text(f.metadata)] if limit_text(f.metadata) else []
             lines.append(f"      {f.metadata['help']}" + (f" [{'; '.join(extra)}]" if extra else ""))
     return "\n".join(lines)

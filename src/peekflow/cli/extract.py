@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from peekflow.cli import add_device_argument, stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.images import PrototypeImages
 from peekflow.prototypes.store import read_prototypes
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = """Extract logits and layer features of a model over an image folder into an HDF5 feature store -- or over
 a prototype file (--prototypes: the images quantised to 8 bit and preprocessed like real ones; labels = targets)."""
@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
     source.add_argument("--images", help="image folder: <images>/<class>/<file>")
     source.add_argument("--prototypes", help="prototype file (.h5) of this model (peekflow dream / deepinversion)")
     p.add_argument("--dataset-name", required=True, help="data set name recorded in the store")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(ExtractSettings))
+    add_settings_argument(p, ExtractSettings)
     p.add_argument("--shard", default="0/1", type=shard_arg,
                    help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
                         "(join them with peekflow merge-features)")

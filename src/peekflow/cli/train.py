@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from peekflow.cli import add_device_argument, stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.io import write_json
 from peekflow.models.checkpoint import save_checkpoint
 from peekflow.models.spec import ModelSpec
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 from peekflow.training import TrainSettings, train_classifier
 
 HELP = "Train a classifier from scratch on an image folder (<dir>/<class>/<image>)."
@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
     p.add_argument("--train-images", required=True, help="training image folder")
     p.add_argument("--val-images", required=True, help="validation image folder (the ID test set)")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(TrainSettings))
+    add_settings_argument(p, TrainSettings)
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out-checkpoint", required=True)
