@@ -24,8 +24,8 @@ def folder(tmp_path):
 
 
 def caricatures(root, **kw):
-    s = CaricatureSettings(**({"layer": "bn", "size": 8, "steps": 30, "per_class": 1, "device": "cpu"} | kw))
-    return make_caricatures(ColourNet(), CLASSES, PREP, s, root, name="colour")
+    s = CaricatureSettings(**({"layer": "bn", "size": 8, "steps": 30, "per_class": 1} | kw))
+    return make_caricatures(ColourNet(), CLASSES, PREP, s, root, name="colour", device="cpu")
 
 
 def low_contrast_folder(tmp_path):
@@ -84,8 +84,8 @@ def test_cli_writes_caricatures_and_pairs_grid(tmp_path, tiny_checkpoint):
     parser, module = stage_parser("caricature", "peekflow caricature")
     args = parser.parse_args(["--model", json.dumps(TINY_MODEL), "--checkpoint", str(tiny_checkpoint),
                               "--images", str(root), "--settings",
-                              json.dumps({"layer": "layer3", "steps": 3, "per_class": 2, "device": "cpu"}),
-                              "--threads", "1", "--out", str(out), "--grid", str(grid)])
+                              json.dumps({"layer": "layer3", "steps": 3, "per_class": 2}),
+                              "--device", "cpu", "--threads", "1", "--out", str(out), "--grid", str(grid)])
     assert run_stage(module.run, args) == 0
     p = read_prototypes(out)
     assert p.images.shape == (6, 3, 16, 16) and p.targets.tolist() == [0, 0, 1, 1, 2, 2]

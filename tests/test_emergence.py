@@ -150,7 +150,7 @@ def test_pgd_raises_the_loss_in_the_configured_steps_and_stays_in_the_ball(tiny_
     prep = Preprocessing(**TINY_MODEL["preprocessing"])
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2])
-    s = TrajectorySettings(eps=0.02, steps=4, alpha=0.006, device="cpu")
+    s = TrajectorySettings(eps=0.02, steps=4, alpha=0.006)
     frames = pgd_steps(model, images, labels, prep, s, torch.device("cpu"))
     assert len(frames) == s.steps + 1
     mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
@@ -175,19 +175,19 @@ def test_pgd_raises_the_loss_in_the_configured_steps_and_stays_in_the_ball(tiny_
 def emergence_store(tmp_path, tiny_checkpoint):
     images = write_folder(tmp_path / "images", ["a", "b", "c"], per_class=6)
     out = tmp_path / "maps.h5"
-    settings = {"layers": ["layer3", "layer4"], "maps": ["layer3", "layer4"], "batch_size": 8, "device": "cpu"}
+    settings = {"layers": ["layer3", "layer4"], "maps": ["layer3", "layer4"], "batch_size": 8}
     assert main(["extract", "--checkpoint", str(tiny_checkpoint), "--model", json.dumps(TINY_MODEL), "--images",
-                 str(images), "--dataset-name", "tiny", "--settings", json.dumps(settings), "--out", str(out)]) == 0
+                 str(images), "--dataset-name", "tiny", "--settings", json.dumps(settings), "--device", "cpu", "--out", str(out)]) == 0
     return out
 
 
 SMALL = {"per_class": 4, "grid": 2, "sample_steps": 20, "importance_steps": 10, "regional_steps": 10,
-         "device": "cpu", "seed": 3}
+         "seed": 3}
 
 
 def run_emergence(store, out_dir, **extra):
     return main(["emergence", "--store", str(store), "--layers", "layer3", "layer4", "--settings",
-                 json.dumps({**SMALL, **extra}), "--out-dir", str(out_dir)])
+                 json.dumps({**SMALL, **extra}), "--device", "cpu", "--out-dir", str(out_dir)])
 
 
 def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store, tiny_checkpoint):
@@ -213,9 +213,9 @@ def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store
         assert not np.array_equal(a["sample_embedding"][:], b["sample_embedding"][:])
 
     files = [str(first / f"{layer}.h5") for layer in ("layer3", "layer4")]
-    settings = json.dumps({"images": 2, "steps": 3, "eps": 0.05, "alpha": 0.02, "device": "cpu"})
+    settings = json.dumps({"images": 2, "steps": 3, "eps": 0.05, "alpha": 0.02})
     assert main(["emergence-trajectory", "--model", json.dumps(TINY_MODEL), "--checkpoint", str(tiny_checkpoint),
-                 "--analysis", *files, "--settings", settings, "--out", str(tmp_path / "trajectory.h5"),
+                 "--analysis", *files, "--settings", settings, "--device", "cpu", "--out", str(tmp_path / "trajectory.h5"),
                  "--figure", str(tmp_path / "trajectory.png")]) == 0
     with h5py.File(tmp_path / "trajectory.h5") as h5:
         assert h5["sample"].shape == (2, 4, 2, 3) and h5["regions"].shape == (2, 4, 2, 4, 3)

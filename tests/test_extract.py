@@ -18,10 +18,10 @@ LAYERS = ["layer2", "layer4"]
 
 
 def extract(tmp_path, images, checkpoint, out, **settings):
-    settings = {"layers": LAYERS, "batch_size": 4, "device": "cpu", **settings}
+    settings = {"layers": LAYERS, "batch_size": 4, **settings}
     return main([
         "extract", "--checkpoint", str(checkpoint), "--model", json.dumps(TINY_MODEL), "--images", str(images),
-        "--dataset-name", "tiny", "--settings", json.dumps(settings), "--out", str(out),
+        "--dataset-name", "tiny", "--settings", json.dumps(settings), "--device", "cpu", "--out", str(out),
     ])
 
 

@@ -16,9 +16,10 @@ from conftest import TINY_MODEL
 
 
 def extract(images, checkpoint, out, **settings):
-    settings = {"layers": ["layer4"], "batch_size": 4, "device": "cpu", **settings}
+    settings = {"layers": ["layer4"], "batch_size": 4, **settings}
     return main(["extract", "--checkpoint", str(checkpoint), "--model", json.dumps(TINY_MODEL), "--images", str(images),
-                 "--dataset-name", "tiny", "--settings", json.dumps(settings), "--out", str(out)])
+                 "--dataset-name", "tiny", "--settings", json.dumps(settings), "--device", "cpu",
+                 "--out", str(out)])
 
 
 def test_maps_equal_the_layer_outputs_of_a_direct_forward(tmp_path, image_folder, tiny_checkpoint):

@@ -17,12 +17,12 @@ from peekflow.features.store import partial_path
 
 from conftest import TINY_MODEL
 
-SETTINGS = {"layers": ["layer2", "layer4"], "maps": ["layer4"], "batch_size": 2, "device": "cpu"}
+SETTINGS = {"layers": ["layer2", "layer4"], "maps": ["layer4"], "batch_size": 2}
 
 
 def extract_args(images, checkpoint, out, shard="0/1", **settings):
     return ["extract", "--checkpoint", str(checkpoint), "--model", json.dumps(TINY_MODEL), "--images", str(images),
-            "--dataset-name", "tiny", "--settings", json.dumps({**SETTINGS, **settings}), "--shard", shard,
+            "--dataset-name", "tiny", "--settings", json.dumps({**SETTINGS, **settings}), "--device", "cpu", "--shard", shard,
             "--threads", "1", "--out", str(out)]
 
 

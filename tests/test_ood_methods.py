@@ -98,7 +98,7 @@ def test_odin_cli_without_perturbation_equals_msp_of_the_store(tmp_path, tiny_ch
     model = json.dumps(TINY_MODEL)
     store, odin, msp = tmp_path / "val.h5", tmp_path / "odin.h5", tmp_path / "msp.h5"
     assert run_cli("extract", "--model", model, "--checkpoint", tiny_checkpoint, "--images", root, "--dataset-name",
-                   "val", "--settings", '{"layers": ["layer4"], "device": "cpu"}', "--out", store) == 0
+                   "val", "--settings", '{"layers": ["layer4"]}', "--device", "cpu", "--out", store) == 0
     assert run_cli("score", "--method", "odin", "--settings", '{"temperature": 1, "epsilon": 0}', "--model", model,
                    "--checkpoint", tiny_checkpoint, "--images", f"val={root}", "--device", "cpu", "--out", odin) == 0
     assert run_cli("score", "--method", "msp", "--eval", f"val={store}", "--out", msp) == 0
@@ -249,7 +249,7 @@ def test_prototype_features_equal_those_of_their_saved_pngs(tmp_path, tiny_check
         (folder / "abc"[targets[i]]).mkdir(parents=True, exist_ok=True)
         img.save(folder / "abc"[targets[i]] / f"{i}.png")
     common = ["--model", json.dumps(TINY_MODEL), "--checkpoint", tiny_checkpoint,
-              "--settings", '{"layers": ["layer3", "layer4"], "device": "cpu", "batch_size": 4}']
+              "--settings", '{"layers": ["layer3", "layer4"], "batch_size": 4}', "--device", "cpu"]
     bank, real = tmp_path / "prototypes_deepinversion.h5", tmp_path / "pngs.h5"
     assert run_cli("extract", *common, "--prototypes", protos, "--dataset-name", "p", "--out", bank) == 0
     assert run_cli("extract", *common, "--images", folder, "--dataset-name", "pngs", "--out", real) == 0

@@ -144,7 +144,7 @@ def test_rf_windows_are_the_fields_at_the_layer_stride_clipped_to_the_input():
     assert fields_every_3px[:3] == [(0, 0, 11, 11), (0, 1, 11, 12), (0, 4, 11, 15)]
     with pytest.raises(ValueError, match="window_size 65 exceeds the 64x64 model input"):
         window_grid(PatchSettings(window_size=65), huge, 64, 64)
-    with pytest.raises(ValueError, match='window_stride must be an integer >= 1 or "rf", got \'field\''):
+    with pytest.raises(ValueError, match="window_stride: 'field' is not one of \\['rf'\\]"):
         PatchSettings(window_stride="field")
 
 
@@ -162,7 +162,7 @@ def test_rf_windows_are_the_boxes_map_mode_can_return():
     ("map", {}, 11), ("window", {"window_size": 16, "window_stride": 4}, 16), ("window", {}, 11)])
 def test_patch_boxes_hold_the_planted_square(planted, mode, window, side):
     model, topn, prep, squares = planted
-    settings = PatchSettings(mode=mode, k=4, device="cpu", **window)
+    settings = PatchSettings(mode=mode, k=4, **window)
     patches, info = find_patches(model, "3", topn, settings, prep, torch.device("cpu"))
     assert patches.boxes.shape == (2, 4, 4) and patches.pixels.shape[:3] == (2, 4, 3)
     for s in range(2):
@@ -188,7 +188,7 @@ def test_patch_boxes_hold_the_planted_square(planted, mode, window, side):
 
 def test_per_image_allows_several_patches_of_one_image(planted):
     model, topn, prep, _ = planted
-    settings = PatchSettings(mode="map", k=4, per_image=2, channels=[0], device="cpu")
+    settings = PatchSettings(mode="map", k=4, per_image=2, channels=[0])
     patches, _ = find_patches(model, "3", topn, settings, prep, torch.device("cpu"))
     assert len(set(patches.rows[0])) < 4  # ties at the square's maximum give two units in the best image
 
@@ -202,13 +202,13 @@ def test_k_beyond_candidates_is_explained(planted):
 def test_cli_writes_patch_folder(tmp_path, tiny_checkpoint, capsys):
     images = write_folder(tmp_path / "images", ["a", "b", "c"], per_class=4)
     store, topn, out = tmp_path / "store.h5", tmp_path / "topn.h5", tmp_path / "neurons" / "patches"
-    settings = json.dumps({"layers": ["layer2"], "batch_size": 4, "device": "cpu"})
+    settings = json.dumps({"layers": ["layer2"], "batch_size": 4})
     assert main(["extract", "--checkpoint", str(tiny_checkpoint), "--model", json.dumps(TINY_MODEL), "--images",
-                 str(images), "--dataset-name", "tiny", "--settings", settings, "--out", str(store)]) == 0
+                 str(images), "--dataset-name", "tiny", "--settings", settings, "--device", "cpu", "--out", str(store)]) == 0
     assert main(["topn", "--store", str(store), "--layer", "layer2", "--n", "3", "--out", str(topn)]) == 0
     args = ["patches", "--checkpoint", str(tiny_checkpoint), "--model", json.dumps(TINY_MODEL), "--topn", str(topn),
-            "--out", str(out)]
-    assert main([*args, "--settings", json.dumps({"channels": "1:3", "k": 2, "device": "cpu"})]) == 0
+            "--device", "cpu", "--out", str(out)]
+    assert main([*args, "--settings", json.dumps({"channels": "1:3", "k": 2})]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["channel_1.png", "channel_2.png", "overview.png", "patches.h5"]
     patches, attrs = read_patches(out)
     np.testing.assert_array_equal(patches.channels, [1, 2])
@@ -217,7 +217,7 @@ def test_cli_writes_patch_folder(tmp_path, tiny_checkpoint, capsys):
     assert all(str(p).startswith(str(images)) for p in patches.paths.ravel())
 
     # a failing run names the channel and keeps the previous folder
-    assert main([*args, "--settings", json.dumps({"channels": [8], "device": "cpu"})]) == 1
+    assert main([*args, "--settings", json.dumps({"channels": [8]})]) == 1
     assert "channel(s) [8] out of range: layer 'layer2' has 8 channels" in capsys.readouterr().err
     assert (out / "patches.h5").exists()
     other = {**TINY_MODEL, "preprocessing": {"mean": [0.4] * 3, "std": [0.2] * 3}}

@@ -26,13 +26,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from peekflow.settings import Settings, setting
+
 
 @dataclass
-class ProbeSettings:
-    k: int = 10  # neighbours per prototype in the kNN vote
-    center: bool = True  # subtract the search space's mean feature before the cosine
-    match: str = "similarity"  # which matrix names each unit: similarity | votes
-    standardise: str = "class"  # class: z-score each known class's column over the units | none
+class ProbeSettings(Settings):
+    k: int = setting(10, "neighbours per prototype in the kNN vote", minimum=1)
+    center: bool = setting(True, "subtract the search space's mean feature before the cosine")
+    match: str = setting("similarity", "the matrix that names each unit: similarity or votes",
+                         choices=["similarity", "votes"])
+    standardise: str = setting("class", "class (z-score each known class's column over the units) or none",
+                               choices=["class", "none"])
 
 
 @dataclass

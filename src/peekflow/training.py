@@ -17,29 +17,31 @@ from peekflow.data.folder import ImageFolder, class_folders, collate
 from peekflow.models.registry import build_model
 from peekflow.models.spec import ModelSpec
 from peekflow.progress import progress
+from peekflow.settings import Settings, setting
 
 log = logging.getLogger("peekflow.train")
 
 
 @dataclass
-class TrainSettings:
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle (warm-up to lr, then cosine to ~0) | cosine | constant; per step
-    warmup: float = 0.15  # onecycle: share of the steps spent warming up
-    label_smoothing: float = 0.0
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    # shuffle which output unit stands for which class (a seeded derangement of the sorted class folders), so that
-    # nothing downstream can find a class by its unit index: PEEK probing must recover the order from prototypes
-    class_order_seed: int | None = None
+class TrainSettings(Settings):
+    epochs: int = setting(10, "passes over the training set", minimum=1)
+    batch_size: int = setting(64, "images per step", minimum=1)
+    optimizer: str = setting("sgd", "sgd or adamw", choices=["sgd", "adamw"])
+    lr: float = setting(0.05, "(peak) learning rate", minimum=0)
+    momentum: float = setting(0.9, "SGD momentum", minimum=0, maximum=1)
+    nesterov: bool = setting(True, "Nesterov momentum (SGD with momentum > 0)")
+    weight_decay: float = setting(5e-4, "weight decay", minimum=0)
+    schedule: str = setting("onecycle", "learning rate per step: onecycle (warm-up to lr, then cosine to ~0), "
+                                        "cosine or constant", choices=["onecycle", "cosine", "constant"])
+    warmup: float = setting(0.15, "onecycle: share of the steps spent warming up", minimum=0, maximum=1)
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy", minimum=0, maximum=1)
+    augment: bool = setting(True, "random horizontal flips and shifts of the training images")
+    seed: int = setting(0, "seed of the initialisation, shuffling and augmentation")
+    num_workers: int = setting(0, "DataLoader worker processes", minimum=0)
+    # shuffle which output unit stands for which class, so that nothing downstream can find a class by its unit
+    # index: PEEK probing must recover the order from prototypes
+    class_order_seed: int | None = setting(None, "seed of a derangement of the sorted class folders over the output "
+                                                 "units (null: sorted order)")
 
 
 def derangement(n: int, seed: int) -> list[int]:

@@ -45,6 +45,19 @@ def stage_parser(stage: str, prog: str):
     return parser, module
 
 
+def add_device_argument(p) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+
+
+def add_settings_argument(p, settings_cls, required: bool = False) -> None:
+    """--settings, a JSON object of `settings_cls`'s keys, listed with their help at the end of --help."""
+    from peekflow.settings import describe
+
+    p.add_argument("--settings", required=required, default=None if required else "{}",
+                   help="JSON object of settings (the keys are listed below; absent keys take their default)")
+    p.epilog = "settings (keys of --settings):\n" + describe(settings_cls)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in STAGES:

@@ -29,7 +29,8 @@ def run(args) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(CaricatureSettings, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name)
+    protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name,
+                              device=args.device)
     protos.settings["checkpoint"] = str(args.checkpoint)
     write_prototypes(args.out, protos)
     if args.grid:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import stage_main
-from peekflow.settings import describe
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 
 HELP = """DORA: synthetic activation-maximisation signals (s-AMS) per neuron of a layer, the extreme-activation
 distance between neurons, and outlier neurons by LocalOutlierFactor.
@@ -23,7 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
     p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
     p.add_argument("--layer", required=True, help="module name of the layer whose channels are the neurons")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(DoraSettings))
+    add_settings_argument(p, DoraSettings)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--figure", default=None, help="PNG to write")
@@ -41,7 +41,7 @@ def run(args) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(DoraSettings, args.settings, "--settings")
     model, _ = load_spec(spec, args.checkpoint)
-    result = run_dora(model, args.layer, spec.preprocess(), settings)
+    result = run_dora(model, args.layer, spec.preprocess(), settings, device=args.device)
     table = dora_table(result)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

@@ -8,13 +8,13 @@ import logging
 
 import numpy as np
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import set_threads
 from peekflow.figures import save_grid
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.deepdream import DreamSettings, make_deepdream
 from peekflow.prototypes.store import Prototypes, write_prototypes
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = "DeepDream class prototypes (PEEK): maximise each class logit under TV, L1-edge and L2-pixel penalties."
 
@@ -22,7 +22,8 @@ HELP = "DeepDream class prototypes (PEEK): maximise each class logit under TV, L
 def add_prototype_arguments(p, settings_cls, method: str) -> None:
     p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
     p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(settings_cls))
+    add_settings_argument(p, settings_cls)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help=f"prototype file to write, e.g. results/prototypes/<model>/{method}.h5")
     p.add_argument("--grid", default=None, help="PNG grid of the prototypes, one row per class")
@@ -49,7 +50,7 @@ def run_prototypes(args, settings_cls, make) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(settings_cls, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    protos = make(model, classes, spec.preprocess(), settings, name=spec.name)
+    protos = make(model, classes, spec.preprocess(), settings, name=spec.name, device=args.device)
     protos.settings["checkpoint"] = str(args.checkpoint)
     write_prototypes(args.out, protos)
     if args.grid:

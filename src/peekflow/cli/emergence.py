@@ -6,9 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import set_threads
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = """Emergence of intermediate visual patterns (Li, Wang, Zhang, NeurIPS 2021) in the layers of a model, from a
 feature store with their spatial maps (peekflow extract with settings maps: [...]). Per layer: a 3-D sample embedding
@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
 
     p.add_argument("--store", required=True, help="feature store (.h5) with maps/<layer> of every layer")
     p.add_argument("--layers", required=True, nargs="+", help="layers to analyse, shallow to deep")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(EmergenceSettings))
+    add_settings_argument(p, EmergenceSettings)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--dpi", type=int, default=120)
     p.add_argument("--out-dir", required=True, help="folder of the outputs")
@@ -39,7 +40,7 @@ def run(args) -> None:
     out = Path(args.out_dir)
     plain = dataclasses.asdict(settings)
     rows, model = [], None
-    for samples, result in analyse(args.store, args.layers, settings):
+    for samples, result in analyse(args.store, args.layers, settings, device=args.device):
         write_layer(out / f"{result.layer}.h5", result, samples, plain, {"store": str(args.store)})
         plot_layer(out / f"{result.layer}.png", result.layer, result.sample.embed(result.features).cpu().numpy(),
                    samples.labels.numpy(), result.sample.mixture.directions.cpu().numpy(),

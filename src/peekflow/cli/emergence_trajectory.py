@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import set_threads
-from peekflow.settings import describe, parse_settings, to_json
+from peekflow.settings import parse_settings, to_json
 
 HELP = """Attack a few of the images an emergence analysis saw (L-inf PGD on the synthesis engine) and trace their
 sample and regional embeddings and knowledge points step by step through every analysed layer; writes an HDF5 file
@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model spec as JSON (the analysed model)")
     p.add_argument("--checkpoint", required=True, help="model weights")
     p.add_argument("--analysis", required=True, nargs="+", help="the emergence files (<layer>.h5), shallow to deep")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(TrajectorySettings))
+    add_settings_argument(p, TrajectorySettings)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--dpi", type=int, default=120)
     p.add_argument("--out", required=True, help="trajectory file (.h5)")
@@ -40,7 +41,7 @@ def run(args) -> None:
     if files[0].classes and files[0].classes != classes:
         raise ValueError(f"{args.analysis[0]} analysed a model with classes {files[0].classes[:4]}..., but "
                          f"{args.checkpoint} has {classes[:4]}...: rerun the analysis on this checkpoint")
-    trace = adversarial_trajectory(model, spec.preprocess(), files, settings)
+    trace = adversarial_trajectory(model, spec.preprocess(), files, settings, device=args.device)
     layers = [f.layer for f in files]
     write_trajectory(args.out, trace, layers, files[0].classes, spec.name, to_json(settings))
     plot_trajectory(args.figure, layers, trace["sample"], [f.mixture.directions.numpy() for f in files],

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.images import PrototypeImages
 from peekflow.prototypes.store import read_prototypes
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = """Extract logits and layer features of a model over an image folder into an HDF5 feature store -- or over
 a prototype file (--prototypes: the images quantised to 8 bit and preprocessed like real ones; labels = targets)."""
@@ -24,10 +24,11 @@ def add_arguments(p) -> None:
     source.add_argument("--images", help="image folder: <images>/<class>/<file>")
     source.add_argument("--prototypes", help="prototype file (.h5) of this model (peekflow dream / deepinversion)")
     p.add_argument("--dataset-name", required=True, help="data set name recorded in the store")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(ExtractSettings))
+    add_settings_argument(p, ExtractSettings)
     p.add_argument("--shard", default="0/1", type=shard_arg,
                    help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
                         "(join them with peekflow merge-features)")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="the feature store (.h5) to write")
 
@@ -37,7 +38,7 @@ def run(args) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(ExtractSettings, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    device = resolve_device(settings.device)
+    device = resolve_device(args.device)
     preprocessing = spec.preprocess()
     attrs = {
         "model": spec.name,

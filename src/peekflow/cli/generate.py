@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_settings_argument, stage_main
 from peekflow.data.generate import KINDS, GenerateSettings, generate_dataset
 from peekflow.data.shapes import DEFAULT_ID_SHAPES, DEFAULT_NEAR_OOD_SHAPES, SHAPE_NAMES
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = "Generate a synthetic data set: <out>/<split>/<class>/<index>.png and <out>/attributes.csv (written last)."
 
@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
     p.epilog = EPILOG
     p.add_argument("--kind", required=True, choices=KINDS, help="shapes (ID / near OOD), textures, noise")
     p.add_argument("--out", required=True, help="data set folder (earlier images in it are replaced)")
-    p.add_argument("--settings", required=True, help="JSON settings:\n" + describe(GenerateSettings))
+    add_settings_argument(p, GenerateSettings, required=True)
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: available CPUs, at most 8); does not change the output")
 

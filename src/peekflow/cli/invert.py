@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import stage_main
-from peekflow.settings import describe
+from peekflow.cli import add_settings_argument, stage_main
 
 HELP = """INVERT: label each neuron of a layer with the boolean formula (AND / OR / NOT) over the concepts of an
 attributes table (column=value) whose truth best ranks the neuron's activations (AUC), by beam search, with a
@@ -26,7 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--store", required=True, help="feature store (.h5) holding the layer's activations")
     p.add_argument("--attributes", required=True, help="attributes.csv of the store's images (path + concepts)")
     p.add_argument("--layer", required=True, help="layer whose channels are the neurons")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(InvertSettings))
+    add_settings_argument(p, InvertSettings)
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--figure", default=None, help="PNG to write")
 

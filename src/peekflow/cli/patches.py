@@ -6,11 +6,11 @@ import json
 import logging
 import time
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.neurons.patches import PatchSettings
-from peekflow.settings import describe, parse_settings, to_json
+from peekflow.settings import parse_settings, to_json
 
 HELP = """Top-k patches per channel of a layer, found among the channel's top-N images (`peekflow topn`).
 
@@ -29,7 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
     p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
     p.add_argument("--topn", required=True, help="top-N file of the layer (peekflow topn)")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(PatchSettings))
+    add_settings_argument(p, PatchSettings)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="patch folder to write (replaced when complete)")
 
@@ -50,7 +51,7 @@ def run(args) -> None:
         raise ValueError(f"top-N file {args.topn} ranks images under preprocessing {recorded}, but model "
                          f"{spec.name!r} is configured with {json.dumps(preprocessing.as_dict())}")
     model, _ = load_spec(spec, args.checkpoint)
-    device = resolve_device(settings.device)
+    device = resolve_device(args.device)
     start = time.perf_counter()
     patches, info = find_patches(model, layer, topn, settings, preprocessing, device)
     info["seconds"] = round(time.perf_counter() - start, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.cli.quality import load_model_spec
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.store import load_feature_set
@@ -13,7 +13,7 @@ from peekflow.io import write_json
 from peekflow.probing import ProbeSettings, evaluate, plot_similarity, probe, write_similarity_csv
 from peekflow.prototypes.quality import forward
 from peekflow.prototypes.store import read_prototypes
-from peekflow.settings import describe, parse_settings
+from peekflow.settings import parse_settings
 
 HELP = """Embed the prototypes of an unknown network and a labelled known search space with an independent probe
 network; write the similarity matrix (units x known classes, CSV and heatmap) and probing.json.
@@ -29,8 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--layer", required=True, help="the probe's embedding layer (its penultimate layer)")
     p.add_argument("--known-store", required=True,
                    help="the probe's feature store of the labelled known search space (features/<layer>, labels)")
-    p.add_argument("--settings", default="{}", help="JSON settings:\n" + describe(ProbeSettings))
-    p.add_argument("--device", default="auto")
+    add_settings_argument(p, ProbeSettings)
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-csv", required=True, help="similarity matrix (.csv): one row per unit")
     p.add_argument("--out-png", required=True, help="similarity heatmap (.png)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.io import write_json
 from peekflow.models.spec import ModelSpec, load_spec
@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True, help="target model weights")
     p.add_argument("--probe-model", help="probe model spec as JSON")
     p.add_argument("--probe-checkpoint", help="probe model weights")
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="quality report (.json)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from peekflow.cli import stage_main
+from peekflow.cli import add_device_argument, stage_main
 from peekflow.device import set_threads
 from peekflow.settings import json_object
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set name and its image folder (<folder>/<class>/<image>); repeat for each")
     images.add_argument("--model", help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
     images.add_argument("--checkpoint", help="model weights (peekflow checkpoint or a state dict)")
-    images.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    add_device_argument(images)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (and faiss)")
     parser.add_argument("--out", required=True, help="score file to write (.h5)")
 

@@ -29,6 +29,7 @@ from peekflow.data.shapes import check_shape_names
 from peekflow.data.textures import TEXTURE_PATTERNS, texture_image
 from peekflow.io import atomic_path
 from peekflow.progress import progress
+from peekflow.settings import required, setting
 
 log = logging.getLogger("peekflow")
 
@@ -39,11 +40,11 @@ _RENDER = {"shapes": shape_image, "textures": texture_image, "noise": noise_imag
 
 
 @dataclass
-class GenerateSettings:
-    seed: int
-    splits: dict[str, int]  # images per class (shapes) or in total (textures, noise), per split name
-    image_size: int = 64
-    classes: list[str] | None = None  # shape names; kind=shapes only
+class GenerateSettings:  # checked by validate(), per kind
+    seed: int = required("seed of every image's generator", minimum=0)
+    splits: dict[str, int] = required("images per class (shapes) or in total (textures, noise), per split name")
+    image_size: int = setting(64, "image side, pixels", minimum=16, maximum=1024)
+    classes: list[str] | None = setting(None, "shape names (kind shapes only)")
 
 
 def validate(kind: str, s: GenerateSettings) -> list[str]:

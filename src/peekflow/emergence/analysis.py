@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from peekflow.device import resolve_device
+from peekflow.settings import Settings, setting
 from peekflow.emergence.data import Samples, load_layer, load_samples
 from peekflow.emergence.importance import ImportanceWeights, fit_importance
 from peekflow.emergence.knowledge import KnowledgePoints, knowledge_points
@@ -25,26 +26,28 @@ log = logging.getLogger("peekflow.emergence")
 
 
 @dataclass
-class EmergenceSettings:
-    per_class: int = 10  # images analysed per class (seeded subsample of the store)
-    temperature: float = 4.0  # p = softmax(logits / T)
-    dims: int = 3  # embedding dimensions
-    grid: int = 4  # regions: every layer's map average-pooled to grid x grid cells
-    sample_steps: int = 200
-    sample_lr: float = 0.1
-    importance_steps: int = 100
-    importance_lr: float = 0.1
-    kappa_target: float = 5.0  # concentration of the output similarity P_i(j)
-    kappa_regions: float = 10.0  # concentration of the regional feature similarity (importance weights)
-    regional_steps: int = 200
-    regional_lr: float = 0.05
-    lambda_kl: float = 1.0  # weight of the KL over aligned regions
-    lambda_mi: float = 1.0  # weight of the mutual-information term toward the sample embedding
-    align: bool = True  # rotate each layer's sample embedding onto the next layer's (orthogonal Procrustes)
-    threshold: float = 0.4  # knowledge point: max_y q(y | h) >= threshold
-    min_weight: float = 0.0  # and importance weight >= min_weight / regions (0: every region counts)
-    seed: int = 0
-    device: str = "auto"
+class EmergenceSettings(Settings):
+    per_class: int = setting(10, "images analysed per class (a seeded subsample of the store)", minimum=2)
+    temperature: float = setting(4.0, "T of the target probabilities p = softmax(logits / T)", exclusive_minimum=0)
+    dims: int = setting(3, "embedding dimensions (figures need 3)", minimum=2)
+    grid: int = setting(4, "regions per layer: its map average-pooled to grid x grid cells", minimum=1)
+    sample_steps: int = setting(200, "Adam steps of the sample embedding", minimum=0)
+    sample_lr: float = setting(0.1, "learning rate of the sample embedding", exclusive_minimum=0)
+    importance_steps: int = setting(100, "Adam steps of the importance weights", minimum=0)
+    importance_lr: float = setting(0.1, "learning rate of the importance weights", exclusive_minimum=0)
+    kappa_target: float = setting(5.0, "concentration of the output similarity P_i(j)", exclusive_minimum=0)
+    kappa_regions: float = setting(10.0, "concentration of the regional feature similarity (importance weights)",
+                                   exclusive_minimum=0)
+    regional_steps: int = setting(200, "Adam steps of the regional embedding", minimum=0)
+    regional_lr: float = setting(0.05, "learning rate of the regional embedding", exclusive_minimum=0)
+    lambda_kl: float = setting(1.0, "weight of the KL over aligned regions", minimum=0)
+    lambda_mi: float = setting(1.0, "weight of the mutual-information term toward the sample embedding", minimum=0)
+    align: bool = setting(True, "rotate each layer's sample embedding onto the next layer's (Procrustes)")
+    threshold: float = setting(0.4, "knowledge point: a region's class probability max_y q(y | h) >= threshold",
+                               exclusive_minimum=0, maximum=1)
+    min_weight: float = setting(0.0, "knowledge points also need importance weight >= min_weight / regions",
+                                minimum=0)
+    seed: int = setting(0, "seed of the subsample and the embeddings' starts", minimum=0)
 
 
 @dataclass
@@ -91,13 +94,13 @@ def analyse_layer(layer: str, features, regional, emb: SampleEmbedding, samples:
     return LayerResult(layer, features, emb, weights, fitted, region_emb, points)
 
 
-def analyse(store, layers: list[str], s: EmergenceSettings):
+def analyse(store, layers: list[str], s: EmergenceSettings, device="auto"):
     """Yield (samples, LayerResult) layer by layer, in the order of `layers` (shallow to deep)."""
     if not layers:
         raise ValueError("emergence: name at least one layer")
     if len(set(layers)) != len(layers):
         raise ValueError(f"emergence: layers repeat: {layers}")
-    device = resolve_device(s.device)
+    device = resolve_device(device)
     samples = load_samples(store, s.per_class, s.temperature, s.seed)
     log.info("emergence of %s: %d images (%d per class), layers %s", store, len(samples.rows), s.per_class, layers)
     fitted = fit_samples(store, layers, samples, s, device)

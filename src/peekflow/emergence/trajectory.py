@@ -27,9 +27,11 @@ from peekflow.emergence.data import region_grid
 from peekflow.emergence.files import LayerFile
 from peekflow.emergence.knowledge import knowledge_points
 from peekflow.models.layers import record_layers
+from peekflow.settings import Settings, redefault, setting
 from peekflow.synthesis.objectives import cross_entropy
 from peekflow.synthesis.param import Param
 from peekflow.synthesis.render import render
+from peekflow.synthesis.settings import RenderSettings
 
 log = logging.getLogger("peekflow.emergence")
 
@@ -37,13 +39,14 @@ SIGN_SCALE = 1e8
 
 
 @dataclass
-class TrajectorySettings:
-    images: int = 4  # attacked images: analysed samples of distinct classes (seeded)
-    eps: float = 0.03  # L-inf radius, in [0, 1] pixel units
-    steps: int = 10
-    alpha: float = 0.005  # step size
-    seed: int = 0
-    device: str = "auto"
+class TrajectorySettings(Settings):
+    images: int = setting(4, "attacked images: analysed samples of distinct classes first (seeded)", minimum=1)
+    eps: float = setting(0.03, "L-inf radius, [0, 1] pixel units", minimum=0)
+    steps: int = setting(10, "PGD steps", minimum=0)
+    alpha: float = setting(0.005, "step size, [0, 1] pixel units", exclusive_minimum=0)
+    seed: int = setting(0, "seed of the choice of images", minimum=0)
+    fold_bn: bool = redefault(RenderSettings, "fold_bn")
+    channels_last: bool = redefault(RenderSettings, "channels_last")
 
 
 def choose_images(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -93,7 +96,8 @@ def pgd_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, prep
     frames = [centre]
     objective = -SIGN_SCALE * cross_entropy(labels.to(device))
     result = render(objective, model, ball_param(centre, s.eps, frames), steps=s.steps, lr=s.alpha,
-                    betas=(0.0, 0.0), normalisation=(prep.mean, prep.std), seed=s.seed, device=device)
+                    betas=(0.0, 0.0), normalisation=(prep.mean, prep.std), seed=s.seed, device=device,
+                    fold_bn=s.fold_bn, channels_last=s.channels_last)
     # history[t] is the loss at x_t; the loss at x_steps is the final one
     losses = [*result.history[1:], result.losses.mean().item()][:s.steps]
     for step, loss in enumerate(losses):
@@ -129,14 +133,14 @@ def read_frames(model: nn.Module, frames: list[torch.Tensor], prep: Preprocessin
 
 
 def adversarial_trajectory(model: nn.Module, prep: Preprocessing, files: list[LayerFile],
-                           s: TrajectorySettings) -> dict:
+                           s: TrajectorySettings, device="auto") -> dict:
     """Attack `s.images` of the analysed samples (the files of one analysis, shallow to deep) and trace them."""
     first = files[0]
     for f in files[1:]:
         if not np.array_equal(f.rows, first.rows):
             raise ValueError(f"emergence files of {first.layer!r} and {f.layer!r} analysed different images: "
                              "rerun peekflow emergence for all layers at once")
-    device = resolve_device(s.device)
+    device = resolve_device(device)
     model = model.to(device).eval()
     picks = choose_images(first.labels, s.images, s.seed)
     labels = torch.from_numpy(first.labels[picks])

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -28,19 +28,19 @@ from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
 from peekflow.models.layers import pool, record_layers
 from peekflow.progress import progress
+from peekflow.settings import Settings, required, setting
 
 log = logging.getLogger("peekflow.extract")
 
 
 @dataclass
-class ExtractSettings:
-    layers: list[str]
-    batch_size: int = 128
-    num_workers: int = 0
-    device: str = "auto"
-    amp: bool = False
-    skip_corrupt: bool = False
-    maps: list[str] = field(default_factory=list)  # layers whose whole spatial maps are stored (float16)
+class ExtractSettings(Settings):
+    layers: list[str] = required("layers whose pooled features are stored (the model's configured layers)")
+    batch_size: int = setting(128, "images per forward pass", minimum=1)
+    num_workers: int = setting(0, "DataLoader worker processes (image decoding)", minimum=0)
+    amp: bool = setting(False, "fp16 autocast, CUDA only (stores stay float32)")
+    skip_corrupt: bool = setting(False, "skip unreadable images, listing them in the store and the log")
+    maps: list[str] = setting([], "layers whose whole spatial maps are also stored (float16)")
 
 
 def extract_features(

@@ -24,7 +24,7 @@ is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,43 +35,26 @@ from torch import nn
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.models.layers import pool, record_layers
-from peekflow.prototypes.batching import (per_image_param, render_in_batches, repeat_each, resolve_size,
-                                          transforms_of)
+from peekflow.prototypes.batching import per_image_param, render_in_batches, repeat_each, resolve_size
+from peekflow.settings import redefault, setting
 from peekflow.synthesis.objectives import channel
+from peekflow.synthesis.settings import RenderSettings
 from peekflow.synthesis.regularisers import tv_l2
 
 
 @dataclass
-class DoraSettings:
-    neurons: str | list = "all"  # "all" or a list of channel indices
-    per_neuron: int = 1  # s-AMS per neuron
-    size: int | None = None  # None: the model's crop, else its resize
-    steps: int = 48
-    lr: float = 0.05
-    optimizer: str = "adam"  # adam | adamw
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine
-    warmup: int = 0
-    grad_clip: float | None = None
-    param: str = "fourier"  # fourier | pixel
-    init_std: float = 0.3  # starting spectrum's noise (see the module doc)
-    jitter: int = 2  # px; 0 = off
-    flip: bool = False
-    tv: float = 0.0  # weight of tv_l2 on the s-AMS (0 = none)
-    batch_size: int = 128  # s-AMS rendered together
-    n_neighbors: int = 10  # LOF neighbours (at most neurons - 1)
-    contamination: str | float = "auto"  # LOF's flag: "auto" or the expected share of outliers, in (0, 0.5]
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-
-    def __post_init__(self):
-        if self.per_neuron < 1 or self.n_neighbors < 1:
-            raise ValueError(f"per_neuron and n_neighbors must be >= 1, got {self.per_neuron}, {self.n_neighbors}")
-        if self.contamination != "auto" and not (isinstance(self.contamination, (int, float))
-                                                 and 0 < self.contamination <= 0.5):
-            raise ValueError(f"contamination must be \"auto\" or in (0, 0.5], got {self.contamination!r}")
+class DoraSettings(RenderSettings):
+    steps: int = redefault(RenderSettings, "steps", 48)
+    param: str = redefault(RenderSettings, "param", "fourier")
+    init_std: float = redefault(RenderSettings, "init_std", 0.3)
+    jitter: int = redefault(RenderSettings, "jitter", 2)
+    batch_size: int = redefault(RenderSettings, "batch_size", 128)
+    neurons: str | list[int] = setting("all", '"all" or a list of channel indices', choices=["all"])
+    per_neuron: int = setting(1, "s-AMS per neuron", minimum=1)
+    tv: float = setting(0.0, "weight of the L2 total variation on the s-AMS (0: none)", minimum=0)
+    n_neighbors: int = setting(10, "LOF neighbours (at most neurons - 1)", minimum=1)
+    contamination: str | float = setting("auto", 'LOF\'s flag: "auto" or the expected share of outliers',
+                                         choices=["auto"], exclusive_minimum=0, maximum=0.5)
 
 
 @dataclass
@@ -158,11 +141,8 @@ def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: P
         goal = channel(layer, batch)
         return goal + s.tv * tv_l2() if s.tv else goal
 
-    images, _, _ = render_in_batches(
-        repeat_each(neurons, s.per_neuron), s.batch_size, objective_for, model, preprocessing, param=s.param,
-        size=size, seed=s.seed, init_std=s.init_std, transforms=transforms_of(s.jitter, s.flip), device=device,
-        what=f"dora s-AMS {layer}", steps=s.steps, lr=s.lr, optimizer=s.optimizer, betas=s.betas,
-        weight_decay=s.weight_decay, schedule=s.schedule, warmup=s.warmup, grad_clip=s.grad_clip, amp=s.amp)
+    images, _, _ = render_in_batches(repeat_each(neurons, s.per_neuron), objective_for, model, preprocessing, s,
+                                     size=size, device=device, what=f"dora s-AMS {layer}")
     return images
 
 
@@ -173,11 +153,12 @@ def starting_images(count: int, s: DoraSettings, size: int) -> np.ndarray:
         return param.image_fn().clamp(0, 1).numpy().astype(np.float32)
 
 
-def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings) -> DoraResult:
+def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings,
+             device="auto") -> DoraResult:
     """s-AMS, representations, distances, LOF and map (module doc). A neuron whose s-AMS did not raise it above its
     response at the start (a ReLU unit off for the starting images gets no gradient) has no meaningful s-AMS: it is
     reported with activated=False and left out of the distances, LOF and map."""
-    device = resolve_device(s.device)
+    device = resolve_device(device)
     model = model.to(device).eval()
     size = resolve_size(s.size, preprocessing)
     neurons = resolve_neurons(s.neurons, layer_channels(model, layer, size, device), layer)

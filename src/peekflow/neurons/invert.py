@@ -30,6 +30,7 @@ from scipy.stats import mannwhitneyu, rankdata
 from sklearn.metrics import roc_auc_score
 
 from peekflow.features.store import open_store
+from peekflow.settings import Settings, setting
 
 log = logging.getLogger("peekflow")
 
@@ -38,24 +39,22 @@ MAX_NUMERIC_VALUES = 32  # a numeric column with more distinct values is a measu
 
 
 @dataclass
-class InvertSettings:
-    source: str = "features"  # features (spatial mean) | maxact (spatial max): the store's group to read
-    neurons: str | list = "all"  # "all" or a list of channel indices
-    columns: list | None = None  # attribute columns to use; None: every column but path, split and numeric measurements
-    beam_size: int = 5
-    max_length: int = 3  # literals per formula
-    min_fraction: float = 0.05  # share of images a formula must hold for ...
-    max_fraction: float = 0.5  # ... at least and at most
-    negation: bool = True  # allow NOT literals
+class InvertSettings(Settings):
+    source: str = setting("features", "the store's activations: features (spatial mean) or maxact (spatial max)",
+                          choices=["features", "maxact"])
+    neurons: str | list[int] = setting("all", '"all" or a list of channel indices', choices=["all"])
+    columns: list[str] | None = setting(None, "attribute columns used (null: every column but path, split and "
+                                              "numeric measurements; docs/attributes.md)")
+    beam_size: int = setting(5, "formulas kept per beam-search step", minimum=1)
+    max_length: int = setting(3, "most literals per formula", minimum=1)
+    min_fraction: float = setting(0.05, "least share of the images a formula may hold for", minimum=0, maximum=1)
+    max_fraction: float = setting(0.5, "largest share of the images a formula may hold for", minimum=0, maximum=1)
+    negation: bool = setting(True, "allow NOT literals")
 
     def __post_init__(self):
-        if self.source not in ("maxact", "features"):
-            raise ValueError(f"source must be maxact or features, got {self.source!r}")
-        if self.beam_size < 1 or self.max_length < 1:
-            raise ValueError(f"beam_size and max_length must be >= 1, got {self.beam_size}, {self.max_length}")
-        if not 0 <= self.min_fraction < self.max_fraction <= 1:
-            raise ValueError(f"need 0 <= min_fraction < max_fraction <= 1, got {self.min_fraction}, "
-                             f"{self.max_fraction}")
+        super().__post_init__()
+        if not self.min_fraction < self.max_fraction:
+            raise ValueError(f"need min_fraction < max_fraction, got {self.min_fraction}, {self.max_fraction}")
 
 
 @dataclass

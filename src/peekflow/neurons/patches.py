@@ -34,6 +34,7 @@ from peekflow.data.folder import Preprocessing
 from peekflow.neurons.receptive_field import ReceptiveField, forward_to, receptive_field
 from peekflow.neurons.topn import TopN
 from peekflow.progress import progress
+from peekflow.settings import Settings, setting
 
 log = logging.getLogger("peekflow")
 MODES = ("map", "window")
@@ -42,27 +43,18 @@ FILLS = ("resize", "pad")
 
 
 @dataclass
-class PatchSettings:
-    channels: str | list = "all"  # "all", "start:stop" (stop exclusive) or a list of channel indices
-    k: int = 8  # patches per channel
-    per_image: int = 1  # at most this many patches from one image
-    mode: str = "map"  # map | window
-    window_size: int | str = "rf"  # window mode: side in input pixels, or "rf": the receptive field (clipped)
-    window_stride: int | str = "rf"  # window mode: step in input pixels, or "rf": the layer's stride
-    window_fill: str = "pad"  # window mode: pad (in place on a zero canvas) | resize (to the input size)
-    batch_size: int = 64  # images (map) or windows (window) per forward pass
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"patches: mode {self.mode!r} not in {list(MODES)}")
-        if self.window_fill not in FILLS:
-            raise ValueError(f"patches: window_fill {self.window_fill!r} not in {list(FILLS)}")
-        for key in ("k", "per_image", "window_size", "window_stride", "batch_size"):
-            value, rf_ok = getattr(self, key), key.startswith("window_")
-            if not (rf_ok and value == "rf") and not (isinstance(value, int) and value >= 1):
-                allowed = 'an integer >= 1 or "rf"' if rf_ok else "an integer >= 1"
-                raise ValueError(f"patches: {key} must be {allowed}, got {value!r}")
+class PatchSettings(Settings):
+    channels: str | list[int] = setting("all", '"all", "start:stop" (stop exclusive) or a list of channel indices')
+    k: int = setting(8, "patches per channel", minimum=1)
+    per_image: int = setting(1, "most patches taken from one image", minimum=1)
+    mode: str = setting("map", "map (receptive field of the arg-max unit) or window (sliding windows)", choices=MODES)
+    window_size: int | str = setting("rf", 'window mode: side, input pixels; "rf": the receptive field (clipped)',
+                                     choices=["rf"], minimum=1)
+    window_stride: int | str = setting("rf", 'window mode: step, input pixels; "rf": the layer\'s stride',
+                                       choices=["rf"], minimum=1)
+    window_fill: str = setting("pad", "window mode: pad (in place on a zero canvas) or resize (to the input size)",
+                               choices=FILLS)
+    batch_size: int = setting(64, "images (map) or windows (window) per forward pass", minimum=1)
 
 
 @dataclass

@@ -35,6 +35,8 @@ class Detector:
     uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
+    settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
+    sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value
 
     def fit(self, train: FeatureSet) -> "Detector":
         return self

@@ -19,6 +19,7 @@ from peekflow.ood.base import Detector, checked_logits, positive_number, registe
 class Energy(Detector):
     needs_fit = False
     uses_features = False
+    settings_help = {"temperature": "T of the score T log sum_k exp(z_k / T)"}
 
     def __init__(self, temperature: float = 1.0):
         self.temperature = float(positive_number(temperature, "energy: temperature"))

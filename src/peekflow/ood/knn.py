@@ -48,6 +48,11 @@ def per_class_sample(labels: np.ndarray, n: int, seed: int, where: str) -> np.nd
 class KNN(Detector):
     needs_fit = True
     uses_features = True
+    settings_help = {"k": "the score is minus the distance to the k-th nearest bank feature (a list sweeps k)",
+                     "samples_per_class": "bank of this many seeded rows per class (null: every row)",
+                     "seed": "seed of those rows", "backend": "faiss, torch or auto (the same scores)",
+                     "batch_size": "queries searched together"}
+    sweeps = ("k",)
 
     def __init__(self, k: int = 50, samples_per_class: int | None = None, seed: int = 0, backend: str = "auto",
                  batch_size: int = 4096):
@@ -94,9 +99,13 @@ class KNN(Detector):
 
 @register("knn_deepinversion")
 class KNNDeepInversion(KNN):
+    """KNN on a data-free bank: the features of the target's DeepInversion prototypes."""
+
     prototype_bank = "deepinversion"
 
 
 @register("knn_deepdream")
 class KNNDeepDream(KNN):
+    """KNN on a data-free bank: the features of the target's DeepDream prototypes."""
+
     prototype_bank = "deepdream"

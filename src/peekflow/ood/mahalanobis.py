@@ -48,6 +48,7 @@ def pinv_root(cov: np.ndarray) -> np.ndarray:
 class Mahalanobis(Detector):
     needs_fit = True
     uses_features = True
+    settings_help = {"batch_size": "rows scored together"}
 
     def __init__(self, batch_size: int = 4096):
         self.batch_size = int(positive_number(batch_size, "mahalanobis: batch_size", integer=True))

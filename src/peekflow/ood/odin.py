@@ -42,6 +42,8 @@ def odin_scores(model, x, std, temperature: float, epsilon: float) -> np.ndarray
 @register("odin")
 class ODIN(Detector):
     needs_images = True
+    settings_help = {"temperature": "softmax temperature T", "epsilon": "input perturbation step, normalised-input units",
+                     "batch_size": "images per forward and backward pass"}
 
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, batch_size: int = 64):
         self.temperature = float(positive_number(temperature, "odin: temperature"))

@@ -22,13 +22,12 @@ from torch import nn
 from peekflow.data.folder import Preprocessing
 from peekflow.prototypes.store import Prototypes
 from peekflow.synthesis.objective import Objective
-from peekflow.synthesis.param import Param, fourier, pixel
+from peekflow.synthesis.param import PARAMS, Param, fourier, pixel
 from peekflow.synthesis.render import render
+from peekflow.synthesis.settings import RenderSettings, render_options
 from peekflow.synthesis.transforms import flip as flip_t, jitter as jitter_t
 
 log = logging.getLogger("peekflow")
-
-PARAMS = ("pixel", "fourier")
 
 
 def resolve_size(size: int | None, preprocessing: Preprocessing) -> int:
@@ -97,13 +96,13 @@ def transforms_of(jitter: int, flip: bool) -> list:
     return out
 
 
-def render_in_batches(targets: Sequence[int], batch_size: int, objective_for: Callable[[list[int]], Objective],
-                      model: nn.Module, preprocessing: Preprocessing, *, param: str, size: int, seed: int,
-                      init_std: float, transforms: list, device, what: str, **render_kwargs):
-    """Render prototypes for `targets` in batches of `batch_size`: objective_for(batch targets) is the loss of one
-    batch. Returns (images [N,3,H,W] float32 in [0,1], final per-image losses [N], render settings of batch 0)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]], Objective], model: nn.Module,
+                      preprocessing: Preprocessing, s: RenderSettings, *, size: int, device, what: str,
+                      jitter: int | None = None):
+    """Render prototypes for `targets` in batches of `s.batch_size` with the render settings `s` (`jitter`, when
+    given, replaces s.jitter): objective_for(batch targets) is the loss of one batch. Returns (images [N,3,H,W]
+    float32 in [0,1], final per-image losses [N], render settings of batch 0)."""
+    batch_size, transforms = s.batch_size, transforms_of(s.jitter if jitter is None else jitter, s.flip)
     targets = [int(t) for t in targets]
     if not targets:
         raise ValueError(f"{what}: no prototypes to make (empty target list)")
@@ -114,9 +113,9 @@ def render_in_batches(targets: Sequence[int], batch_size: int, objective_for: Ca
         idx = list(range(start, min(start + batch_size, len(targets))))
         batch_targets = [targets[i] for i in idx]
         result = render(objective_for(batch_targets), model,
-                        per_image_param(param, idx, size, seed, init_std, device),
+                        per_image_param(s.param, idx, size, s.seed, s.init_std, device),
                         normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
-                        seed=seed + j, device=device, **render_kwargs)
+                        seed=s.seed + j, device=device, **render_options(s))
         images.append(result.images.float().cpu())
         losses.append(result.losses.float().cpu())
         settings = settings or result.settings

@@ -13,7 +13,7 @@ the seed. Rendering, seeding, parameterisation and batching are the prototypes' 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -23,33 +23,26 @@ from torch import nn
 from peekflow.data.folder import Preprocessing, list_images
 from peekflow.device import resolve_device
 from peekflow.models.layers import record_layers
-from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_size, transforms_of
+from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_size
 from peekflow.prototypes.store import Prototypes
+from peekflow.settings import redefault, required, setting
 from peekflow.synthesis.objectives import caricature
+from peekflow.synthesis.settings import RenderSettings
 
 
-@dataclass
-class CaricatureSettings:
-    layer: str = ""  # required: the layer whose response is matched
-    per_class: int = 1  # reference images per class
-    amplify: float = 2.0
-    loss: str = "match"  # match | dot
-    cos_power: float = 1.0  # dot only
-    size: int | None = None  # None: the model's crop, else its resize, else the reference images' size
-    steps: int = 200
-    lr: float = 0.05
-    optimizer: str = "adam"
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "constant"
-    warmup: int = 0
-    grad_clip: float | None = None
-    param: str = "fourier"  # fourier | pixel
-    init_std: float = 0.01
-    jitter: int = 2
-    flip: bool = False
-    batch_size: int = 32
-    seed: int = 0
-    device: str = "auto"
+@dataclass(kw_only=True)
+class CaricatureSettings(RenderSettings):
+    size: int | None = setting(None, "image side in pixels (null: the model's crop, else its resize, else the "
+                                     "reference images' size)", minimum=2)
+    param: str = redefault(RenderSettings, "param", "fourier")
+    jitter: int = redefault(RenderSettings, "jitter", 2)
+    batch_size: int = redefault(RenderSettings, "batch_size", 32)
+    layer: str = required("the layer whose response is matched (a module name of the model)")
+    per_class: int = setting(1, "reference images per class", minimum=1)
+    amplify: float = setting(2.0, "factor on the reference's layer response")
+    loss: str = setting("match", "match (relative squared distance to the amplified response) or dot (Lucid's "
+                                 "dot product times cosine^cos_power)", choices=["match", "dot"])
+    cos_power: float = setting(1.0, "exponent of the cosine in loss dot", minimum=0)
 
 
 def choose_references(root, classes: list[str], per_class: int, seed: int) -> list[tuple[str, int]]:
@@ -91,10 +84,10 @@ def layer_response(model: nn.Module, images: torch.Tensor, prep: Preprocessing, 
 
 
 def make_caricatures(model: nn.Module, classes: list[str], preprocessing: Preprocessing, s: CaricatureSettings,
-                     images_root, name: str = "model") -> Prototypes:
+                     images_root, name: str = "model", device="auto") -> Prototypes:
     if not s.layer:
         raise ValueError("caricature settings need `layer` (the layer whose response is matched)")
-    device = resolve_device(s.device)
+    device = resolve_device(device)
     refs = choose_references(images_root, classes, s.per_class, s.seed)
     if not (s.size or preprocessing.crop or preprocessing.resize):
         with Image.open(refs[0][0]) as img:  # a model without resize/crop takes the images as they are
@@ -105,11 +98,8 @@ def make_caricatures(model: nn.Module, classes: list[str], preprocessing: Prepro
     reference_images = load_references(paths, preprocessing, size)
     target_acts = layer_response(model, reference_images, preprocessing, s.layer, device)
     images, losses, render_settings = render_in_batches(
-        list(range(len(refs))), s.batch_size,
+        list(range(len(refs))),
         lambda idx: caricature(s.layer, target_acts[idx], amplify=s.amplify, cos_power=s.cos_power, loss=s.loss),
-        model, preprocessing, param=s.param, size=size, seed=s.seed, init_std=s.init_std,
-        transforms=transforms_of(s.jitter, s.flip), device=device, what=f"caricatures of {name}",
-        steps=s.steps, lr=s.lr, optimizer=s.optimizer, betas=s.betas, schedule=s.schedule, warmup=s.warmup,
-        grad_clip=s.grad_clip)
+        model, preprocessing, s, size=size, device=device, what=f"caricatures of {name}")
     settings = {**asdict(s), "size": size, "references": paths, "images": str(images_root)}
     return as_prototypes("caricature", name, classes, images, targets, losses, settings, render_settings)

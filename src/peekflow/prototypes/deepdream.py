@@ -18,69 +18,44 @@ iterations; 200 leaves margin for the 10-class embedded models and is a setting.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.prototypes.batching import (as_prototypes, render_in_batches, repeat_each, resolve_classes,
-                                          resolve_size, transforms_of)
+                                          resolve_size)
 from peekflow.prototypes.store import Prototypes
+from peekflow.settings import setting
 from peekflow.synthesis.objectives import class_logit, cross_entropy
 from peekflow.synthesis.regularisers import penalizer
+from peekflow.synthesis.settings import RenderSettings
 
 
 TARGET_LOSSES = {"logit": class_logit, "log_softmax": cross_entropy}
 
 
 @dataclass
-class DreamSettings:
-    classes: str | list = "all"  # "all" or a list of class indices
-    per_class: int = 2  # M prototypes per class
-    size: int | None = None  # None: the model's crop, else its resize
-    steps: int = 200
-    lr: float = 0.05
-    optimizer: str = "adam"  # adam | adamw
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine
-    warmup: int = 0
-    grad_clip: float | None = None
-    tv: float = 1.0  # weight of tv_l2 (PEEK's total-variation term)
-    l1_edge: float = 1.0
-    l2_pixel: float = 1.0
-    target_loss: str = "logit"  # logit (PEEK) | log_softmax (the target's log-probability)
-    param: str = "pixel"  # pixel (clamped) | fourier
-    init_std: float = 0.01
-    jitter: int = 0  # px; 0 = off
-    flip: bool = False
-    batch_size: int = 64  # prototypes rendered together
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-
-    def __post_init__(self):
-        if self.per_class < 1:
-            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
-        if self.target_loss not in TARGET_LOSSES:
-            raise ValueError(f"target_loss {self.target_loss!r} not in {sorted(TARGET_LOSSES)}")
-        if self.jitter < 0:
-            raise ValueError(f"jitter must be >= 0, got {self.jitter}")
+class DreamSettings(RenderSettings):
+    classes: str | list[int] = setting("all", '"all" or a list of class indices', choices=["all"])
+    per_class: int = setting(2, "prototypes per class", minimum=1)
+    tv: float = setting(1.0, "weight of the L2 total variation (PEEK's TV term)", minimum=0)
+    l1_edge: float = setting(1.0, "weight of PEEK's L1-edge penalty", minimum=0)
+    l2_pixel: float = setting(1.0, "weight of PEEK's L2-pixel penalty", minimum=0)
+    target_loss: str = setting("logit", "logit (PEEK: minus the raw class logit) or log_softmax (minus the class's "
+                                        "log-probability)", choices=TARGET_LOSSES)
 
 
 def make_deepdream(model: nn.Module, classes: list[str], preprocessing: Preprocessing, settings: DreamSettings,
-                   name: str = "") -> Prototypes:
+                   name: str = "", device="auto") -> Prototypes:
     s = settings
     size = resolve_size(s.size, preprocessing)
     targets = repeat_each(resolve_classes(s.classes, len(classes)), s.per_class)
     prior = penalizer(s.tv, s.l1_edge, s.l2_pixel)
     target_loss = TARGET_LOSSES[s.target_loss]
     images, losses, render_settings = render_in_batches(
-        targets, s.batch_size, lambda batch: target_loss(batch) + prior, model, preprocessing,
-        param=s.param, size=size, seed=s.seed, init_std=s.init_std, transforms=transforms_of(s.jitter, s.flip),
-        device=resolve_device(s.device), what="deepdream", steps=s.steps, lr=s.lr, optimizer=s.optimizer,
-        betas=s.betas, weight_decay=s.weight_decay, schedule=s.schedule, warmup=s.warmup, grad_clip=s.grad_clip,
-        amp=s.amp)
+        targets, lambda batch: target_loss(batch) + prior, model, preprocessing, s, size=size,
+        device=resolve_device(device), what="deepdream")
     recorded = asdict(s) | {"size": size, "objective": f"{target_loss(targets[:1]).description} + {prior.description}"}
     return as_prototypes("deepdream", name, classes, images, targets, losses, recorded, render_settings)

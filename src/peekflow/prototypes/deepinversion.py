@@ -31,63 +31,55 @@ Defaults and their sources:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
-from peekflow.prototypes.batching import (as_prototypes, render_in_batches, resolve_classes, resolve_size,
-                                          transforms_of)
+from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_classes, resolve_size
 from peekflow.prototypes.store import Prototypes
+from peekflow.settings import redefault, setting
 from peekflow.synthesis.bn_stats import bn_statistics
 from peekflow.synthesis.objectives import cross_entropy
 from peekflow.synthesis.regularisers import l2_pixel, tv_l1, tv_l2
+from peekflow.synthesis.settings import RenderSettings
 
 TARGET_MODES = ("cycle", "random", "one")
 REFERENCE_SIZE = 224  # the image size DeepInversion's 30 px jitter was set for
 
 
 @dataclass
-class InversionSettings:
-    targets: str = "cycle"  # cycle (through classes) | random (seeded uniform over classes) | one (`target` only)
-    target: int | None = None  # the class of mode "one"
-    classes: str | list = "all"  # the classes cycle/random draw from
-    n: int | None = None  # number of prototypes; None: per_class * number of classes
-    per_class: int = 2
-    size: int | None = None  # None: the model's crop, else its resize
-    steps: int = 200
-    lr: float = 0.05
-    betas: list = field(default_factory=lambda: [0.5, 0.9])
-    schedule: str = "cosine"
-    warmup: int = 10
-    grad_clip: float | None = None
-    r_feature: float = 0.01  # DeepInversion's coefficient of R_feature (see the module doc)
-    first_layer_multiplier: float = 10.0
-    tv_l1: float = 0.0
-    tv_l2: float = 1.0
-    l2: float = 0.0  # l2_pixel towards mid-grey
-    param: str = "pixel"  # pixel (clipped) | fourier
-    init_std: float = 0.22
-    jitter: int | None = None  # px; None: round(30 * size / 224); 0 = off
-    flip: bool = True
-    batch_size: int = 64  # the batch whose BN statistics are matched
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # CUDA only (bf16 where supported); fp32 on CPU
+class InversionSettings(RenderSettings):
+    betas: list[float] = redefault(RenderSettings, "betas", [0.5, 0.9])
+    schedule: str = redefault(RenderSettings, "schedule", "cosine")
+    warmup: int = redefault(RenderSettings, "warmup", 10)
+    init_std: float = redefault(RenderSettings, "init_std", 0.22)
+    jitter: int | None = setting(None, "random shift per step, pixels (0: off; null: round(30 * size / 224), "
+                                       "DeepInversion's 30 px at 224 px)", minimum=0)
+    flip: bool = redefault(RenderSettings, "flip", True)
+    amp: bool = redefault(RenderSettings, "amp", True)
+    targets: str = setting("cycle", "cycle (through `classes`), random (seeded, uniform over `classes`) or one "
+                                    "(`target` only)", choices=TARGET_MODES)
+    target: int | None = setting(None, "the class index of targets \"one\"", minimum=0)
+    classes: str | list[int] = setting("all", '"all" or a list of class indices (for cycle and random)',
+                                       choices=["all"])
+    n: int | None = setting(None, "number of prototypes (null: per_class * number of classes)", minimum=1)
+    per_class: int = setting(2, "prototypes per class", minimum=1)
+    r_feature: float = setting(0.01, "weight of the batch-norm statistics loss (DeepInversion's coefficient)",
+                               minimum=0)
+    first_layer_multiplier: float = setting(10.0, "extra weight of the first batch norm's statistics", minimum=0)
+    tv_l1: float = setting(0.0, "weight of the L1 total variation", minimum=0)
+    tv_l2: float = setting(1.0, "weight of the L2 total variation", minimum=0)
+    l2: float = setting(0.0, "weight of the L2 distance to mid-grey", minimum=0)
 
     def __post_init__(self):
-        if self.targets not in TARGET_MODES:
-            raise ValueError(f"targets must be one of {list(TARGET_MODES)}, got {self.targets!r}")
+        super().__post_init__()
         if self.targets == "one" and self.target is None:
             raise ValueError('targets "one" needs `target`, the class index to invert')
         if self.targets != "one" and self.target is not None:
             raise ValueError(f'`target` is only used with targets "one" (targets is {self.targets!r})')
-        if self.per_class < 1 or (self.n is not None and self.n < 1):
-            raise ValueError(f"need per_class >= 1 and n >= 1 or null, got per_class={self.per_class}, n={self.n}")
-        if self.r_feature < 0 or self.first_layer_multiplier < 0:
-            raise ValueError("r_feature and first_layer_multiplier must be >= 0")
 
 
 def inversion_targets(s: InversionSettings, num_classes: int) -> list[int]:
@@ -115,18 +107,14 @@ def inversion_objective(targets: list[int], s: InversionSettings):
 
 
 def make_deepinversion(model: nn.Module, classes: list[str], preprocessing: Preprocessing,
-                       settings: InversionSettings, name: str = "") -> Prototypes:
+                       settings: InversionSettings, name: str = "", device="auto") -> Prototypes:
     s = settings
     size = resolve_size(s.size, preprocessing)
     jitter = round(30 * size / REFERENCE_SIZE) if s.jitter is None else s.jitter
-    if jitter < 0:
-        raise ValueError(f"jitter must be >= 0, got {jitter}")
     targets = inversion_targets(s, len(classes))
     images, losses, render_settings = render_in_batches(
-        targets, s.batch_size, lambda batch: inversion_objective(batch, s), model, preprocessing,
-        param=s.param, size=size, seed=s.seed, init_std=s.init_std, transforms=transforms_of(jitter, s.flip),
-        device=resolve_device(s.device), what="deepinversion", steps=s.steps, lr=s.lr, optimizer="adam",
-        betas=s.betas, schedule=s.schedule, warmup=s.warmup, grad_clip=s.grad_clip, amp=s.amp)
+        targets, lambda batch: inversion_objective(batch, s), model, preprocessing, s, size=size,
+        device=resolve_device(device), what="deepinversion", jitter=jitter)
     recorded = asdict(s) | {"size": size, "jitter": jitter,
                             "objective": inversion_objective([0], s).description.replace("ce([0])", "ce(target)")}
     return as_prototypes("deepinversion", name, classes, images, targets, losses, recorded, render_settings)

@@ -26,6 +26,7 @@ import torch
 COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 FOURIER_SCALE = 4.0  # Lucid divides the irfft2 output by 4 so that sigmoid starts near its linear range
 SQUASHES = ("sigmoid", "clamp")
+PARAMS = ("pixel", "fourier")  # the parameterisations the image-optimisation methods choose from by name
 
 
 def _noop() -> None:
