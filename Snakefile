@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from peekflow import config_checks
+from peekflow import config_checks, targets
 
 min_version("8.10")
 
@@ -18,7 +18,7 @@ if not workflow.overwrite_configfiles:
 
 
 # every schema problem at once, each with its config path (validate stops at the first), then defaults filled in
-config_checks.check(config_checks.schema_problems(config, Path(workflow.basedir) / SCHEMA))
+config_checks.check(config_checks.config_problems(config, Path(workflow.basedir) / SCHEMA))
 validate(config, SCHEMA)
 
 
@@ -42,12 +42,4 @@ include: "workflow/rules/emergence.smk"
 rule all:
     default_target: True
     input:
-        "results/ood_table.csv",
-        "results/ood_table.md",
-        ood_figures(),
-        expand("results/models/{model}/metrics.json", model=trained_models()),
-        prototype_outputs(),
-        probing_outputs(),
-        label_outputs(),
-        neuron_outputs(),
-        emergence_outputs(),
+        targets.all_outputs(config),

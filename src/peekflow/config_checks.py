@@ -1,8 +1,10 @@
 """Checks of a whole workflow config (the dict Snakemake reads), before any job runs.
 
 Two passes, each reporting every problem at once, each problem naming its full config path:
-- `schema_problems`: the JSON schema (workflow/schemas/config.schema.yaml): unknown keys (with the nearest valid
-  name), missing keys, types and ranges. Run before Snakemake's `validate`, which stops at the first error.
+- `config_problems`: each stage's settings block against its settings class (peekflow.config_schema) and the rest
+  against the JSON schema (workflow/schemas/config.schema.yaml, generated from those classes): unknown keys (with the
+  nearest valid name), missing keys, types, choices and ranges. Run before Snakemake's `validate`, which stops at the
+  first error.
 - `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
   method, prototype method) exists, splits exist, the KNN bank never holds the ID test set. Run on the validated
   config (defaults filled in).
@@ -64,6 +66,16 @@ def schema_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
     for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
         problems += _schema_message(error)
     return problems
+
+
+def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]:
+    """Every problem of the settings blocks (peekflow.config_schema: each stage's settings class) and of the rest of
+    the config (the schema), each config path reported once."""
+    from peekflow.config_schema import settings_problems
+
+    found = settings_problems(config)
+    seen = {p.split(": ", 1)[0] for p in found}
+    return found + [p for p in schema_problems(config, schema) if p.split(": ", 1)[0] not in seen]
 
 
 def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:

@@ -4,7 +4,7 @@
 import json
 import shlex
 
-from peekflow import config_checks, preflight
+from peekflow import config_checks, preflight, targets
 from peekflow.config_checks import PROTOTYPE_COMMANDS
 from peekflow.ood.base import detector_class
 
@@ -18,6 +18,11 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+def settings_json(block, drop=()):
+    """--settings JSON of a config block (defaults filled in by the schema), less the rule's own keys `drop`."""
+    return as_json({k: v for k, v in (block or {}).items() if k not in drop})
+
+
 # file-path patterns (wildcards or values)
 def feature_store(model, dataset):
     return f"results/features/{model}/{dataset}.h5"
@@ -29,10 +34,6 @@ def prototype_file(model, method):
 
 def generated_sets():
     return sorted(config.get("generate", {}).get("sets", {}))
-
-
-def trained_models():
-    return sorted(m for m, spec in config["models"].items() if "train" in spec)
 
 
 def dataset_images(name):
@@ -84,15 +85,10 @@ def model_checkpoint(name):
 
 
 def extract_settings(model, layers=None, maps=None):
-    e = config["extract"]
-    keys = ["batch_size", "num_workers", "amp", "skip_corrupt"]
-    settings = {
-        "layers": layers or model_config(model)["layers"],
-        "device": config["device"],
-    }
-    if maps:
-        settings["maps"] = maps
-    return as_json({**settings, **{k: e[k] for k in keys}})
+    """--settings JSON of an extraction: the extract block less its workflow keys, the layers (default: the model's)
+    and the layers whose maps are stored."""
+    settings = {"layers": layers or model_config(model)["layers"], **({"maps": maps} if maps else {})}
+    return settings_json({**config["extract"], **settings}, drop=("threads", "shards"))
 
 
 def extract_shards(dataset):
@@ -123,13 +119,6 @@ def ood_eval_sets():
 
 def ood_runs():
     return config_checks.ood_runs(config)
-
-
-def ood_figures():
-    """ROC curve and score histogram PNGs of every OOD method on the target model."""
-    return expand(
-        "results/ood/{model}/figures/{method}_{kind}.png", model=target_model(), method=ood_runs(), kind=["roc", "hist"]
-    )
 
 
 def ood_run_method(run):
@@ -174,60 +163,17 @@ def score_fit_args(wildcards, input):
     return f"--fit-store {input.fit}" if "fit" in input.keys() else ""
 
 
-def prototype_methods():
-    return sorted(config.get("prototypes", {}).get("methods", {}))
-
-
 def prototype_settings(method):
-    """--settings JSON of a prototype method: its config block (less the rule's `dataset`) plus the device."""
-    block = dict(config["prototypes"]["methods"][method] or {})
-    block.pop("dataset", None)
-    return as_json({"device": config["device"], **block})
+    """--settings JSON of a prototype method: its config block less the rule's `dataset`."""
+    return settings_json(config["prototypes"]["methods"][method], drop=("dataset",))
 
 
 def caricature_dataset():
     return config_checks.caricature_dataset(config)
 
 
-def prototype_outputs():
-    """Everything `rule all` wants from the prototype stage of the target model (none if not configured)."""
-    return expand(
-        "results/prototypes/{model}/{proto}{suffix}",
-        model=target_model(),
-        proto=prototype_methods(),
-        suffix=[".h5", ".png", "_quality.json"],
-    )
-
-
-def probing_outputs():
-    """results/probing/<target>/<probe>/...: PEEK probing of the target's prototypes (none if not configured)."""
-    if "probing" not in config:
-        return []
-    return expand(
-        "results/probing/{model}/{probe}/{name}",
-        model=target_model(),
-        probe=config["probe_model"],
-        name=["similarity.csv", "similarity.png", "probing.json"],
-    )
-
-
-def label_outputs():
-    """results/neurons/<target>/<layer>/dora.* and invert.*: neuron labels (none if `labels` is absent)."""
-    labels = config.get("labels")
-    if not labels:
-        return []
-    methods = [m for m in ("dora", "invert") if m in labels]
-    return expand(
-        "results/neurons/{model}/{layer}/{method}.{ext}",
-        model=target_model(),
-        layer=labels["layers"],
-        method=methods,
-        ext=["csv", "png"],
-    )
-
-
 def dora_settings():
-    return as_json({"device": config["device"], **(config["labels"]["dora"] or {})})
+    return settings_json(config["labels"]["dora"])
 
 
 def invert_store(wildcards):
@@ -241,8 +187,7 @@ def invert_attributes():
 
 
 def invert_settings():
-    block = config["labels"]["invert"]
-    return as_json({k: v for k, v in block.items() if k not in ("dataset", "attributes")})
+    return settings_json(config["labels"]["invert"], drop=("dataset", "attributes"))
 
 
 def neuron_dataset():
@@ -250,7 +195,7 @@ def neuron_dataset():
 
 
 def patch_settings():
-    return as_json({"device": config["device"], **config["neurons"]["patches"]})
+    return settings_json(config["neurons"]["patches"])
 
 
 def patch_figure_labels(wildcards):
@@ -260,18 +205,6 @@ def patch_figure_labels(wildcards):
     if name.startswith("channel_"):
         return {"figure": f"channel {int(name.removeprefix('channel_')):04d}"}
     return {"figure": f"all channels ({name})"}
-
-
-def neuron_outputs():
-    """results/neurons/<target>/<layer>/topn.h5 and patches/ (none if `neurons` is absent)."""
-    if "neurons" not in config:
-        return []
-    return expand(
-        "results/neurons/{model}/{layer}/{out}",
-        model=target_model(),
-        layer=config_checks.neuron_layers(config),
-        out=["topn.h5", "patches"],
-    )
 
 
 # emergence section: keys that are not settings of `peekflow emergence`
@@ -292,24 +225,11 @@ def emergence_extract_settings(model):
 
 
 def emergence_settings():
-    block = config["emergence"]
-    settings = {k: v for k, v in block.items() if k not in EMERGENCE_RULE_KEYS}
-    return as_json({"device": config["device"], **settings})
+    return settings_json(config["emergence"], drop=EMERGENCE_RULE_KEYS)
 
 
 def emergence_trajectory_settings():
-    return as_json({"device": config["device"], **config["emergence"]["trajectory"]})
-
-
-def emergence_outputs():
-    """results/emergence/<target>/...: per-layer files and figures, the knowledge-point curve, the PGD trajectory
-    (none if `emergence` is absent)."""
-    if "emergence" not in config:
-        return []
-    names = [f"{layer}.{ext}" for layer in emergence_layers() for ext in ("h5", "png")]
-    names += [f"knowledge_points.{ext}" for ext in ("csv", "json", "png")]
-    names += ["trajectory.h5", "trajectory.png"]
-    return expand("results/emergence/{model}/{name}", model=target_model(), name=names)
+    return settings_json(config["emergence"]["trajectory"])
 
 
 wildcard_constraints:

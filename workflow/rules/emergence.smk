@@ -15,12 +15,13 @@ rule extract_emergence_maps:
         "results/benchmarks/extract_emergence_maps/{model}.tsv"
     threads: config["extract"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: emergence_extract_settings(w.model),
         images=lambda w: dataset_images(emergence_dataset()),
         dataset=lambda w: emergence_dataset(),
     shell:
-        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --images {params.images:q} --dataset-name {params.dataset:q} --settings {params.settings:q}"
         " --threads {threads} --out {output.store} > {log} 2>&1"
 
@@ -55,11 +56,12 @@ rule analyse_emergence:
         "results/benchmarks/analyse_emergence/{model}.tsv"
     threads: config.get("emergence", {}).get("threads", 1)
     params:
+        device=config["device"],
         layers=lambda w: " ".join(emergence_layers()),
         settings=lambda w: emergence_settings(),
         out_dir=lambda w, output: output.csv.rsplit("/", 1)[0],
     shell:
-        "peekflow emergence --store {input.store:q} --layers {params.layers} --settings {params.settings:q}"
+        "peekflow emergence --store {input.store:q} --layers {params.layers} --settings {params.settings:q} --device {params.device}"
         " --threads {threads} --out-dir {params.out_dir:q} > {log} 2>&1"
 
 
@@ -82,9 +84,10 @@ rule trace_emergence_attack:
         "results/benchmarks/trace_emergence_attack/{model}.tsv"
     threads: config.get("emergence", {}).get("threads", 1)
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: emergence_trajectory_settings(),
     shell:
-        "peekflow emergence-trajectory --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow emergence-trajectory --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --analysis {input.files:q} --settings {params.settings:q} --threads {threads}"
         " --out {output.trajectory} --figure {output.figure} > {log} 2>&1"

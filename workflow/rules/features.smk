@@ -16,11 +16,12 @@ rule extract_features:
         dataset=datasets_pattern(sharded=False),
     threads: config["extract"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: extract_settings(w.model),
         images=lambda w: dataset_images(w.dataset),
     shell:
-        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --images {params.images:q} --dataset-name {wildcards.dataset} --settings {params.settings:q}"
         " --threads {threads} --out {output.store} > {log} 2>&1"
 
@@ -42,11 +43,12 @@ rule extract_feature_shard:
         shards=r"\d+",
     threads: config["extract"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: extract_settings(w.model),
         images=lambda w: dataset_images(w.dataset),
     shell:
-        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --images {params.images:q} --dataset-name {wildcards.dataset} --settings {params.settings:q}"
         " --shard {wildcards.shard}/{wildcards.shards} --threads {threads} --out {output.store} > {log} 2>&1"
 

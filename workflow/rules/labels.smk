@@ -20,10 +20,11 @@ rule find_outlier_neurons:
         "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
     threads: config.get("labels", {}).get("threads", 1)
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: dora_settings(),
     shell:
-        "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q}"
+        "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.csv} --figure {output.figure}"
         " > {log} 2>&1"
 

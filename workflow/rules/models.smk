@@ -14,11 +14,12 @@ rule train_model:
         "results/benchmarks/train_model/{model}.tsv"
     threads: lambda w: model_config(w.model)["train"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: as_json(model_config(w.model)["train"]["settings"]),
         train_images=lambda w: dataset_images(model_config(w.model)["train"]["dataset"]),
         val_images=lambda w: dataset_images(model_config(w.model)["train"]["val_dataset"]),
     shell:
-        "peekflow train --model {params.model:q} --settings {params.settings:q}"
+        "peekflow train --model {params.model:q} --settings {params.settings:q} --device {params.device}"
         " --train-images {params.train_images:q} --val-images {params.val_images:q} --threads {threads}"
         " --out-checkpoint {output.checkpoint} --out-metrics {output.metrics} > {log} 2>&1"

@@ -37,8 +37,9 @@ rule extract_patches:
         "results/benchmarks/extract_patches/{model}/{layer}.tsv"
     threads: config.get("neurons", {}).get("threads", 1)
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: patch_settings(),
     shell:
-        "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q}"
+        "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.patches} > {log} 2>&1"

@@ -13,9 +13,10 @@ rule extract_prototype_features:
         "results/benchmarks/extract_prototype_features/{model}/{proto}.tsv"
     threads: config["extract"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         settings=lambda w: extract_settings(w.model),
     shell:
-        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --prototypes {input.prototypes} --dataset-name prototypes_{wildcards.proto}"
         " --settings {params.settings:q} --threads {threads} --out {output.store} > {log} 2>&1"

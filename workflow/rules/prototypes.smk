@@ -22,11 +22,12 @@ rule synthesize_prototypes:
         proto="deepdream|deepinversion",
     threads: config["prototypes"]["threads"]
     params:
+        device=config["device"],
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
         model=lambda w: model_spec(w.model),
         settings=lambda w: prototype_settings(w.proto),
     shell:
-        "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
 
@@ -50,11 +51,12 @@ rule synthesize_caricatures:
         "results/benchmarks/synthesize_caricatures/{model}.tsv"
     threads: config["prototypes"]["threads"]
     params:
+        device=config["device"],
         model=lambda w: model_spec(w.model),
         images=lambda w: dataset_images(caricature_dataset()),
         settings=lambda w: prototype_settings("caricature"),
     shell:
-        "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q}"
+        "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
 
