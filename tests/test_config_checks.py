@@ -125,3 +125,33 @@ def test_input_size_comes_from_preprocessing_or_the_generated_size():
     assert preflight.input_size(config, "shapes_val", {**model, "preprocessing": {"resize": 40, "crop": 36}}) == 36
     config["datasets"]["mine"] = {"path": "anywhere"}
     assert preflight.input_size(config, "mine", model) is None  # a folder of one's own: sizes vary
+
+
+def test_embedded_default_repeats_no_default():
+    """config/config.yaml sets only what differs from the defaults (which live in the settings classes): each of its
+    leaves, removed, would be filled in by the schema with another value, or not at all."""
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+    def leaves(node, path=()):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, (*path, key))
+            else:
+                yield (*path, key), value
+
+    repeated = []
+    for path, value in leaves(raw):
+        config = copy.deepcopy(raw)
+        parent = config
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        try:
+            filled = validated(config)
+        except Exception:  # a required key: not a default
+            continue
+        for key in path:
+            filled = filled.get(key, {}) if isinstance(filled, dict) else None
+        if filled == value and value != {}:
+            repeated.append(".".join(path))
+    assert repeated == [], repeated
