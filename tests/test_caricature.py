@@ -65,10 +65,22 @@ def test_references_are_seeded_per_class(tmp_path):
 def test_settings_take_effect(tmp_path):
     root = folder(tmp_path)
     base = caricatures(root, steps=10)
-    assert not np.allclose(base.images, caricatures(root, steps=10, amplify=5.0).images)
-    assert not np.allclose(base.images, caricatures(root, steps=10, loss="dot").images)
-    dot = caricatures(root, steps=10, loss="dot")
-    assert not np.allclose(dot.images, caricatures(root, steps=10, loss="dot", cos_power=0.0).images)
+
+    def along_and_cosine(p):  # the caricatures' layer response along the references' (in their units), and its cosine
+        refs = layer_response(ColourNet(), load_references(p.settings["references"], PREP, 8), PREP, "bn", "cpu")
+        car = layer_response(ColourNet(), torch.from_numpy(p.images), PREP, "bn", "cpu")
+        refs, car = refs.flatten(1), car.flatten(1)
+        along = (car * refs).sum(1) / refs.pow(2).sum(1)
+        return along.mean().item(), torch.nn.functional.cosine_similarity(car, refs, dim=1).mean().item()
+
+    low = low_contrast_folder(tmp_path)
+    weak, strong = (caricatures(low, param="pixel", steps=80, jitter=0, amplify=a) for a in (1.0, 2.0))
+    assert along_and_cosine(strong)[0] > 1.5 * along_and_cosine(weak)[0]  # amplify 2 vs 1: a larger response
+    # dot has no target: its response grows with the steps; cos_power 0 drops the cosine factor, so the response
+    # points less along the reference's
+    short, dot = (along_and_cosine(caricatures(root, steps=n, loss="dot")) for n in (5, 30))
+    assert dot[0] > 2 * short[0]
+    assert along_and_cosine(caricatures(root, steps=30, loss="dot", cos_power=0.0))[1] < dot[1] - 0.1
     frozen = caricatures(root, steps=10, lr=0.0, param="pixel", init_std=0.0)
     np.testing.assert_allclose(frozen.images, 0.5, atol=1e-6)  # lr 0: still the grey start
     np.testing.assert_array_equal(base.images, caricatures(root, steps=10).images)  # seeded
