@@ -8,7 +8,7 @@ import yaml
 from snakemake.utils import validate
 
 from peekflow import preflight
-from peekflow.config_checks import ConfigError, check, reference_problems, schema_problems
+from peekflow.config_checks import ConfigError, check, config_problems, reference_problems, schema_problems
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -44,6 +44,20 @@ def test_schema_problem_names_its_config_path(edit, message):
     assert any(message in p for p in problems), problems
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["ood"]["methods"].__setitem__("mahalanobiss", {}),
+     "ood.methods.mahalanobiss: unknown OOD method (did you mean mahalanobis?)"),
+    (lambda c: c["prototypes"]["methods"]["deepdream"].__setitem__("jiter", 2),
+     "prototypes.methods.deepdream.jiter: unknown key (did you mean jitter?)"),
+    (lambda c: c["labels"]["dora"].__setitem__("steps", "ten"), "labels.dora.steps: expected an integer, got 'ten'"),
+])
+def test_settings_problems_come_first_and_once(edit, message):
+    config = tiny_config()
+    edit(config)
+    problems = config_problems(config, SCHEMA)
+    assert problems.count(message) == 1 and len(problems) == 1, problems  # the schema's own message is not repeated
+
+
 def test_every_schema_problem_is_reported_at_once():
     config = tiny_config()
     config["ood"]["k_nn"] = 3
@@ -70,7 +84,6 @@ def test_every_schema_problem_is_reported_at_once():
     (lambda c: c["generate"]["sets"]["shapes"].pop("classes"), "generate.sets.shapes: is of kind shapes and needs"),
     (lambda c: c["extract"].__setitem__("shards", {"cifar": 2}), "extract.shards: names 'cifar'"),
     (lambda c: c["ood"].__setitem__("id_test", "shapes_train"), "ood.id_test: must differ from ood.id_train"),
-    (lambda c: c["ood"]["methods"].__setitem__("mahalanobiss", {}), "unknown OOD method 'mahalanobiss'"),
     (lambda c: c["ood"]["methods"]["knn"].__setitem__("k", []), "ood.methods.knn.k: is an empty list"),
     (lambda c: c["prototypes"]["methods"].pop("deepinversion"),
      "ood.methods.knn_deepinversion: fits on deepinversion prototypes: configure prototypes.methods.deepinversion"),
