@@ -89,8 +89,9 @@ def test_help_lists_every_key_with_its_help_as_the_schema_does(stage, cls):
 
 
 def test_settings_reference_page_is_generated_and_current():
-    from peekflow.config_schema import DOCS
+    from peekflow.config_schema import DOCS, docs
 
     text = DOCS.read_text()
+    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", "run: python -m peekflow.config_schema"
     assert "## `prototypes.methods.deepdream`" in text and "## `ood.methods.knn`" in text
     assert "| `jitter` |" in text and "adam \\| adamw" in text
