@@ -295,4 +295,4 @@ def test_k_sweep_and_banks_plan_one_score_job_each(tmp_path):
     config["prototypes"]["methods"].pop("deepinversion")
     result = snakemake(tmp_path, "-n", config=write_config(tmp_path, config))
     assert result.returncode != 0
-    assert "ood.methods.knn_deepinversion fits on deepinversion prototypes" in result.stdout + result.stderr
+    assert "ood.methods.knn_deepinversion: fits on deepinversion prototypes" in result.stdout + result.stderr

@@ -96,7 +96,7 @@ def test_changed_knn_k_reruns_only_knn_and_table(finished_run):
     assert result.returncode == 0, result.stderr[-2000:]
     # one score job per evaluated data set (the ID test set and each OOD set), of knn only
     assert planned_jobs(result) == {"score_ood": N_EVALUATED, "gather_ood_scores": 1, "plot_ood": 1,
-                                    "make_ood_table": 1}
+                                    "make_ood_table": 1, "summarise_ood": 1}
     assert set(re.findall(r"method=(\w+)", result.stdout)) == {"knn"}
 
 
@@ -107,7 +107,8 @@ def test_changed_deepinversion_setting_reruns_only_its_prototypes_bank_and_table
     assert result.returncode == 0, result.stderr[-2000:]
     assert planned_jobs(result) == {"synthesize_prototypes": 1, "evaluate_prototypes": 1,
                                     "extract_prototype_features": 1, "score_ood": N_EVALUATED,
-                                    "gather_ood_scores": 1, "plot_ood": 1, "make_ood_table": 1}
+                                    "gather_ood_scores": 1, "plot_ood": 1, "make_ood_table": 1,
+                                    "summarise_ood": 1, "summarise_prototypes": 1}
     assert "proto=deepinversion" in result.stdout and "proto=deepdream" not in result.stdout
     assert set(re.findall(r"method=(\w+)", result.stdout)) == {"knn_deepinversion"}
 
@@ -123,7 +124,7 @@ def test_added_ood_set_extracts_and_scores_only_that_set(finished_run):
     methods = list(config["ood"]["methods"])
     assert planned_jobs(result) == {"generate_dataset": 1, "extract_features": 1, "score_ood": len(methods),
                                     "gather_ood_scores": len(methods), "plot_ood": len(methods),
-                                    "make_ood_table": 1}
+                                    "make_ood_table": 1, "summarise_ood": 1}
     outputs = planned_outputs(result)
     assert outputs["generate_dataset"] == ["resources/datasets/blobs/attributes.csv"]
     assert outputs["extract_features"] == ["results/features/tiny_resnet/blobs.h5"]  # the target's only
@@ -133,7 +134,7 @@ def test_added_ood_set_extracts_and_scores_only_that_set(finished_run):
 @pytest.mark.parametrize(
     "key, value, jobs",
     [("plots", {"bins": 7}, {"plot_ood": len(tiny_config()["ood"]["methods"])}),
-     ("table", {"n_bootstrap": 10, "seed": 1}, {"make_ood_table": 1})],
+     ("table", {"n_bootstrap": 10, "seed": 1}, {"make_ood_table": 1, "summarise_ood": 1})],
 )
 def test_changed_table_or_plot_setting_reruns_only_its_rule(finished_run, key, value, jobs):
     config = tiny_config()
