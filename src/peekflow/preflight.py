@@ -6,6 +6,7 @@ checks raise ValueError / FileNotFoundError with a one-line reason."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
-from peekflow.models.checkpoint import fitting_arch_kwargs, read_checkpoint
+from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
 from peekflow.models.layers import layer_names
 from peekflow.models.registry import build_model
 
@@ -46,19 +47,26 @@ def _built(arch: str, num_classes: int, arch_kwargs: str) -> nn.Module:
 
 
 def check_layers(model: nn.Module, layers: list[str]) -> None:
-    names = set(layer_names(model))
-    wrong = [layer for layer in layers if layer not in names]
+    """Layers are module paths of the built model (`layer4`, `blocks.11`, `stages.3.blocks.2`, `features.7`); a
+    wrong one is reported with the valid names nearest to it and the top-level ones."""
+    names = layer_names(model)
+    wrong = [layer for layer in layers if layer not in set(names)]
     if wrong:
-        shown = [n for n in layer_names(model) if n.count(".") == 0]
-        raise ValueError(f"layer(s) {wrong} not in {type(model).__name__}; top-level layers: {shown}")
+        near = {w: difflib.get_close_matches(w, names, n=6, cutoff=0.6) for w in wrong}
+        shown = "; ".join(f"{w!r}: nearest valid {near[w]}" for w in wrong if near[w])
+        top = [n for n in names if "." not in n]
+        nested = next((f", nested ones by module path, e.g. {n!r}" for n in names if "." in n), "")
+        raise ValueError(f"layer(s) {wrong} not in {type(model).__name__}" + (f"; {shown}" if shown else "") +
+                         f"; top-level layers: {top}{nested}")
 
 
 def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> dict:
     """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
-    expected = {k: tuple(v.shape) for k, v in abstract_model(arch, num_classes, arch_kwargs).state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    model = abstract_model(arch, num_classes, arch_kwargs)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in fitting_state(ckpt, arch, model).items()}
     # BatchNorm fills in num_batches_tracked for checkpoints saved before it existed (torchvision's V1 weights)
     missing = sorted(k for k in set(expected) - set(found) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(found) - set(expected))
@@ -74,12 +82,21 @@ def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None
 def input_size(config: dict, dataset: str, model: dict) -> int | None:
     """The side of the images `model` sees from `dataset`: its crop, else its resize, else the generated size; None
     for a folder of the user's own without resize or crop (sizes vary: nothing to check up front)."""
-    prep = model["preprocessing"]
+    prep = model.get("preprocessing") or default_preprocessing(model)
     if prep.get("crop") or prep.get("resize"):
         return int(prep.get("crop") or prep["resize"])
     if "generated" in config["datasets"].get(dataset, {}):
         return int(config["generate"]["image_size"])
     return None
+
+
+def default_preprocessing(m: dict) -> dict:
+    """A timm model's preprocessing when its config gives none (from timm's data config)."""
+    from peekflow.models.timm_models import is_timm, timm_preprocessing
+
+    if not is_timm(m["arch"]):
+        return {}
+    return timm_preprocessing(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs")))
 
 
 def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,8 @@ from torch import nn
 
 from peekflow.data.folder import Preprocessing, class_folders
 from peekflow.models.checkpoint import load_model
+from peekflow.models.registry import build_model
+from peekflow.models.timm_models import is_timm, timm_preprocessing
 
 
 @dataclass
@@ -21,9 +23,13 @@ class ModelSpec:
     classes: list[str] | None = None  # class names in output-unit order ...
     classes_file: str | None = None  # ... or a text file, one per line ...
     classes_from_folder: str | None = None  # ... or the sorted sub-folders of an image folder (torchvision order)
+    token_pool: str = "auto"  # pooled feature of token layers: cls | mean | auto (models/tokens.py)
 
     def preprocess(self) -> Preprocessing:
-        return Preprocessing(**self.preprocessing)
+        """The config's preprocessing; for a timm model that gives none, timm's data config."""
+        if self.preprocessing or not is_timm(self.arch):
+            return Preprocessing(**self.preprocessing)
+        return Preprocessing(**timm_preprocessing(build_model(self.arch, self.num_classes, **self.arch_kwargs)))
 
 
 def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
