@@ -100,14 +100,15 @@ def default_preprocessing(m: dict) -> dict:
 
 
 def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:
-    """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros)."""
+    """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros); () for a layer
+    without a map (a vector, or tokens that are not prefix tokens + a patch grid: models/tokens.py)."""
     import torch
 
     from peekflow.models.layers import record_layers
 
     with torch.no_grad(), record_layers(model.eval(), layers) as acts:
         model(torch.zeros(1, 3, size, size))
-    return {name: tuple(acts[name].shape[2:]) for name in layers}
+    return {name: tuple(acts[name].shape[2:]) if acts[name].ndim == 4 else () for name in layers}
 
 
 def model_problems(name: str, m: dict) -> list[str]:
@@ -138,15 +139,26 @@ def model_problems(name: str, m: dict) -> list[str]:
     return problems
 
 
+def has_batch_norm(m: dict) -> bool:
+    from peekflow.synthesis.bn_stats import batch_norms
+
+    return bool(batch_norms(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs"))))
+
+
 def prototype_problems(config: dict) -> list[str]:
-    """Class indices of the prototype methods exist in the target."""
+    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match."""
     from peekflow.prototypes.batching import resolve_classes
 
-    num_classes = config["models"][config["target_model"]]["num_classes"]
+    target = config["models"][config["target_model"]]
+    num_classes = target["num_classes"]
     problems = []
     for method, settings in config.get("prototypes", {}).get("methods", {}).items():
         settings = settings or {}
         key = f"prototypes.methods.{method}"
+        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(target):
+            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models."
+                            f"{config['target_model']} ({target['arch']}) has no BatchNorm2d layer (a vision "
+                            f"transformer has none): use deepdream, or set r_feature: 0")
         try:
             resolve_classes(settings.get("classes", "all"), num_classes)
         except ValueError as err:
@@ -175,6 +187,16 @@ def shape_problems(config: dict) -> list[str]:
                 problems.append(f"emergence.grid: {block['grid']} does not fit the maps of the analysed layers "
                                 f"at {size} px ({shown}): choose 1 <= grid <= {largest}" if largest else
                                 f"emergence.layers: every analysed layer needs a spatial map ({shown})")
+    if "patches" in config.get("neurons", {}):
+        from peekflow.config_checks import neuron_dataset, neuron_layers
+
+        size = input_size(config, neuron_dataset(config), target)
+        if size:
+            model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+            flat = [layer for layer, shape in map_sizes(model, neuron_layers(config), size).items() if not shape]
+            if flat:
+                problems.append(f"neurons.layers: {flat} give no spatial map at {size} px (vectors, or tokens that "
+                                "are not class/register tokens + a square grid of patch tokens): patches need one")
     patches = config.get("neurons", {}).get("patches", {})
     window = patches.get("window_size", "rf")
     if patches.get("mode") == "window" and isinstance(window, int):

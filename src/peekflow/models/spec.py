@@ -11,6 +11,7 @@ from peekflow.data.folder import Preprocessing, class_folders
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
 from peekflow.models.timm_models import is_timm, timm_preprocessing
+from peekflow.models.tokens import set_token_pool
 
 
 @dataclass
@@ -57,4 +58,4 @@ def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
 
 def load_spec(spec: ModelSpec, checkpoint) -> tuple[nn.Module, list[str]]:
     model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs)
-    return model, resolve_classes(spec, meta)
+    return set_token_pool(model, spec.token_pool), resolve_classes(spec, meta)

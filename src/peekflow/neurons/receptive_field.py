@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from peekflow.models.layers import get_layers
+from peekflow.models.layers import get_layers, record_layers
 
 
 @dataclass(frozen=True)
@@ -39,24 +39,23 @@ class _Stop(Exception):
 
 
 def forward_to(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of `layer` for input x, without running the rest of the model."""
+    """The output of `layer` for input x (as record_layers gives it), without running the rest of the model."""
     module = get_layers(model, [layer])[layer]
-    out = {}
 
-    def hook(_m, _inp, output):
-        out["y"] = output
+    def stop(*_):
         raise _Stop
 
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "y" not in out:
+    with record_layers(model, [layer]) as acts:
+        handle = module.register_forward_hook(stop)  # after record_layers' hook: it runs second
+        try:
+            model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+    if layer not in acts:
         raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
-    return out["y"]
+    return acts[layer]
 
 
 def _positive_copy(model: nn.Module) -> nn.Module:
@@ -102,7 +101,13 @@ def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
 def receptive_field(model: nn.Module, layer: str, input_size: int, max_size: int = 4096) -> ReceptiveField:
     """Receptive field of `layer`'s units, probed with square inputs from `input_size` up to `max_size` pixels.
 
-    Two neighbouring central units give size, stride and offset; the input doubles until both fields lie inside it."""
+    Two neighbouring central units give size, stride and offset; the input doubles until both fields lie inside it.
+    A transformer's map (models/tokens.py) is credited with its grid cells: size = stride = input side / grid side."""
+    with torch.no_grad():
+        y = forward_to(model.eval(), layer, torch.zeros(1, 3, input_size, input_size))
+    cell = getattr(y, "grid_cell", None)
+    if cell:
+        return ReceptiveField(size=(cell, cell), stride=(cell, cell), offset=(0, 0))
     probe = _positive_copy(model)
     size = max(int(input_size), 8)
     while True:
