@@ -149,15 +149,15 @@ def prototype_problems(config: dict) -> list[str]:
     """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match."""
     from peekflow.prototypes.batching import resolve_classes
 
-    target = config["models"][config["target_model"]]
-    num_classes = target["num_classes"]
+    target_model = config["models"][config["target_model"]]
+    num_classes = target_model["num_classes"]
     problems = []
     for method, settings in config.get("prototypes", {}).get("methods", {}).items():
         settings = settings or {}
         key = f"prototypes.methods.{method}"
-        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(target):
+        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(target_model):
             problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models."
-                            f"{config['target_model']} ({target['arch']}) has no BatchNorm2d layer (a vision "
+                            f"{config['target_model']} ({target_model['arch']}) has no BatchNorm2d layer (a vision "
                             f"transformer has none): use deepdream, or set r_feature: 0")
         try:
             resolve_classes(settings.get("classes", "all"), num_classes)
