@@ -1,8 +1,8 @@
 """Receptive field and stride of a layer, measured empirically by the gradient of one output unit w.r.t. the input.
 
 Works for any graph (residual branches, concatenations) without parsing modules. On a copy of the model every
-convolution becomes an averaging filter, batch norm the identity and max pooling average pooling, and the input is all
-ones: every activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero
+convolution (and linear layer) becomes an averaging filter, batch, layer and group norm the identity, max pooling
+average pooling, global pooling inside the network (squeeze-excitation) a constant, and the input is all ones: every activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero
 gradient are exactly the unit's theoretical receptive field. The probe input grows until the receptive field of a
 central unit lies inside it, so fields larger than the model's input size are measured whole.
 
@@ -61,7 +61,7 @@ def forward_to(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 def _positive_copy(model: nn.Module) -> nn.Module:
     probe = copy.deepcopy(model).double().eval()
     for name, m in list(probe.named_modules()):
-        if isinstance(m, nn.modules.conv._ConvNd):
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear):
             fan_in = m.weight[0].numel()
             with torch.no_grad():
                 m.weight.fill_(1.0 / fan_in)
@@ -72,9 +72,22 @@ def _positive_copy(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.MaxPool2d) and m.dilation in (1, (1, 1)):
             # a max passes the gradient to one input only; an average over the same window to all of them
             _replace(probe, name, nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode))
-        elif isinstance(m, nn.AdaptiveMaxPool2d):
-            _replace(probe, name, nn.AdaptiveAvgPool2d(m.output_size))
+        elif isinstance(m, nn.AdaptiveMaxPool2d | nn.AdaptiveAvgPool2d):
+            # a global pool inside the network (squeeze-excitation gates) would make every unit see the whole input
+            _replace(probe, name, _Detached(nn.AdaptiveAvgPool2d(m.output_size)))
+        elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
+            # normalising the probe's constant input would zero it (and its gradient); spatial support is unchanged
+            _replace(probe, name, nn.Identity())
     return probe
+
+
+class _Detached(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).detach()
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
