@@ -6,9 +6,13 @@ import torch
 from safetensors.torch import save_file
 
 from peekflow import preflight
+from peekflow.config_checks import schema_problems
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
 from peekflow.models.spec import ModelSpec
+from workflow import ROOT, tiny_config
+
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 VIT = "timm/vit_small_patch16_224"
 SMALL = {"img_size": 32, "depth": 2}
@@ -60,3 +64,28 @@ def test_nested_layers_are_checked_with_nearby_names():
     tv = preflight.abstract_model("resnet18", 3)
     with pytest.raises(ValueError, match=r"'layer4.3': nearest valid \[.*'layer4.1'.*nested ones by module path"):
         preflight.check_layers(tv, ["layer4.3"])
+
+
+def timm_target(**arch_kwargs):
+    """The tiny config with a timm ViT as its target, no preprocessing given (timm's data config then applies)."""
+    config = tiny_config()
+    config.pop("emergence")  # its grid is sized for the tiny ResNet's maps
+    model = config["models"][config["target_model"]]
+    model.pop("preprocessing")
+    model.update(arch=VIT, arch_kwargs={"depth": 2, **arch_kwargs}, layers=["blocks.1"], penultimate="blocks.1")
+    return config
+
+
+def test_preprocessing_may_be_left_out_for_timm_models_only():
+    config = timm_target(img_size=32)
+    assert schema_problems(config, SCHEMA) == []
+    config["models"][config["target_model"]]["arch"] = "resnet18"
+    assert schema_problems(config, SCHEMA) == ["models.tiny_resnet: 'preprocessing' is a required property"]
+
+
+def test_token_layer_without_a_patch_grid_is_refused_before_any_job():
+    assert preflight.shape_problems(timm_target(img_size=32)) == []
+    # 40 px with padding: a 3x3 grid of 16 px patches that the 40 px input does not tile
+    problems = preflight.shape_problems(timm_target(img_size=40, dynamic_img_size=True, dynamic_img_pad=True))
+    assert problems == ["neurons.layers: ['blocks.1'] give no spatial map at 40 px (vectors, or tokens that are not "
+                        "class/register tokens + a square grid of patch tokens): patches need one"]
