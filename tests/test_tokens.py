@@ -43,6 +43,8 @@ def test_torchvision_vit_and_swin_maps():
     assert acts["encoder.layers.encoder_layer_0"].shape == (2, 768, 2, 2) and acts["conv_proj"].shape == (2, 768, 2, 2)
     swin = build_model("timm/swin_tiny_patch4_window7_224", 3, img_size=64, depths=(1, 1, 1, 1))
     assert recorded(swin, ["layers.3"], 64)["layers.3"].shape == (2, 768, 2, 2)  # channels-last [B,H,W,C] permuted
+    tv_swin = recorded(build_model("swin_t", 3), ["features.5", "permute", "avgpool"], 64)  # the last two: NCHW
+    assert [tuple(a.shape) for a in tv_swin.values()] == [(2, 384, 4, 4), (2, 768, 2, 2), (2, 768, 1, 1)]
 
 
 def test_a_token_unit_is_credited_with_its_patch():

@@ -51,10 +51,16 @@ def set_token_pool(model: nn.Module, how: str) -> nn.Module:
     return model
 
 
+def channels_first(module: nn.Module) -> bool:
+    """Modules of a channels-last model that still give [B,C,H,W]: convolutions, pools, the permute back."""
+    kinds = nn.Conv2d, nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd
+    return isinstance(module, kinds) or list(getattr(module, "dims", [])) == [0, 3, 1, 2]
+
+
 def as_map(out: torch.Tensor, module: nn.Module, layout: TokenLayout, input_hw: tuple[int, int]) -> torch.Tensor:
     """`out` as [B,C,H,W] where it is a patch-token or channels-last map (module doc); otherwise unchanged. A token
     map carries `token_pooled` (its pooled feature, read by layers.pool) and `grid_cell` (input pixels per cell)."""
-    if out.ndim == 4 and layout.channels_last and not isinstance(module, nn.Conv2d):
+    if out.ndim == 4 and layout.channels_last and not channels_first(module):
         out = out.permute(0, 3, 1, 2)
         out.grid_cell = input_hw[0] // out.shape[2]
         return out
