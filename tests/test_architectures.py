@@ -1,8 +1,9 @@
 """Every stage on every family: torchvision and timm CNNs and transformers, random weights, 64 px, CPU.
 
 Per architecture: it builds, a nested layer is named by its module path, extraction stores pooled features and maps of
-that layer, top-N and map-mode patches run on a few images, the DORA channel objective renders (2 steps), and
-DeepInversion either renders (1 step) or is refused by preflight for want of batch norms. docs/architectures.md is
+that layer, top-N and map-mode patches run on a few images, the DORA channel objective renders (2 steps), the
+emergence analysis fits its stored maps (2 steps each), and DeepInversion either renders (1 step) or is refused by
+preflight for want of batch norms. docs/architectures.md is
 the table these tests establish.
 """
 
@@ -13,6 +14,7 @@ import torch
 from conftest import write_folder
 from peekflow import preflight
 from peekflow.data.folder import Preprocessing
+from peekflow.emergence.analysis import EmergenceSettings, analyse
 from peekflow.features.extract import ExtractSettings, extract_features
 from peekflow.models.registry import build_model
 from peekflow.neurons.dora import DoraSettings, make_sams
@@ -108,3 +110,9 @@ def test_deepinversion_runs_or_is_refused_for_want_of_batch_norm(arch, model):
                             f"deepdream, or set r_feature: 0"]
         with pytest.raises(ValueError, match="has no BatchNorm2d layer"):
             make_deepinversion(model, CLASSES, PREP, s, device="cpu")
+
+
+def test_emergence_analyses_the_stored_maps(arch, store):
+    s = EmergenceSettings(per_class=2, grid=2, sample_steps=2, importance_steps=2, regional_steps=2)
+    ((_, result),) = list(analyse(store, [ARCHS[arch][1]], s, device="cpu"))
+    assert result.features.shape == (4, ARCHS[arch][2]) and result.region_emb.shape == (4, 4, s.dims)
