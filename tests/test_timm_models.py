@@ -89,3 +89,11 @@ def test_token_layer_without_a_patch_grid_is_refused_before_any_job():
     problems = preflight.shape_problems(timm_target(img_size=40, dynamic_img_size=True, dynamic_img_pad=True))
     assert problems == ["neurons.layers: ['blocks.1'] give no spatial map at 40 px (vectors, or tokens that are not "
                         "class/register tokens + a square grid of patch tokens): patches need one"]
+
+
+def test_a_vit_built_for_another_input_size_is_refused_before_any_job():
+    config = timm_target(img_size=32)
+    config["models"][config["target_model"]]["preprocessing"] = {"crop": 48}
+    config["datasets"] = {}  # only the model checks
+    assert ("models.tiny_resnet: the model does not run on the input size of its preprocessing (set preprocessing.crop, "
+            "or arch_kwargs such as img_size): Input height (48) doesn't match model (32).") in preflight.input_problems(config)

@@ -225,5 +225,10 @@ def input_problems(config: dict) -> list[str]:
         problems += found
     problems += prototype_problems(config)
     if target_ok:  # the shape checks build the target and read its layers
-        problems += shape_problems(config)
+        try:
+            problems += shape_problems(config)
+        except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problems.append(f"models.{config['target_model']}: the model does not run on the input size of its "
+                            f"preprocessing (set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
     return problems
