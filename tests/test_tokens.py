@@ -5,7 +5,7 @@ import torch
 
 from peekflow.models.layers import pool, record_layers
 from peekflow.models.registry import build_model
-from peekflow.models.tokens import set_token_pool
+from peekflow.models.tokens import float_act, set_token_pool
 from peekflow.neurons.receptive_field import receptive_field
 
 SMALL = {"img_size": 32, "depth": 2}
@@ -55,3 +55,11 @@ def test_a_token_unit_is_credited_with_its_patch():
 def test_token_pool_is_checked():
     with pytest.raises(ValueError, match="token_pool 'first' not in"):
         set_token_pool(torch.nn.Linear(1, 1), "first")
+
+
+def test_the_pooled_token_survives_mixed_precision():
+    model = build_model("timm/vit_small_patch16_224", 3, **SMALL).to(torch.bfloat16)
+    with torch.no_grad(), record_layers(model.eval(), ["norm"]) as acts:
+        model(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16))
+    half = acts["norm"]
+    assert half.dtype == torch.bfloat16 and torch.equal(pool(float_act(half))[0], half.token_pooled.float())

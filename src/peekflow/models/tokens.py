@@ -75,3 +75,11 @@ def as_map(out: torch.Tensor, module: nn.Module, layout: TokenLayout, input_hw: 
     grid.token_pooled = out[:, 0] if layout.pool == "cls" and prefix else patches.mean(dim=1)
     grid.grid_cell = layout.patch
     return grid
+
+
+def float_act(act: torch.Tensor) -> torch.Tensor:
+    """`act` in float32, keeping a token map's pooled feature and grid cell (mixed precision gives half tensors)."""
+    out = act.float()
+    if out is not act and getattr(act, "token_pooled", None) is not None:
+        out.token_pooled, out.grid_cell = act.token_pooled.float(), act.grid_cell
+    return out

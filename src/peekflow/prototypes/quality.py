@@ -35,7 +35,7 @@ def forward(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, l
             x = torch.stack([prep(img) for img in pil[start:start + batch_size]]).to(device)
             probs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
             if layer:
-                feats.append(pool(acts[layer].float())[0].cpu().numpy())
+                feats.append(pool(acts[layer])[0].float().cpu().numpy())
     return np.concatenate(probs), (np.concatenate(feats) if layer else None)
 
 
