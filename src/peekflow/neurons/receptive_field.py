@@ -2,8 +2,9 @@
 
 Works for any graph (residual branches, concatenations) without parsing modules. On a copy of the model every
 convolution (and linear layer) becomes an averaging filter, batch, layer and group norm the identity, max pooling
-average pooling, global pooling inside the network (squeeze-excitation) a constant, and the input is all ones: every activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero
-gradient are exactly the unit's theoretical receptive field. The probe input grows until the receptive field of a
+average pooling, global pooling inside the network (squeeze-excitation) a constant, and the input is all ones: every
+activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero gradient are
+exactly the unit's theoretical receptive field. The probe input grows until the receptive field of a
 central unit lies inside it, so fields larger than the model's input size are measured whole.
 
 Unit (i, j) of the layer sees input rows [offset_y + i*stride_y, offset_y + i*stride_y + size_y) (and likewise for
