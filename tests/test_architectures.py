@@ -96,9 +96,9 @@ def test_dora_channel_objective_renders(arch, model):
 
 def test_deepinversion_runs_or_is_refused_for_want_of_batch_norm(arch, model):
     kwargs, _, _, _, has_bn = ARCHS[arch]
-    config = {"models": {"m": {"arch": arch, "num_classes": 2, "arch_kwargs": kwargs}}, "target_model": "m",
+    config = {"models": {"m": {"arch": arch, "num_classes": 2, "arch_kwargs": kwargs}},
               "prototypes": {"methods": {"deepinversion": {}}}}
-    problems = preflight.prototype_problems(config)
+    problems = preflight.prototype_problems(config, "m")
     s = InversionSettings(steps=1, warmup=0, per_class=1, size=SIZE, fold_bn=False, amp=False)
     if has_bn:
         assert problems == []

@@ -10,6 +10,7 @@ from peekflow.config_checks import schema_problems
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
 from peekflow.models.spec import ModelSpec
+from peekflow.replicas import expand
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -84,9 +85,10 @@ def test_preprocessing_may_be_left_out_for_timm_models_only():
 
 
 def test_token_layer_without_a_patch_grid_is_refused_before_any_job():
-    assert preflight.shape_problems(timm_target(img_size=32)) == []
+    assert preflight.shape_problems(timm_target(img_size=32), "tiny_resnet") == []
     # 40 px with padding: a 3x3 grid of 16 px patches that the 40 px input does not tile
-    problems = preflight.shape_problems(timm_target(img_size=40, dynamic_img_size=True, dynamic_img_pad=True))
+    problems = preflight.shape_problems(timm_target(img_size=40, dynamic_img_size=True, dynamic_img_pad=True),
+                                        "tiny_resnet")
     assert problems == ["neurons.layers: ['blocks.1'] give no spatial map at 40 px (vectors, or tokens that are not "
                         "class/register tokens + a square grid of patch tokens): patches need one"]
 
@@ -97,4 +99,4 @@ def test_a_vit_built_for_another_input_size_is_refused_before_any_job():
     config["datasets"] = {}  # only the model checks
     expected = ("models.tiny_resnet: the model does not run on the input size of its preprocessing (set "
                 "preprocessing.crop, or arch_kwargs such as img_size): Input height (48) doesn't match model (32).")
-    assert expected in preflight.input_problems(config)
+    assert expected in preflight.input_problems(expand(config))

@@ -145,35 +145,34 @@ def has_batch_norm(m: dict) -> bool:
     return bool(batch_norms(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs"))))
 
 
-def prototype_problems(config: dict) -> list[str]:
+def prototype_problems(config: dict, target: str) -> list[str]:
     """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match."""
     from peekflow.prototypes.batching import resolve_classes
 
-    target_model = config["models"][config["target_model"]]
-    num_classes = target_model["num_classes"]
+    num_classes = config["models"][target]["num_classes"]
     problems = []
     for method, settings in config.get("prototypes", {}).get("methods", {}).items():
         settings = settings or {}
         key = f"prototypes.methods.{method}"
-        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(target_model):
-            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models."
-                            f"{config['target_model']} ({target_model['arch']}) has no BatchNorm2d layer (a vision "
-                            f"transformer has none): use deepdream, or set r_feature: 0")
+        model = config["models"][target]
+        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(model):
+            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models.{target} "
+                            f"({model['arch']}) has no BatchNorm2d layer (a vision transformer has none): use "
+                            "deepdream, or set r_feature: 0")
         try:
             resolve_classes(settings.get("classes", "all"), num_classes)
         except ValueError as err:
             problems.append(f"{key}.classes: {err}")
-        target = settings.get("target")
-        if target is not None and not (isinstance(target, int) and 0 <= target < num_classes):
-            problems.append(f"{key}.target: {target!r} is not a class index of {config['target_model']!r} "
-                            f"({num_classes} classes)")
+        index = settings.get("target")
+        if index is not None and not (isinstance(index, int) and 0 <= index < num_classes):
+            problems.append(f"{key}.target: {index!r} is not a class index of {target!r} ({num_classes} classes)")
     return problems
 
 
-def shape_problems(config: dict) -> list[str]:
-    """Settings that must fit the target's maps: the emergence grid fits every analysed layer's map (the message
+def shape_problems(config: dict, name: str) -> list[str]:
+    """Settings that must fit a target's maps: the emergence grid fits every analysed layer's map (the message
     gives the largest grid that fits all of them); a window of the patch search fits the input."""
-    target = config["models"][config["target_model"]]
+    target = config["models"][name]
     problems = []
     if "emergence" in config:
         block = config["emergence"]
@@ -193,7 +192,7 @@ def shape_problems(config: dict) -> list[str]:
         size = input_size(config, neuron_dataset(config), target)
         if size:
             model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
-            flat = [layer for layer, shape in map_sizes(model, neuron_layers(config), size).items() if not shape]
+            flat = [layer for layer, shape in map_sizes(model, neuron_layers(config, name), size).items() if not shape]
             if flat:
                 problems.append(f"neurons.layers: {flat} give no spatial map at {size} px (vectors, or tokens that "
                                 "are not class/register tokens + a square grid of patch tokens): patches need one")
@@ -210,7 +209,10 @@ def shape_problems(config: dict) -> list[str]:
 
 
 def input_problems(config: dict) -> list[str]:
-    """Every check of user inputs and model shapes, all problems at once, each naming its config key."""
+    """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
+    Takes the expanded config (peekflow.replicas): replicas of one trained model share their checks."""
+    from peekflow.replicas import SEP, base
+
     problems = []
     for name, spec in config["datasets"].items():
         if "path" in spec:
@@ -218,17 +220,23 @@ def input_problems(config: dict) -> list[str]:
                 check_image_folder(spec["path"])
             except (ValueError, FileNotFoundError) as err:
                 problems.append(f"datasets.{name}.path: {err}")
-    target_ok = True
+    broken, checked = set(), set()
     for name, m in config["models"].items():
+        if "train" in m and base(name) in checked:
+            continue  # another seed of a model already checked: the same architecture
+        checked.add(base(name))
         found = model_problems(name, m)
-        target_ok &= not (found and name == config["target_model"])
-        problems += found
-    problems += prototype_problems(config)
-    if target_ok:  # the shape checks build the target and read its layers
-        try:
-            problems += shape_problems(config)
-        except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            problems.append(f"models.{config['target_model']}: the model does not run on the input size of its "
-                            f"preprocessing (set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return problems
+        if found:
+            broken.add(name)
+        problems += [p.replace(f"models.{name}", f"models.{base(name)} (replica {name})", 1) if SEP in name else p
+                     for p in found]
+    for target in config["target_models"]:
+        problems += prototype_problems(config, target)
+        if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
+            try:
+                problems += shape_problems(config, target)
+            except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
+                                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
+    return list(dict.fromkeys(problems))
