@@ -24,7 +24,8 @@ def test_image_folder_needs_an_image_in_a_class_folder(tmp_path):
 def test_layers_must_exist(tmp_path):
     model = preflight.abstract_model("small_resnet", 3, {"widths": WIDTHS})
     preflight.check_layers(model, ["layer3", "layer4.0"])
-    with pytest.raises(ValueError, match=r"\['layer9'\] not in SmallResNet; top-level layers: \[.*'layer4'"):
+    with pytest.raises(ValueError, match=r"\['layer9'\] not in SmallResNet; 'layer9': nearest valid \[.*"
+                                         r"top-level layers: \[.*'layer4'"):
         preflight.check_layers(model, ["layer4", "layer9"])
 
 

@@ -6,6 +6,7 @@ checks raise ValueError / FileNotFoundError with a one-line reason."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
-from peekflow.models.checkpoint import fitting_arch_kwargs, read_checkpoint
+from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
 from peekflow.models.layers import layer_names
 from peekflow.models.registry import build_model
 
@@ -46,19 +47,26 @@ def _built(arch: str, num_classes: int, arch_kwargs: str) -> nn.Module:
 
 
 def check_layers(model: nn.Module, layers: list[str]) -> None:
-    names = set(layer_names(model))
-    wrong = [layer for layer in layers if layer not in names]
+    """Layers are module paths of the built model (`layer4`, `blocks.11`, `stages.3.blocks.2`, `features.7`); a
+    wrong one is reported with the valid names nearest to it and the top-level ones."""
+    names = layer_names(model)
+    wrong = [layer for layer in layers if layer not in set(names)]
     if wrong:
-        shown = [n for n in layer_names(model) if n.count(".") == 0]
-        raise ValueError(f"layer(s) {wrong} not in {type(model).__name__}; top-level layers: {shown}")
+        near = {w: difflib.get_close_matches(w, names, n=6, cutoff=0.6) for w in wrong}
+        shown = "; ".join(f"{w!r}: nearest valid {near[w]}" for w in wrong if near[w])
+        top = [n for n in names if "." not in n]
+        nested = next((f", nested ones by module path, e.g. {n!r}" for n in names if "." in n), "")
+        raise ValueError(f"layer(s) {wrong} not in {type(model).__name__}" + (f"; {shown}" if shown else "") +
+                         f"; top-level layers: {top}{nested}")
 
 
 def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> dict:
     """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
-    expected = {k: tuple(v.shape) for k, v in abstract_model(arch, num_classes, arch_kwargs).state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    model = abstract_model(arch, num_classes, arch_kwargs)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in fitting_state(ckpt, arch, model).items()}
     # BatchNorm fills in num_batches_tracked for checkpoints saved before it existed (torchvision's V1 weights)
     missing = sorted(k for k in set(expected) - set(found) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(found) - set(expected))
@@ -74,7 +82,7 @@ def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None
 def input_size(config: dict, dataset: str, model: dict) -> int | None:
     """The side of the images `model` sees from `dataset`: its crop, else its resize, else the generated size; None
     for a folder of the user's own without resize or crop (sizes vary: nothing to check up front)."""
-    prep = model["preprocessing"]
+    prep = model.get("preprocessing") or default_preprocessing(model)
     if prep.get("crop") or prep.get("resize"):
         return int(prep.get("crop") or prep["resize"])
     if "generated" in config["datasets"].get(dataset, {}):
@@ -82,15 +90,25 @@ def input_size(config: dict, dataset: str, model: dict) -> int | None:
     return None
 
 
+def default_preprocessing(m: dict) -> dict:
+    """A timm model's preprocessing when its config gives none (from timm's data config)."""
+    from peekflow.models.timm_models import is_timm, timm_preprocessing
+
+    if not is_timm(m["arch"]):
+        return {}
+    return timm_preprocessing(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs")))
+
+
 def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:
-    """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros)."""
+    """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros); () for a layer
+    without a map (a vector, or tokens that are not prefix tokens + a patch grid: models/tokens.py)."""
     import torch
 
     from peekflow.models.layers import record_layers
 
     with torch.no_grad(), record_layers(model.eval(), layers) as acts:
         model(torch.zeros(1, 3, size, size))
-    return {name: tuple(acts[name].shape[2:]) for name in layers}
+    return {name: tuple(acts[name].shape[2:]) if acts[name].ndim == 4 else () for name in layers}
 
 
 def model_problems(name: str, m: dict) -> list[str]:
@@ -121,8 +139,14 @@ def model_problems(name: str, m: dict) -> list[str]:
     return problems
 
 
+def has_batch_norm(m: dict) -> bool:
+    from peekflow.synthesis.bn_stats import batch_norms
+
+    return bool(batch_norms(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs"))))
+
+
 def prototype_problems(config: dict, target: str) -> list[str]:
-    """Class indices of the prototype methods exist in the target."""
+    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match."""
     from peekflow.prototypes.batching import resolve_classes
 
     num_classes = config["models"][target]["num_classes"]
@@ -130,6 +154,11 @@ def prototype_problems(config: dict, target: str) -> list[str]:
     for method, settings in config.get("prototypes", {}).get("methods", {}).items():
         settings = settings or {}
         key = f"prototypes.methods.{method}"
+        model = config["models"][target]
+        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(model):
+            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models.{target} "
+                            f"({model['arch']}) has no BatchNorm2d layer (a vision transformer has none): use "
+                            "deepdream, or set r_feature: 0")
         try:
             resolve_classes(settings.get("classes", "all"), num_classes)
         except ValueError as err:
@@ -157,6 +186,16 @@ def shape_problems(config: dict, name: str) -> list[str]:
                 problems.append(f"emergence.grid: {block['grid']} does not fit the maps of the analysed layers "
                                 f"at {size} px ({shown}): choose 1 <= grid <= {largest}" if largest else
                                 f"emergence.layers: every analysed layer needs a spatial map ({shown})")
+    if "patches" in config.get("neurons", {}):
+        from peekflow.config_checks import neuron_dataset, neuron_layers
+
+        size = input_size(config, neuron_dataset(config), target)
+        if size:
+            model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+            flat = [layer for layer, shape in map_sizes(model, neuron_layers(config, name), size).items() if not shape]
+            if flat:
+                problems.append(f"neurons.layers: {flat} give no spatial map at {size} px (vectors, or tokens that "
+                                "are not class/register tokens + a square grid of patch tokens): patches need one")
     patches = config.get("neurons", {}).get("patches", {})
     window = patches.get("window_size", "rf")
     if patches.get("mode") == "window" and isinstance(window, int):
@@ -194,5 +233,10 @@ def input_problems(config: dict) -> list[str]:
     for target in config["target_models"]:
         problems += prototype_problems(config, target)
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
-            problems += shape_problems(config, target)
+            try:
+                problems += shape_problems(config, target)
+            except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
+                                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
     return list(dict.fromkeys(problems))

@@ -71,7 +71,7 @@ def model_config(name):
     return config["models"][name]
 
 
-MODEL_SPEC_KEYS = ["arch", "num_classes", "arch_kwargs", "preprocessing", "classes", "classes_file",
+MODEL_SPEC_KEYS = ["arch", "num_classes", "arch_kwargs", "preprocessing", "token_pool", "classes", "classes_file",
                    "classes_from_folder"]  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """Checkpoints: peekflow's own (architecture, classes and preprocessing travel with the weights) or a plain
-state dict from elsewhere (e.g. torchvision's ResNet-50 file), always loaded from a local path."""
+state dict from elsewhere (e.g. torchvision's ResNet-50 file, a timm .safetensors or .pth file), always loaded from
+a local path."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from peekflow.io import atomic_path
 from peekflow.models.registry import build_model
+from peekflow.models.timm_models import is_timm, timm_filtered
 
 FORMAT = "peekflow-checkpoint-1"
 
@@ -28,12 +30,19 @@ def save_checkpoint(path, model: nn.Module, arch: str, classes: list[str], arch_
         torch.save(payload, tmp)
 
 
+def load_file(path) -> dict:
+    from safetensors.torch import load_file as load_safetensors
+
+    return load_safetensors(str(path), device="cpu")
+
+
 def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_file(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
+                                                                                weights_only=True)
     except Exception as err:  # torch raises several types for a bad file
         raise ValueError(f"checkpoint {path} cannot be loaded: {err}") from None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -62,13 +71,20 @@ def fitting_arch_kwargs(ckpt: dict, path, arch: str, num_classes: int, arch_kwar
     return ckpt.get("arch_kwargs", arch_kwargs)
 
 
+def fitting_state(ckpt: dict, arch: str, model: nn.Module) -> dict:
+    """The checkpoint's tensors as `model` takes them (a timm model's plain state dict through its timm filter)."""
+    if ckpt["format"] == FORMAT or not is_timm(arch):
+        return ckpt["state_dict"]
+    return timm_filtered(ckpt["state_dict"], model)
+
+
 def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
     """Build `arch` and load the weights at `path`; returns (model in eval mode, checkpoint metadata)."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     model = build_model(arch, num_classes, **(arch_kwargs or {}))
     try:
-        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(fitting_state(ckpt, arch, model), strict=False)
     except RuntimeError as err:  # shape mismatches
         first = str(err).split("\n\t")[1:2]
         raise ValueError(f"checkpoint {path} does not fit {arch} ({num_classes} classes): {first}") from None

@@ -1,4 +1,5 @@
-"""Layers by module name, and a context manager that records their outputs with forward hooks."""
+"""Layers by module path (`layer4`, `blocks.11`, `stages.3.blocks.2`), and a context manager that records their
+outputs with forward hooks -- a transformer's token layers as maps of their patch tokens (tokens.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 
 import torch
 from torch import nn
+
+from peekflow.models.tokens import as_map, token_layout
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -25,9 +28,13 @@ def record_layers(model: nn.Module, names: list[str]):
     """`with record_layers(model, ["layer4"]) as acts: model(x); acts["layer4"]` -- hooks are always removed."""
     acts: dict[str, torch.Tensor] = {}
     handles = []
+    layout = token_layout(model)
+    if layout is not None:
+        size = {}
+        handles.append(model.register_forward_pre_hook(lambda _m, args: size.update(hw=tuple(args[0].shape[-2:]))))
     for name, module in get_layers(model, names).items():
-        def hook(_m, _inp, out, name=name):
-            acts[name] = out
+        def hook(m, _inp, out, name=name):
+            acts[name] = out if layout is None else as_map(out, m, layout, size["hw"])
         handles.append(module.register_forward_hook(hook))
     try:
         yield acts
@@ -37,7 +44,10 @@ def record_layers(model: nn.Module, names: list[str]):
 
 
 def pool(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spatial mean, spatial max) per channel: [B,C,H,W] -> [B,C]; tokens [B,T,C] -> over T; [B,C] unchanged."""
+    """(spatial mean, spatial max) per channel: [B,C,H,W] -> [B,C]; tokens [B,T,C] -> over T; [B,C] unchanged. A map
+    of patch tokens (tokens.py) gives its pooled token feature (class token or mean) in place of the mean."""
+    if act.ndim == 4 and getattr(act, "token_pooled", None) is not None:
+        return act.token_pooled, act.amax(dim=(2, 3))
     if act.ndim == 4:
         return act.mean(dim=(2, 3)), act.amax(dim=(2, 3))
     if act.ndim == 3:

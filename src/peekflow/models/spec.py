@@ -9,6 +9,9 @@ from torch import nn
 
 from peekflow.data.folder import Preprocessing, class_folders
 from peekflow.models.checkpoint import load_model
+from peekflow.models.registry import build_model
+from peekflow.models.timm_models import is_timm, timm_preprocessing
+from peekflow.models.tokens import set_token_pool
 
 
 @dataclass
@@ -21,9 +24,13 @@ class ModelSpec:
     classes: list[str] | None = None  # class names in output-unit order ...
     classes_file: str | None = None  # ... or a text file, one per line ...
     classes_from_folder: str | None = None  # ... or the sorted sub-folders of an image folder (torchvision order)
+    token_pool: str = "auto"  # pooled feature of token layers: cls | mean | auto (models/tokens.py)
 
     def preprocess(self) -> Preprocessing:
-        return Preprocessing(**self.preprocessing)
+        """The config's preprocessing; for a timm model that gives none, timm's data config."""
+        if self.preprocessing or not is_timm(self.arch):
+            return Preprocessing(**self.preprocessing)
+        return Preprocessing(**timm_preprocessing(build_model(self.arch, self.num_classes, **self.arch_kwargs)))
 
 
 def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
@@ -51,4 +58,4 @@ def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
 
 def load_spec(spec: ModelSpec, checkpoint) -> tuple[nn.Module, list[str]]:
     model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs)
-    return model, resolve_classes(spec, meta)
+    return set_token_pool(model, spec.token_pool), resolve_classes(spec, meta)

@@ -24,6 +24,8 @@ is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,8 @@ from peekflow.settings import redefault, setting
 from peekflow.synthesis.objectives import channel
 from peekflow.synthesis.settings import RenderSettings
 from peekflow.synthesis.regularisers import tv_l2
+
+log = logging.getLogger("peekflow")
 
 
 @dataclass
@@ -168,6 +172,10 @@ def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: Dora
     start = encode(model, layer, starting_images(len(images), s, size), preprocessing, device)
     start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, neurons]
     activated = reps[rows, neurons] > start
+    if not activated.all():
+        log.warning("DORA: the s-AMS of %d of %d neurons of %r did not raise them above their starting response "
+                    "(%d steps, lr %g): they are left out; raise steps or lr to analyse them", n - int(activated.sum()),
+                    n, layer, s.steps, s.lr)
     if activated.sum() < 3:
         raise ValueError(f"DORA: the s-AMS raised only {int(activated.sum())} of {n} neurons of {layer!r} above "
                          f"their starting response (at least 3 needed): raise steps, lr or init_std")

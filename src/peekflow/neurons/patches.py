@@ -235,6 +235,11 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
     info: dict = {"mode": settings.mode,
                   "receptive_field": {"size": list(rf.size), "stride": list(rf.stride), "offset": list(rf.offset)}}
     log.info("layer %s: receptive field %s, stride %s, offset %s", layer, rf.size, rf.stride, rf.offset)
+    if settings.mode == "map" and min(rf.size) >= max(first.shape[1:]):
+        log.warning("layer %s: its receptive field (%s px) covers the whole %s px input, so every map-mode patch is "
+                    "the whole image: choose an earlier layer, or mode window", layer, "x".join(map(str, rf.size)),
+                    "x".join(map(str, first.shape[1:])))
+        info["whole_image_patches"] = True
     if settings.mode == "map":
         cand = map_candidates(model, layer, topn, channels, rf, settings, preprocessing, device)
         # one forward pass per image reproduces the store's spatial max (a check that images and model still match)

@@ -1,9 +1,10 @@
 """Receptive field and stride of a layer, measured empirically by the gradient of one output unit w.r.t. the input.
 
 Works for any graph (residual branches, concatenations) without parsing modules. On a copy of the model every
-convolution becomes an averaging filter, batch norm the identity and max pooling average pooling, and the input is all
-ones: every activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero
-gradient are exactly the unit's theoretical receptive field. The probe input grows until the receptive field of a
+convolution (and linear layer) becomes an averaging filter, batch, layer and group norm the identity, max pooling
+average pooling, global pooling inside the network (squeeze-excitation) a constant, and the input is all ones: every
+activation is then positive, so no ReLU or max blocks a gradient path, and the input pixels with non-zero gradient are
+exactly the unit's theoretical receptive field. The probe input grows until the receptive field of a
 central unit lies inside it, so fields larger than the model's input size are measured whole.
 
 Unit (i, j) of the layer sees input rows [offset_y + i*stride_y, offset_y + i*stride_y + size_y) (and likewise for
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from peekflow.models.layers import get_layers
+from peekflow.models.layers import get_layers, record_layers
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,29 @@ class _Stop(Exception):
 
 
 def forward_to(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of `layer` for input x, without running the rest of the model."""
+    """The output of `layer` for input x (as record_layers gives it), without running the rest of the model."""
     module = get_layers(model, [layer])[layer]
-    out = {}
 
-    def hook(_m, _inp, output):
-        out["y"] = output
+    def stop(*_):
         raise _Stop
 
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "y" not in out:
+    with record_layers(model, [layer]) as acts:
+        handle = module.register_forward_hook(stop)  # after record_layers' hook: it runs second
+        try:
+            model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+    if layer not in acts:
         raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
-    return out["y"]
+    return acts[layer]
 
 
 def _positive_copy(model: nn.Module) -> nn.Module:
     probe = copy.deepcopy(model).double().eval()
     for name, m in list(probe.named_modules()):
-        if isinstance(m, nn.modules.conv._ConvNd):
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear):
             fan_in = m.weight[0].numel()
             with torch.no_grad():
                 m.weight.fill_(1.0 / fan_in)
@@ -73,9 +73,22 @@ def _positive_copy(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.MaxPool2d) and m.dilation in (1, (1, 1)):
             # a max passes the gradient to one input only; an average over the same window to all of them
             _replace(probe, name, nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode))
-        elif isinstance(m, nn.AdaptiveMaxPool2d):
-            _replace(probe, name, nn.AdaptiveAvgPool2d(m.output_size))
+        elif isinstance(m, nn.AdaptiveMaxPool2d | nn.AdaptiveAvgPool2d):
+            # a global pool inside the network (squeeze-excitation gates) would make every unit see the whole input
+            _replace(probe, name, _Detached(nn.AdaptiveAvgPool2d(m.output_size)))
+        elif isinstance(m, nn.LayerNorm | nn.GroupNorm):
+            # normalising the probe's constant input would zero it (and its gradient); spatial support is unchanged
+            _replace(probe, name, nn.Identity())
     return probe
+
+
+class _Detached(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).detach()
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -102,7 +115,13 @@ def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
 def receptive_field(model: nn.Module, layer: str, input_size: int, max_size: int = 4096) -> ReceptiveField:
     """Receptive field of `layer`'s units, probed with square inputs from `input_size` up to `max_size` pixels.
 
-    Two neighbouring central units give size, stride and offset; the input doubles until both fields lie inside it."""
+    Two neighbouring central units give size, stride and offset; the input doubles until both fields lie inside it.
+    A transformer's map (models/tokens.py) is credited with its grid cells: size = stride = input side / grid side."""
+    with torch.no_grad():
+        y = forward_to(model.eval(), layer, torch.zeros(1, 3, input_size, input_size))
+    cell = getattr(y, "grid_cell", None)
+    if cell:
+        return ReceptiveField(size=(cell, cell), stride=(cell, cell), offset=(0, 0))
     probe = _positive_copy(model)
     size = max(int(input_size), 8)
     while True:

@@ -74,7 +74,12 @@ class KNN(Detector):
             rows = per_class_sample(train.labels, self.samples_per_class, self.seed, f"{self.name} bank {train.name!r}")
             features, paths = features[rows], [paths[i] for i in rows]
         if self.k > len(features):
-            raise ValueError(f"{self.name}: k={self.k} exceeds the bank size {len(features)} of {train.name!r}")
+            raise ValueError(f"{self.name}: k={self.k} exceeds the bank size {len(features)} of {train.name!r}: choose "
+                             f"k <= {len(features)} (or a larger bank)")
+        classes = np.asarray(train.logits).shape[1] if train.logits is not None else 0
+        if len(features) < classes:
+            log.warning("%s: the bank %r has %d rows for %d classes: some classes have no reference point", self.name,
+                        train.name, len(features), classes)
         self._search = NeighbourSearch(as_unit_rows(features), self.backend, self.batch_size)
         self._bank_name = train.name
         self._bank_paths = set(resolved_paths(paths))

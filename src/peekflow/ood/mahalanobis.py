@@ -63,6 +63,15 @@ class Mahalanobis(Detector):
         x = checked_features(train)
         classes, means, cov = class_means_and_tied_covariance(x, labels)
         self._w = pinv_root(cov)
+        rank, dims = self._w.shape[1], x.shape[1]
+        if rank == 0:
+            raise ValueError(f"mahalanobis: the covariance of {train.name!r} has rank 0 ({int(known.sum())} rows, "
+                             f"{len(classes)} classes: every row is its class mean): every score would be equal; "
+                             "fit on more than one image per class")
+        if rank < dims:
+            log.warning("mahalanobis: covariance rank %d of %d feature dimensions (%d rows, %d classes: at least %d "
+                        "rows are needed for full rank); distances are measured only within its %d-dim span", rank,
+                        dims, int(known.sum()), len(classes), dims + len(classes), rank)
         self._whitened_means = means @ self._w
         self._means_sq = (self._whitened_means**2).sum(1)
         self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))

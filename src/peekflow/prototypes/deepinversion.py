@@ -41,7 +41,7 @@ from peekflow.device import resolve_device
 from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_classes, resolve_size
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, setting
-from peekflow.synthesis.bn_stats import bn_statistics
+from peekflow.synthesis.bn_stats import batch_norms, bn_statistics
 from peekflow.synthesis.objectives import cross_entropy
 from peekflow.synthesis.regularisers import l2_pixel, tv_l1, tv_l2
 from peekflow.synthesis.settings import RenderSettings
@@ -109,6 +109,9 @@ def inversion_objective(targets: list[int], s: InversionSettings):
 def make_deepinversion(model: nn.Module, classes: list[str], preprocessing: Preprocessing,
                        settings: InversionSettings, name: str = "", device="auto") -> Prototypes:
     s = settings
+    if s.r_feature and not batch_norms(model):
+        raise ValueError(f"deepinversion matches batch-norm statistics, but {name or type(model).__name__} has no "
+                         "BatchNorm2d layer (a vision transformer has none): use deepdream, or set r_feature: 0")
     size = resolve_size(s.size, preprocessing)
     jitter = round(30 * size / REFERENCE_SIZE) if s.jitter is None else s.jitter
     targets = inversion_targets(s, len(classes))

@@ -35,7 +35,7 @@ def forward(model: nn.Module, images: np.ndarray, prep: Preprocessing, device, l
             x = torch.stack([prep(img) for img in pil[start:start + batch_size]]).to(device)
             probs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
             if layer:
-                feats.append(pool(acts[layer].float())[0].cpu().numpy())
+                feats.append(pool(acts[layer])[0].float().cpu().numpy())
     return np.concatenate(probs), (np.concatenate(feats) if layer else None)
 
 
@@ -59,6 +59,18 @@ def translate_targets(targets: np.ndarray, from_classes: list[str], to_classes: 
     return np.array([index[from_classes[t]] for t in targets], dtype=np.int64)
 
 
+def diversity(images: np.ndarray, targets: np.ndarray, per_class: int = 16) -> dict:
+    """Mean |pixel difference| (images in [0,1]) between prototypes of one class (pairs among its first `per_class`)
+    and between classes (the j-th prototypes of neighbouring classes): O(images), not O(images^2). A within-class
+    figure far below the between-class one means a class's prototypes are near-duplicates (seeds that do not differ)."""
+    groups = [images[targets == c][:per_class].reshape(-1, images[0].size).astype(np.float32)
+              for c in np.unique(targets)]
+    within = [np.abs(g[i] - g[j]).mean() for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
+    between = [np.abs(a[j] - b[j]).mean() for a, b in zip(groups, groups[1:]) for j in range(min(len(a), len(b)))]
+    return {"within_class_mean_abs_diff": float(np.mean(within)) if within else None,
+            "between_class_mean_abs_diff": float(np.mean(between)) if between else None}
+
+
 def evaluate_quality(protos, target, probe=None, device="cpu") -> dict:
     """Quality of prototypes made for the target model. `target` and `probe` are (model, preprocessing, classes);
     the probe's targets are the same classes by name. Returns shares in [0,1] and per-class target accuracy."""
@@ -73,6 +85,7 @@ def evaluate_quality(protos, target, probe=None, device="cpu") -> dict:
         "target_confidence": conf,
         "per_class_target_accuracy": {classes[c]: float(hits[protos.targets == c].mean())
                                       for c in np.unique(protos.targets)},
+        "diversity": diversity(protos.images, protos.targets),
     }
     if probe is not None:
         p_model, p_prep, p_classes = probe

@@ -33,6 +33,7 @@ from torch import nn
 
 from peekflow.device import resolve_device
 from peekflow.models.layers import record_layers
+from peekflow.models.tokens import float_act
 from peekflow.synthesis.fold import fold_batchnorm
 from peekflow.synthesis.objective import DEFAULT_MODEL, Activations, Objective
 from peekflow.synthesis.param import Param, as_param
@@ -169,7 +170,7 @@ def render(objective: Objective, models, param, *, steps: int, lr: float, normal
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
                     x = torch.addcmul(shift, images, inv_std)  # (images - mean) / std
                     logits[name] = model(x.contiguous(memory_format=memory_format)).float()
-                acts.update({(name, layer): out.float() if torch.is_tensor(out) else out
+                acts.update({(name, layer): float_act(out) if torch.is_tensor(out) else out
                              for layer, out in recorded[name].items()})
             extras = {"bn_stats": bn_stats} if bn_stats else {}
             return objective(Activations(images=images, logits=logits, layers=acts, extras=extras))
