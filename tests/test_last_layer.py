@@ -41,3 +41,21 @@ def test_a_head_that_does_not_reproduce_the_logits_is_not_recorded(caplog):
     assert "last layer not recorded" in caplog.text and "fc on x" in caplog.text
     found = find_last_layer(model.fc, {"x": x}, model.fc(x))
     assert found is not None and found.input == "x"
+
+
+def test_preflight_names_method_and_store_without_last_layer(tmp_path, monkeypatch):
+    from peekflow.features.store import StoreWriter
+    from peekflow.preflight import last_layer_problems
+    from workflow import tiny_config
+
+    config = tiny_config()
+    config["ood"]["methods"] = {"msp": {}, "react": {"percentile": [85, 90]}}
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "results/features/tiny_resnet/textures.h5"
+    writer = StoreWriter(store, 2, 3, {"layer4": 4}, {})
+    writer.write(0, np.zeros((2, 3)), [-1, -1], ["a", "b"], {"layer4": np.zeros((2, 4))}, {"layer4": np.zeros((2, 4))})
+    writer.finish()
+    problems = last_layer_problems(config)
+    assert len(problems) == 1 and problems[0].startswith("ood.methods.react: feature store results/features/"
+                                                         "tiny_resnet/textures.h5 records no last layer")
+    assert "snakemake -R extract_features" in problems[0]
