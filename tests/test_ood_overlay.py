@@ -43,3 +43,9 @@ def test_new_methods_sweeps_banks_and_groups_plan_their_jobs(tmp_path):
     config["ood"]["groups"] = {"near": ["shapes_train"]}
     assert any("ood.groups.near: names 'shapes_train', which is not one of ood.ood_sets" in p
                for p in reference_problems(validated(config)))
+
+
+def test_methods_page_is_generated_from_the_registry():
+    from peekflow.ood import catalogue
+
+    assert catalogue.main(["--check"]) == 0, "run python -m peekflow.ood.catalogue"

@@ -25,6 +25,7 @@ from peekflow import settings as S
 from peekflow.emergence.analysis import EmergenceSettings
 from peekflow.emergence.trajectory import TrajectorySettings
 from peekflow.features.extract import ExtractSettings
+from peekflow.io import generated_file
 from peekflow.neurons.dora import DoraSettings
 from peekflow.neurons.invert import InvertSettings
 from peekflow.neurons.patches import PatchSettings
@@ -257,16 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the schema file is not the generated one")
     parser.add_argument("--schema", default=str(SCHEMA), help="the schema file (default: the workflow's)")
     args = parser.parse_args(argv)
-    path = Path(args.schema)
-    text = path.read_text()
-    wanted = dump(generate(yaml.safe_load(text)))
-    if args.check:
-        if text != wanted:
-            print(f"{path} differs from the generated schema: run python -m peekflow.config_schema", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(wanted)
-    return 0
+    wanted = dump(generate(yaml.safe_load(Path(args.schema).read_text())))
+    return generated_file(args.schema, wanted, args.check, "python -m peekflow.config_schema")
 
 
 if __name__ == "__main__":

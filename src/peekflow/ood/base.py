@@ -24,7 +24,7 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 
 _REGISTRY: dict[str, type["Detector"]] = {}
-_NOT_DETECTORS = {"base", "neighbours", "plots", "posthoc", "scoring", "table"}
+_NOT_DETECTORS = {"base", "catalogue", "neighbours", "plots", "posthoc", "scoring", "table"}
 PROTOTYPE_BANKS = {"deepinversion": "DeepInversion", "deepdream": "DeepDream"}  # data-free banks (prototype files)
 
 
