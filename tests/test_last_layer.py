@@ -59,3 +59,21 @@ def test_preflight_names_method_and_store_without_last_layer(tmp_path, monkeypat
     assert len(problems) == 1 and problems[0].startswith("ood.methods.react: feature store results/features/"
                                                          "tiny_resnet/textures.h5 records no last layer")
     assert "snakemake -R extract_features" in problems[0]
+
+
+def test_peekflow_score_runs_last_layer_methods_on_extracted_stores(tmp_path, image_folder, tiny_checkpoint):
+    import h5py
+
+    from conftest import write_folder
+    from peekflow.cli import main
+
+    train, other = tmp_path / "train.h5", tmp_path / "other.h5"
+    assert extract(tmp_path, image_folder, tiny_checkpoint, train) == 0
+    assert extract(tmp_path, write_folder(tmp_path / "ood", ["zebra", "b"], per_class=3, seed=1), tiny_checkpoint,
+                   other) == 0
+    for method in ["vim", "react", "dice", "fdbd", "ash_s"]:  # an untrained model: SHE would find no right row
+        out = tmp_path / f"{method}.h5"
+        assert main(["score", "--method", method, "--layer", "layer4", "--fit-store", str(train),
+                     "--eval", f"other={other}", "--out", str(out)]) == 0
+        with h5py.File(out) as h5:
+            assert h5["other"].shape == (6,) and np.isfinite(h5["other"][:]).all()
