@@ -38,7 +38,7 @@ REFERENCE = {
     "gradnorm": ("pood.GradNorm(head, param_filter=lambda n: n == 'weight').predict(x)", "-K"),
     "vim": ("pood.ViM(None, D // 2, w, b).fit_features(xt, y).predict_features(x)", -1),
     "residual": None,
-    "mahalanobis": ("pood.Mahalanobis(None).fit_features(xt, y).predict_features(x)", -1),
+    "mahalanobis": ("pood.Mahalanobis(None).fit_features(xt, y).predict_features(x)", "-N"),
     "rmds": ("pood.RMD(None).fit_features(xt, y).predict_features(x)", "-N"),
     "she": ("pood.SHE(None, head).fit_features(xt, y).predict_features(x)", -1),
     "nnguide": ("pood.NNGuide(None, head, k=100).fit_features(xt, y).predict_features(x)", -1),
@@ -46,6 +46,16 @@ REFERENCE = {
     "nci": ("pood.NCI(None, head).fit_features(xt).predict_features(x)", -1),
     "gmm": ("pood.GMM(None).fit_features(xt, y).predict_features(x)", -1),
 }
+
+
+NOTE = (
+    "Large differences are pytorch-ood's float32 and clipping, not disagreement: Entropy and GEN clip probabilities to "
+    "[1e-7, 1 - 1e-7] (GEN's gamma = 0.1 magnifies that), KL-Matching's float32 templates underflow to 0 and their log "
+    "to float32's minimum, ViM's float32 eigen-decomposition splits the synthetic features' many near-equal "
+    "eigenvalues elsewhere; tests/test_ood_posthoc.py checks every method to 1e-4 where those do not bite. Memory "
+    "beyond the bank is mostly fixed-size work arrays (8192-row chunks), so its ratio to the bank falls as N grows. "
+    "Goal of issue 16: memory at most 1.5 x the bank, time at most pytorch-ood's."
+)
 
 
 def rss_mib() -> float:
@@ -63,9 +73,10 @@ def data(n: int, q: int, d: int, k: int):
     y = rng.integers(0, k, n)
     xt = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, 8192):
-        xt[s:s + 8192] = np.abs(centres[y[s:s + 8192]] + rng.normal(0, 0.7, (len(y[s:s + 8192]), d)))
-    x = np.abs(rng.gamma(1.5, 1.2, (q, d))).astype(np.float32)
-    x[: q // 2] = np.abs(centres[rng.integers(0, k, q // 2)] + rng.normal(0, 0.7, (q // 2, d)))
+        noise = rng.standard_normal((len(y[s:s + 8192]), d), dtype=np.float32)
+        xt[s:s + 8192] = np.abs(centres[y[s:s + 8192]] + 0.7 * noise)
+    x = np.abs(rng.standard_normal((q, d), dtype=np.float32)) * 2  # an OOD half, an ID-like half
+    x[: q // 2] = np.abs(centres[rng.integers(0, k, q // 2)] + 0.7 * rng.standard_normal((q // 2, d), np.float32))
     return xt, y, x, w, b
 
 
@@ -144,7 +155,8 @@ def main() -> None:
         "peak resident memory above the arrays', in units of the bank's size; difference: max |peekflow - factor x "
         "pytorch-ood| / max |score|.",
         "",
-        "| method | peekflow s | pytorch-ood s | speed-up | peekflow mem / bank | pytorch-ood mem / bank | difference |",
+        "| method | peekflow s | pytorch-ood s | speed-up | peekflow mem / bank | pytorch-ood mem / bank "
+        "| difference |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     n, k = args.train, args.classes
@@ -167,8 +179,8 @@ def main() -> None:
     import pytorch_ood
     import torch
 
-    lines += ["", f"pytorch-ood {pytorch_ood.__version__}, torch {torch.__version__}, numpy {np.__version__}.", "",
-              command_line()]
+    lines += ["", NOTE, "", f"pytorch-ood {pytorch_ood.__version__}, torch {torch.__version__}, numpy {np.__version__}.",
+              "", command_line()]
     section = "\n".join(lines)
     print("\n" + section)
     if args.write_readme:

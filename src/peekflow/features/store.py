@@ -5,8 +5,9 @@ utf-8, `features/<layer>` [N,C] spatial mean, `maxact/<layer>` [N,C] spatial max
 float16 (whole spatial maps, only where extraction asks for them), optionally `last_layer/weight` [K,D] and
 `last_layer/bias` [K] (the classifier's last layer, recorded only where extraction verified that it maps the pooled
 features of layer `last_layer.attrs["input"]` to the stored logits; peekflow.features.last_layer), attributes
-describing model, data set and preprocessing, and `complete=True` written last. The file is built as `<store>.partial` and renamed, so a killed
-job never leaves a store that looks whole; the partial file records how many rows are done, for a rerun to continue.
+describing model, data set and preprocessing, and `complete=True` written last. The file is built as
+`<store>.partial` and renamed, so a killed job never leaves a store that looks whole; the partial file records how
+many rows are done, for a rerun to continue.
 """
 
 from __future__ import annotations

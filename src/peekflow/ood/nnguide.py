@@ -22,7 +22,7 @@ from peekflow.ood.knn import per_class_sample
 from peekflow.ood.neighbours import as_unit_rows
 from peekflow.ood.posthoc import Fitted, energy, row_chunks
 
-BANK_CHUNK = 16384
+BANK_CHUNK = 4096
 
 
 def top_k_mean(queries: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
