@@ -38,7 +38,7 @@ REFERENCE = {
     "gradnorm": ("pood.GradNorm(head, param_filter=lambda n: n == 'weight').predict(x)", "-K"),
     "vim": ("pood.ViM(None, D // 2, w, b).fit_features(xt, y).predict_features(x)", -1),
     "residual": None,
-    "mahalanobis": ("pood.Mahalanobis(None).fit_features(xt, y).predict_features(x)", "-N"),
+    "mahalanobis": ("pood.Mahalanobis(None).fit_features(xt, y).predict_features(x)", "-2 * N"),  # -0.5 md, summed cov
     "rmds": ("pood.RMD(None).fit_features(xt, y).predict_features(x)", "-N"),
     "she": ("pood.SHE(None, head).fit_features(xt, y).predict_features(x)", -1),
     "nnguide": ("pood.NNGuide(None, head, k=100).fit_features(xt, y).predict_features(x)", -1),
