@@ -37,6 +37,7 @@ include: "workflow/rules/probing.smk"
 include: "workflow/rules/labels.smk"
 include: "workflow/rules/neurons.smk"
 include: "workflow/rules/emergence.smk"
+include: "workflow/rules/summaries.smk"
 
 
 rule all:

@@ -8,7 +8,7 @@ import yaml
 from snakemake.utils import validate
 
 from peekflow import preflight
-from peekflow.config_checks import ConfigError, check, reference_problems, schema_problems
+from peekflow.config_checks import ConfigError, check, config_problems, reference_problems, schema_problems
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -44,6 +44,20 @@ def test_schema_problem_names_its_config_path(edit, message):
     assert any(message in p for p in problems), problems
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["ood"]["methods"].__setitem__("mahalanobiss", {}),
+     "ood.methods.mahalanobiss: unknown OOD method (did you mean mahalanobis?)"),
+    (lambda c: c["prototypes"]["methods"]["deepdream"].__setitem__("jiter", 2),
+     "prototypes.methods.deepdream.jiter: unknown key (did you mean jitter?)"),
+    (lambda c: c["labels"]["dora"].__setitem__("steps", "ten"), "labels.dora.steps: expected an integer, got 'ten'"),
+])
+def test_settings_problems_come_first_and_once(edit, message):
+    config = tiny_config()
+    edit(config)
+    problems = config_problems(config, SCHEMA)
+    assert problems.count(message) == 1 and len(problems) == 1, problems  # the schema's own message is not repeated
+
+
 def test_every_schema_problem_is_reported_at_once():
     config = tiny_config()
     config["ood"]["k_nn"] = 3
@@ -70,7 +84,6 @@ def test_every_schema_problem_is_reported_at_once():
     (lambda c: c["generate"]["sets"]["shapes"].pop("classes"), "generate.sets.shapes: is of kind shapes and needs"),
     (lambda c: c["extract"].__setitem__("shards", {"cifar": 2}), "extract.shards: names 'cifar'"),
     (lambda c: c["ood"].__setitem__("id_test", "shapes_train"), "ood.id_test: must differ from ood.id_train"),
-    (lambda c: c["ood"]["methods"].__setitem__("mahalanobiss", {}), "unknown OOD method 'mahalanobiss'"),
     (lambda c: c["ood"]["methods"]["knn"].__setitem__("k", []), "ood.methods.knn.k: is an empty list"),
     (lambda c: c["prototypes"]["methods"].pop("deepinversion"),
      "ood.methods.knn_deepinversion: fits on deepinversion prototypes: configure prototypes.methods.deepinversion"),
@@ -92,6 +105,32 @@ def test_reference_problem_names_its_config_path(edit, message):
     assert any(message in p for p in problems), problems
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.__setitem__("target_models", ["tiny_resnet", "resnet"]),
+     "target_models: names 'resnet', which is not defined in models"),
+    (lambda c: c.__setitem__("target_models", ["tiny_resnet"]), "give target_model or target_models, not both"),
+    (lambda c: c.pop("target_model"), "target_models: the config names no target model"),
+    (lambda c: c["models"]["tiny_vgg"]["train"].__setitem__("seeds", [1, 2]),
+     "probe_model: 'tiny_vgg' has several replicas"),
+])
+def test_target_model_problems(edit, message):
+    config = tiny_config()
+    edit(config)
+    assert any(message in p for p in reference_problems(validated(config))), reference_problems(validated(config))
+
+
+def test_layers_of_every_target_are_checked():
+    config = tiny_config()
+    config["models"]["other"] = {**config["models"]["tiny_resnet"], "layers": ["layer4"]}
+    config["target_models"] = ["tiny_resnet", "other"]
+    config.pop("target_model")
+    assert reference_problems(validated(config)) == []  # neurons.layers defaults to each target's own layers
+    config["neurons"]["layers"] = ["layer3"]
+    assert reference_problems(validated(config)) == [
+        "neurons.layers: ['layer3'] are not in models.other.layers ['layer4'] (the stage reads them from the feature "
+        "store)"]
+
+
 def test_every_reference_problem_is_reported_at_once():
     config = tiny_config()
     config["ood"]["ood_sets"] = ["svhn"]
@@ -102,9 +141,9 @@ def test_every_reference_problem_is_reported_at_once():
 
 def test_emergence_grid_must_fit_every_analysed_layer():
     config = validated(tiny_config())  # 32 px input: layer3 4x4, layer4 2x2 maps; grid 2
-    assert preflight.shape_problems(config) == []
+    assert preflight.shape_problems(config, "tiny_resnet") == []
     config["emergence"]["grid"] = 3  # fits layer3, not layer4: one message with the value that fits both
-    (problem,) = preflight.shape_problems(config)
+    (problem,) = preflight.shape_problems(config, "tiny_resnet")
     assert problem == ("emergence.grid: 3 does not fit the maps of the analysed layers at 32 px (layer3 4x4, layer4 "
                        "2x2): choose 1 <= grid <= 2")
 
@@ -112,10 +151,10 @@ def test_emergence_grid_must_fit_every_analysed_layer():
 def test_patch_window_must_fit_the_input():
     config = validated(tiny_config())
     config["neurons"]["patches"].update(mode="window", window_size=33)
-    assert preflight.shape_problems(config) == [
+    assert preflight.shape_problems(config, "tiny_resnet") == [
         "neurons.patches.window_size: 33 px exceeds the 32 px model input: choose 1 <= window_size <= 32 (or rf)"]
     config["neurons"]["patches"]["window_size"] = 32
-    assert preflight.shape_problems(config) == []
+    assert preflight.shape_problems(config, "tiny_resnet") == []
 
 
 def test_input_size_comes_from_preprocessing_or_the_generated_size():

@@ -86,3 +86,12 @@ def test_help_lists_every_key_with_its_help_as_the_schema_does(stage, cls):
         assert f.metadata["help"] in text and block[f.name]["description"] == f.metadata["help"]
     assert '  steps: int = 48' in text if stage == "dora" else '  steps: int = 200' in text
     assert "--device" in text
+
+
+def test_settings_reference_page_is_generated_and_current():
+    from peekflow.config_schema import DOCS, docs
+
+    text = DOCS.read_text()
+    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", "run: python -m peekflow.config_schema"
+    assert "## `prototypes.methods.deepdream`" in text and "## `ood.methods.knn`" in text
+    assert "| `jitter` |" in text and "adam \\| adamw" in text

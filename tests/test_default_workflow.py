@@ -1,16 +1,28 @@
-"""The embedded default end to end, as a user runs it (`snakemake --cores 8`, rule all): the bars of the issues on
-the embedded default -- accuracy, OOD separation, prototypes, probing, knowledge points."""
+"""The embedded default end to end, as a user runs it (`snakemake --cores 8`, rule all).
+
+A trained model differs between processors (CPU kernels round differently), so these tests assert what holds for
+every correct run -- structure, completeness, finiteness, agreement of the stored scores and metrics with an
+independent computation from the feature stores -- and, beyond that, only properties whose margin was measured over
+five training seeds of the target (the stand-in for other processors; the per-seed values are in the comments and in
+README.md). How well each method does on the embedded default is a measured result (README), not a test."""
 
 import json
 import math
 
+import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy.special import logsumexp, softmax
 
 from workflow import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
+
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+TARGET = CONFIG["target_model"]
+SETS = [CONFIG["ood"]["id_test"], *CONFIG["ood"]["ood_sets"]]
 
 
 @pytest.fixture(scope="module")
@@ -21,41 +33,110 @@ def default_run(tmp_path_factory):
     return work
 
 
+def stored_scores(run, method: str) -> dict[str, np.ndarray]:
+    with h5py.File(run / f"results/ood/{TARGET}/scores/{method}.h5") as h5:
+        assert h5.attrs["complete"] and h5.attrs["higher_is_id"]
+        return {name: h5[name][:] for name in SETS}
+
+
+def stored_settings(run, method: str) -> dict:
+    """The method's settings as it ran them (defaults filled in)."""
+    with h5py.File(run / f"results/ood/{TARGET}/scores/{method}.h5") as h5:
+        return json.loads(h5.attrs["settings"])
+
+
+def store(run, dataset: str, layer: str | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    with h5py.File(run / f"results/features/{TARGET}/{dataset}.h5") as h5:
+        assert h5.attrs["complete"]
+        return (h5["logits"][:].astype(np.float64), h5[f"features/{layer}"][:].astype(np.float64) if layer else None,
+                h5["labels"][:])
+
+
+def auroc_fpr95(s_id: np.ndarray, s_ood: np.ndarray) -> tuple[float, float]:
+    """Brute force from the definitions (metrics.py): P(id > ood) + P(tie)/2; OOD accepted at the highest threshold
+    that keeps 95% of ID."""
+    greater = (s_id[:, None] > s_ood[None, :]).mean() + 0.5 * (s_id[:, None] == s_ood[None, :]).mean()
+    t = np.sort(s_id)[::-1][math.ceil(0.95 * len(s_id)) - 1]
+    return 100 * greater, 100 * np.mean(s_ood >= t)
+
+
 def test_target_model_reaches_95_percent(default_run):
-    metrics = json.loads((default_run / "results/models/shapes_resnet/metrics.json").read_text())
+    # training seeds 1-5 of the target: val accuracy 0.992, 0.988, 0.984, 0.989, 0.984
+    metrics = json.loads((default_run / f"results/models/{TARGET}/metrics.json").read_text())
     assert metrics["val_accuracy"] >= 0.95, metrics["history"]
 
 
-def test_table_complete_and_far_ood_separated(default_run):
+def test_table_complete_and_finite(default_run):
     table = pd.read_csv(default_run / "results/ood_table.csv")
-    methods = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["ood"]["methods"]
-    expected = {(m, o) for m in methods for o in ["novel_shapes", "textures", "noise", "average"]}
+    expected = {(m, o) for m in CONFIG["ood"]["methods"] for o in [*CONFIG["ood"]["ood_sets"], "average"]}
     assert set(zip(table.method, table.ood_dataset)) == expected and len(table) == len(expected)
     for col in ["auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out"]:
         assert all(0 <= v <= 100 and math.isfinite(v) for v in table[col]), col
-    auroc = table.set_index(["method", "ood_dataset"]).auroc
-    # KNN (normalised features) separates both far sets; MSP and Energy are fooled by full-frame textures, whose
-    # features have 2-3.5x the ID norm (README: "Results on the embedded default").
-    assert auroc["knn", "textures"] > 90 and auroc["knn", "noise"] > 90, auroc
-    assert auroc["msp", "noise"] > 70 and auroc["msp", "novel_shapes"] > 70, auroc
-    assert auroc["mahalanobis", "textures"] > 90 and auroc["knn", "average"] > auroc["msp", "average"], auroc
+    for col in ["auroc", "fpr95"]:  # the bootstrap interval holds the point estimate
+        assert (table[f"{col}_lo"] <= table[col] + 1e-9).all() and (table[col] <= table[f"{col}_hi"] + 1e-9).all()
 
 
-def test_prototypes_carry_their_class_and_transfer(default_run):
+def test_table_matches_the_score_files(default_run):
+    """Every row's AUROC and FPR95 recomputed by brute force from the stored scores; averages are means of the rows."""
+    table = pd.read_csv(default_run / "results/ood_table.csv").set_index(["method", "ood_dataset"])
+    id_test = CONFIG["ood"]["id_test"]
+    for method in CONFIG["ood"]["methods"]:
+        scores = stored_scores(default_run, method)
+        for name in CONFIG["ood"]["ood_sets"]:
+            auroc, fpr95 = auroc_fpr95(scores[id_test], scores[name])
+            row = table.loc[(method, name)]
+            # the table rounds to 2 decimals
+            assert row.auroc == pytest.approx(auroc, abs=0.006) and row.fpr95 == pytest.approx(fpr95, abs=0.006)
+            assert row.n_id == len(scores[id_test]) and row.n_ood == len(scores[name])
+        per_set = table.loc[method].drop("average")
+        assert table.loc[(method, "average")].auroc == pytest.approx(per_set.auroc.mean(), abs=0.011)
+
+
+def test_scores_match_an_independent_computation(default_run):
+    """MSP, Energy and KNN scores recomputed in float64 numpy from the feature stores (KNN by exhaustive distances)."""
+    layer = CONFIG["models"][TARGET]["penultimate"]
+    _, bank, _ = store(default_run, CONFIG["ood"]["id_train"], layer)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    k, t = stored_settings(default_run, "knn")["k"], stored_settings(default_run, "energy")["temperature"]
+    msp, energy, knn = (stored_scores(default_run, m) for m in ("msp", "energy", "knn"))
+    for name in SETS:
+        logits, feats, _ = store(default_run, name, layer)
+        np.testing.assert_allclose(msp[name], softmax(logits, axis=1).max(1), rtol=1e-6)
+        np.testing.assert_allclose(energy[name], t * logsumexp(logits / t, axis=1), rtol=1e-6)
+        q = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        d2 = np.maximum((q**2).sum(1)[:, None] + (bank**2).sum(1)[None, :] - 2 * q @ bank.T, 0)
+        kth = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+        np.testing.assert_allclose(knn[name], -kth, atol=1e-5)
+
+
+def test_knn_beats_msp_on_average(default_run):
+    # average AUROC, KNN minus MSP, training seeds 1-5 here: +29.4, +23.3, +26.7, +38.8, +31.6 points; on another
+    # processor (issue 12) seeds 1-4: +36.0, +21.2, +33.7, +26.6
+    auroc = pd.read_csv(default_run / "results/ood_table.csv").set_index(["method", "ood_dataset"]).auroc
+    assert auroc["knn", "average"] > auroc["msp", "average"] + 10, auroc
+
+
+def test_prototypes_carry_their_class(default_run):
+    # target accuracy, training seeds 1-5: DeepDream 1.0 each, DeepInversion 1.0, 1.0, 1.0, 0.975, 1.0. Transfer to
+    # the probe is a measured result (README), not a bar: DeepDream 0.475-0.70, DeepInversion 0.175-0.35 here, and
+    # DeepInversion 0.10 (chance) on another processor.
     for method in ["deepdream", "deepinversion"]:
-        quality = json.loads((default_run / f"results/prototypes/shapes_resnet/{method}_quality.json").read_text())
-        assert quality["target_accuracy"] >= 0.95 and quality["probe_accuracy"] > quality["chance"], quality
+        quality = json.loads((default_run / f"results/prototypes/{TARGET}/{method}_quality.json").read_text())
+        assert quality["n"] == 40 and 0 <= quality["probe_accuracy"] <= 1, quality
+        assert quality["target_accuracy"] >= 0.95, quality
 
 
 def test_probing_names_the_permuted_units(default_run):
-    metrics = json.loads((default_run / "results/models/shapes_resnet/metrics.json").read_text())
+    metrics = json.loads((default_run / f"results/models/{TARGET}/metrics.json").read_text())
     assert metrics["classes"] != sorted(metrics["classes"])  # class_order_seed: units are not in folder order
-    report = json.loads((default_run / "results/probing/shapes_resnet/shapes_vgg/probing.json").read_text())
-    assert report["accuracy"] >= 0.8 and report["hungarian_accuracy"] >= 0.8, report
+    report = json.loads((default_run / f"results/probing/{TARGET}/shapes_vgg/probing.json").read_text())
+    # training seeds 1-5: accuracy 0.9, 0.9, 0.9, 1.0, 1.0; Hungarian 1.0 each (chance 0.1); 0.9 on another processor
+    assert report["accuracy"] >= 0.5 and report["hungarian_accuracy"] >= 0.7, report
 
 
 def test_knowledge_points_grow_from_first_to_last_layer(default_run):
-    curve = pd.read_csv(default_run / "results/emergence/shapes_resnet/knowledge_points.csv")
+    # training seeds 1-5: first layer 0 each, last layer 759, 696, 683, 688, 722 knowledge points
+    curve = pd.read_csv(default_run / f"results/emergence/{TARGET}/knowledge_points.csv")
     assert curve.knowledge_points.iloc[-1] > curve.knowledge_points.iloc[0], curve
 
 

@@ -46,6 +46,7 @@ def test_a_head_that_does_not_reproduce_the_logits_is_not_recorded(caplog):
 def test_preflight_names_method_and_store_without_last_layer(tmp_path, monkeypatch):
     from peekflow.features.store import StoreWriter
     from peekflow.preflight import last_layer_problems
+    from peekflow.replicas import expand
     from workflow import tiny_config
 
     config = tiny_config()
@@ -55,7 +56,7 @@ def test_preflight_names_method_and_store_without_last_layer(tmp_path, monkeypat
     writer = StoreWriter(store, 2, 3, {"layer4": 4}, {})
     writer.write(0, np.zeros((2, 3)), [-1, -1], ["a", "b"], {"layer4": np.zeros((2, 4))}, {"layer4": np.zeros((2, 4))})
     writer.finish()
-    problems = last_layer_problems(config)
+    problems = last_layer_problems(expand(config))
     assert len(problems) == 1 and problems[0].startswith("ood.methods.react: feature store results/features/"
                                                          "tiny_resnet/textures.h5 records no last layer")
     assert "snakemake -R extract_features" in problems[0]

@@ -2,12 +2,12 @@
 
 from test_config_checks import validated
 
-from peekflow import targets
+from peekflow import replicas, targets
 from workflow import tiny_config
 
 
 def test_tiny_config_asks_for_every_stage():
-    config = validated(tiny_config())
+    config = replicas.expand(validated(tiny_config()))
     out = targets.all_outputs(config)
     assert len(out) == len(set(out))
     methods = list(config["ood"]["methods"])
@@ -28,5 +28,5 @@ def test_absent_sections_ask_for_nothing():
         config.pop(section)
     for method in ("knn_deepinversion", "knn_deepdream"):
         config["ood"]["methods"].pop(method)
-    out = targets.all_outputs(validated(config))
+    out = targets.all_outputs(replicas.expand(validated(config)))
     assert not [p for p in out if not p.startswith(("results/ood", "results/models/"))], out

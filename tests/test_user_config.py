@@ -63,7 +63,7 @@ def test_rule_all_of_a_user_config_plans_only_its_sections(tmp_path):
     result = run_in(ROOT, "-n", "--configfile", str(user_config(tmp_path)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert planned_jobs(result) == {"extract_features": 3, "score_ood": 4, "gather_ood_scores": 2,
-                                    "plot_ood": 2, "make_ood_table": 1}
+                                    "plot_ood": 2, "make_ood_table": 1, "summarise_ood": 1}
 
 
 def test_several_config_files_combine_in_order(tmp_path):

@@ -157,9 +157,19 @@ def _data_and_models(config: dict, r: _References) -> None:
                 r.need("datasets", m["train"][key], f"models.{name}.train.{key}")
     for name in config.get("extract", {}).get("shards", {}):
         r.need("datasets", name, "extract.shards")
-    for key in ("target_model", "probe_model"):
-        if key in config:
-            r.need("models", config[key], key)
+    if "target_model" not in config and "target_models" not in config:
+        r.add("target_models: the config names no target model: set target_model or target_models")
+    if "target_model" in config and "target_models" in config:
+        r.add("target_models: give target_model or target_models, not both")
+    if "target_model" in config:
+        r.need("models", config["target_model"], "target_model")
+    for name in config.get("target_models", []):
+        r.need("models", name, "target_models")
+    if "probe_model" in config and r.need("models", config["probe_model"], "probe_model"):
+        probe = config["models"][config["probe_model"]]
+        if (probe.get("train") or {}).get("seeds") or isinstance(probe.get("checkpoint"), list):
+            r.add(f"probe_model: {config['probe_model']!r} has several replicas (train.seeds or a list of "
+                  "checkpoints); the probe must be one model")
 
 
 def _ood(config: dict, r: _References) -> None:
@@ -215,21 +225,23 @@ def caricature_dataset(config: dict) -> str:
 
 
 def _target_stages(config: dict, r: _References) -> None:
-    """labels, neurons and emergence read layers of the target from its feature stores."""
-    target = config["models"].get(config["target_model"])
-    if target is None:
-        return  # named by _data_and_models
-    stored = target["layers"]
+    """labels, neurons and emergence read layers of each target from its feature stores."""
+    from peekflow.replicas import target_names
 
-    def stored_layers(layers, where):
-        missing = [layer for layer in layers if layer not in stored]
-        if missing:
-            r.add(f"{where}: {missing} are not in models.{config['target_model']}.layers {stored} "
-                  "(the stage reads them from the feature store)")
+    targets = [t for t in (target_names(config) if "target_models" in config or "target_model" in config else [])
+               if t in config["models"]]  # the others are named by _data_and_models
+
+    def stored_layers(layers_of, where):
+        for target in targets:
+            stored = config["models"][target]["layers"]
+            missing = [layer for layer in layers_of(target) if layer not in stored]
+            if missing:
+                r.add(f"{where}: {missing} are not in models.{target}.layers {stored} "
+                      "(the stage reads them from the feature store)")
 
     labels = config.get("labels")
     if labels:
-        stored_layers(labels["layers"], "labels.layers")
+        stored_layers(lambda _: labels["layers"], "labels.layers")
         if "invert" in labels:
             block = labels["invert"]
             if r.need("datasets", block["dataset"], "labels.invert.dataset") and \
@@ -238,7 +250,7 @@ def _target_stages(config: dict, r: _References) -> None:
                       "own: name its attributes.csv here")
     if "neurons" in config:
         r.need("datasets", neuron_dataset(config), "neurons.dataset")
-        stored_layers(neuron_layers(config), "neurons.layers")
+        stored_layers(lambda target: neuron_layers(config, target), "neurons.layers")
     if "emergence" in config:
         r.need("datasets", config["emergence"]["dataset"], "emergence.dataset")
         layers = config["emergence"]["layers"]
@@ -246,9 +258,9 @@ def _target_stages(config: dict, r: _References) -> None:
             r.add(f"emergence.layers: repeat a layer: {layers}")
 
 
-def neuron_layers(config: dict) -> list[str]:
-    """Layers of the target whose channels get top-N images and patches (default: its configured layers)."""
-    return config["neurons"].get("layers") or config["models"][config["target_model"]]["layers"]
+def neuron_layers(config: dict, model: str) -> list[str]:
+    """Layers of a target whose channels get top-N images and patches (default: its configured layers)."""
+    return config["neurons"].get("layers") or config["models"][model]["layers"]
 
 
 def neuron_dataset(config: dict) -> str:

@@ -121,11 +121,11 @@ def model_problems(name: str, m: dict) -> list[str]:
     return problems
 
 
-def prototype_problems(config: dict) -> list[str]:
+def prototype_problems(config: dict, target: str) -> list[str]:
     """Class indices of the prototype methods exist in the target."""
     from peekflow.prototypes.batching import resolve_classes
 
-    num_classes = config["models"][config["target_model"]]["num_classes"]
+    num_classes = config["models"][target]["num_classes"]
     problems = []
     for method, settings in config.get("prototypes", {}).get("methods", {}).items():
         settings = settings or {}
@@ -134,17 +134,16 @@ def prototype_problems(config: dict) -> list[str]:
             resolve_classes(settings.get("classes", "all"), num_classes)
         except ValueError as err:
             problems.append(f"{key}.classes: {err}")
-        target = settings.get("target")
-        if target is not None and not (isinstance(target, int) and 0 <= target < num_classes):
-            problems.append(f"{key}.target: {target!r} is not a class index of {config['target_model']!r} "
-                            f"({num_classes} classes)")
+        index = settings.get("target")
+        if index is not None and not (isinstance(index, int) and 0 <= index < num_classes):
+            problems.append(f"{key}.target: {index!r} is not a class index of {target!r} ({num_classes} classes)")
     return problems
 
 
-def shape_problems(config: dict) -> list[str]:
-    """Settings that must fit the target's maps: the emergence grid fits every analysed layer's map (the message
+def shape_problems(config: dict, name: str) -> list[str]:
+    """Settings that must fit a target's maps: the emergence grid fits every analysed layer's map (the message
     gives the largest grid that fits all of them); a window of the patch search fits the input."""
-    target = config["models"][config["target_model"]]
+    target = config["models"][name]
     problems = []
     if "emergence" in config:
         block = config["emergence"]
@@ -171,7 +170,10 @@ def shape_problems(config: dict) -> list[str]:
 
 
 def input_problems(config: dict) -> list[str]:
-    """Every check of user inputs and model shapes, all problems at once, each naming its config key."""
+    """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
+    Takes the expanded config (peekflow.replicas): replicas of one trained model share their checks."""
+    from peekflow.replicas import SEP, base
+
     problems = []
     for name, spec in config["datasets"].items():
         if "path" in spec:
@@ -179,15 +181,21 @@ def input_problems(config: dict) -> list[str]:
                 check_image_folder(spec["path"])
             except (ValueError, FileNotFoundError) as err:
                 problems.append(f"datasets.{name}.path: {err}")
-    target_ok = True
+    broken, checked = set(), set()
     for name, m in config["models"].items():
+        if "train" in m and base(name) in checked:
+            continue  # another seed of a model already checked: the same architecture
+        checked.add(base(name))
         found = model_problems(name, m)
-        target_ok &= not (found and name == config["target_model"])
-        problems += found
-    problems += prototype_problems(config)
-    if target_ok:  # the shape checks build the target and read its layers
-        problems += shape_problems(config)
-    return problems + last_layer_problems(config)
+        if found:
+            broken.add(name)
+        problems += [p.replace(f"models.{name}", f"models.{base(name)} (replica {name})", 1) if SEP in name else p
+                     for p in found]
+    for target in config["target_models"]:
+        problems += prototype_problems(config, target)
+        if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
+            problems += shape_problems(config, target)
+    return list(dict.fromkeys(problems + last_layer_problems(config)))
 
 
 def last_layer_problems(config: dict) -> list[str]:
@@ -199,10 +207,10 @@ def last_layer_problems(config: dict) -> list[str]:
     from peekflow.features.store import open_store
     from peekflow.ood.base import detector_class
 
-    model, ood = config["target_model"], config["ood"]
-    layer = config["models"][model]["penultimate"]
-    problems = []
-    for method in dict.fromkeys(m for m, _ in ood_runs(config).values()):
+    ood, problems = config["ood"], []
+    for model, method in ((t, m) for t in config["target_models"] for m in dict.fromkeys(
+            m for m, _ in ood_runs(config).values())):
+        layer = config["models"][model]["penultimate"]
         try:
             cls = detector_class(method)
         except ValueError:

@@ -1,9 +1,15 @@
-"""What `rule all` asks for, from a validated workflow config: every output of each configured stage of the target
-model (a stage whose section is absent asks for nothing). Paths follow ../shared/DESIGN.md's layout."""
+"""What `rule all` asks for, from a validated, expanded workflow config (peekflow.replicas): every output of each
+configured stage for every target model (a stage whose section is absent asks for nothing), and the summaries over
+replicas. Paths follow ../shared/DESIGN.md's layout."""
 
 from __future__ import annotations
 
 from peekflow.config_checks import neuron_layers, ood_runs
+
+
+TABLES = {"ood": ["results/ood_table.csv", "results/ood_table.md"]}
+SUMMARIES = {stage: [f"results/{stage}_summary.csv", f"results/{stage}_summary.md"]
+             for stage in ("ood", "prototypes", "probing")}
 
 
 def _paths(pattern: str, **values: list) -> list[str]:
@@ -20,21 +26,21 @@ def trained_models(config: dict) -> list[str]:
 
 def ood_outputs(config: dict) -> list[str]:
     """The OOD table and the ROC curve and score histogram of every OOD method on the target model."""
-    figures = _paths("results/ood/{model}/figures/{method}_{kind}.png", model=[config["target_model"]],
+    figures = _paths("results/ood/{model}/figures/{method}_{kind}.png", model=config["target_models"],
                      method=list(ood_runs(config)), kind=["roc", "hist"])
-    return ["results/ood_table.csv", "results/ood_table.md", *figures]
+    return [*TABLES["ood"], *figures]
 
 
 def prototype_outputs(config: dict) -> list[str]:
     methods = sorted(config.get("prototypes", {}).get("methods", {}))
-    return _paths("results/prototypes/{model}/{proto}{suffix}", model=[config["target_model"]], proto=methods,
+    return _paths("results/prototypes/{model}/{proto}{suffix}", model=config["target_models"], proto=methods,
                   suffix=[".h5", ".png", "_quality.json"])
 
 
 def probing_outputs(config: dict) -> list[str]:
     if "probing" not in config:
         return []
-    return _paths("results/probing/{model}/{probe}/{name}", model=[config["target_model"]],
+    return _paths("results/probing/{model}/{probe}/{name}", model=config["target_models"],
                   probe=[config["probe_model"]], name=["similarity.csv", "similarity.png", "probing.json"])
 
 
@@ -42,15 +48,16 @@ def label_outputs(config: dict) -> list[str]:
     labels = config.get("labels")
     if not labels:
         return []
-    return _paths("results/neurons/{model}/{layer}/{method}.{ext}", model=[config["target_model"]],
+    return _paths("results/neurons/{model}/{layer}/{method}.{ext}", model=config["target_models"],
                   layer=labels["layers"], method=[m for m in ("dora", "invert") if m in labels], ext=["csv", "png"])
 
 
 def neuron_outputs(config: dict) -> list[str]:
     if "neurons" not in config:
         return []
-    return _paths("results/neurons/{model}/{layer}/{out}", model=[config["target_model"]],
-                  layer=neuron_layers(config), out=["topn.h5", "patches"])
+    return [path for model in config["target_models"]
+            for path in _paths("results/neurons/{model}/{layer}/{out}", model=[model],
+                               layer=neuron_layers(config, model), out=["topn.h5", "patches"])]
 
 
 def emergence_outputs(config: dict) -> list[str]:
@@ -59,11 +66,26 @@ def emergence_outputs(config: dict) -> list[str]:
         return []
     names = [f"{layer}.{ext}" for layer in config["emergence"]["layers"] for ext in ("h5", "png")]
     names += [f"knowledge_points.{ext}" for ext in ("csv", "json", "png")] + ["trajectory.h5", "trajectory.png"]
-    return _paths("results/emergence/{model}/{name}", model=[config["target_model"]], name=names)
+    return _paths("results/emergence/{model}/{name}", model=config["target_models"], name=names)
+
+
+def summary_reports(config: dict, stage: str) -> dict[str, str]:
+    """`<replica>/<what>` -> the per-replica JSON reports a summary reads: prototype quality per method, probing."""
+    if stage == "prototypes":
+        methods = sorted(config.get("prototypes", {}).get("methods", {}))
+        return {f"{m}/{p}": f"results/prototypes/{m}/{p}_quality.json" for m in config["target_models"] for p in methods}
+    return {f"{m}/{config['probe_model']}": f"results/probing/{m}/{config['probe_model']}/probing.json"
+            for m in config["target_models"]} if "probing" in config else {}
+
+
+def summaries(config: dict) -> list[str]:
+    """Mean and std over the replicas of each target (results/*_summary.csv, .md) of the configured stages."""
+    stages = ["ood"] + ["prototypes"] * bool(prototype_outputs(config)) + ["probing"] * bool(probing_outputs(config))
+    return [path for stage in stages for path in SUMMARIES[stage]]
 
 
 def all_outputs(config: dict) -> list[str]:
     """Everything `rule all` asks for."""
     models = _paths("results/models/{model}/metrics.json", model=trained_models(config))
-    return [*ood_outputs(config), *models, *prototype_outputs(config), *probing_outputs(config),
+    return [*ood_outputs(config), *summaries(config), *models, *prototype_outputs(config), *probing_outputs(config),
             *label_outputs(config), *neuron_outputs(config), *emergence_outputs(config)]

@@ -1,14 +1,16 @@
 # Helpers of the rules: config look-ups named for what they return, and one helper per file-path pattern. The config
 # is checked before any job: its schema in the Snakefile, its cross-references here (peekflow.config_checks), then,
 # once in the main process, its inputs and model shapes (peekflow.preflight). Every problem names its config key.
+import itertools
 import json
 import shlex
 
-from peekflow import config_checks, preflight, targets
+from peekflow import config_checks, preflight, replicas, targets
 from peekflow.config_checks import PROTOTYPE_COMMANDS
 from peekflow.ood.base import detector_class
 
 config_checks.check(config_checks.reference_problems(config))
+replicas.expand(config)  # a model with train.seeds or a list of checkpoints -> one model per replica
 if workflow.is_main_process:
     config_checks.check(preflight.input_problems(config), "config: inputs (checked before any job is submitted)")
 
@@ -109,8 +111,17 @@ def feature_shards(wildcards):
     return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
 
 
-def target_model():
-    return config["target_model"]
+def target_models():
+    return config["target_models"]
+
+
+def summary_reports(stage):
+    """The per-replica JSON reports that summarise_<stage> reads."""
+    return list(targets.summary_reports(config, stage).values())
+
+
+def named_reports(stage, paths):
+    return " ".join(f"{name}={path}" for name, path in zip(targets.summary_reports(config, stage), paths))
 
 
 def ood_eval_sets():

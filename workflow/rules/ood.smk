@@ -42,11 +42,7 @@ rule gather_ood_scores:
 
 rule make_ood_table:
     input:
-        scores=expand(
-            "results/ood/{model}/scores/{method}.h5",
-            model=target_model(),
-            method=ood_runs(),
-        ),
+        scores=expand("results/ood/{model}/scores/{method}.h5", model=target_models(), method=ood_runs()),
     output:
         csv="results/ood_table.csv",
         md="results/ood_table.md",
@@ -55,7 +51,10 @@ rule make_ood_table:
     benchmark:
         "results/benchmarks/make_ood_table.tsv"
     params:
-        scores=lambda w, input: " ".join(f"--scores {m}={p}" for m, p in zip(ood_runs(), input.scores)),
+        scores=lambda w, input: " ".join(
+            f"--scores {model}/{method}={path}"
+            for (model, method), path in zip(itertools.product(target_models(), ood_runs()), input.scores)
+        ),
         id_test=config["ood"]["id_test"],
         ood_sets=" ".join(config["ood"]["ood_sets"]),
         groups=ood_group_args(),

@@ -31,6 +31,7 @@ STAGES = {
     "gather-scores": "join one OOD method's score files (one per data set) into its score file",
     "table": "compute OOD metrics for every method and OOD set into the OOD table",
     "plot-ood": "ROC curves and score histograms of one OOD method's score file",
+    "summarise": "mean, std and n over the replicas (seeds) of each model: OOD table, prototype quality, probing",
     "emergence": "emergence of visual patterns: sample/regional embeddings and knowledge points per layer",
     "emergence-trajectory": "PGD attack on analysed images: their embeddings and knowledge points step by step",
 }

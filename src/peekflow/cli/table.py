@@ -19,8 +19,8 @@ Example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scores", action="append", required=True, metavar="METHOD=FILE",
-                        help="method name and its score file; repeat for each method (rows keep this order)")
+    parser.add_argument("--scores", action="append", required=True, metavar="[MODEL/]METHOD=FILE",
+                        help="model and method name and their score file; repeat for each (rows keep this order)")
     parser.add_argument("--id", required=True, dest="id_name", help="name of the ID data set in the score files")
     parser.add_argument("--ood", nargs="+", required=True, help="names of the OOD data sets")
     parser.add_argument("--group", action="append", default=[], metavar="NAME=SET,SET",

@@ -2,7 +2,7 @@
 OOD sets (ood.groups, e.g. near / far as in OpenOOD v1.5), an "average_<group>" row per group; metrics in percent.
 
 Long form (CSV), columns:
-  method, ood_dataset                 the row's method (the name given for its score file) and OOD data set
+  model, method, ood_dataset          the row's model, method (the name given for its score file) and OOD data set
   auroc, fpr95, fpr95_openood,        metrics (peekflow.metrics has the exact definitions); fpr95 is the classic
   aupr_in, aupr_out                   figure of the PEEK / KNN / Energy papers (share of OOD accepted while 95% of ID
                                       is kept), fpr95_openood OpenOOD v1.5's (share of ID rejected at 95% OOD recall)
@@ -37,7 +37,7 @@ from peekflow.ood.scoring import read_scores
 
 SETTING_KEYS = ["k", "bank", "temperature", "epsilon", "setting"]
 OWN_COLUMNS = {"k", "temperature", "epsilon"}  # swept settings with a column of their own
-COLUMNS = ["method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS]
+COLUMNS = ["model", "method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS]
 AVERAGE = "average"
 CONVENTIONS = (
     "Scores: higher = more in-distribution (ID) for every method; metrics in percent; AUROC takes ID as positive; "
@@ -83,8 +83,10 @@ def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_nam
                 n_bootstrap: int = 1000, seed: int = 0, groups: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Metrics of every method (score file) against every OOD data set, ID = data set `id_name`.
 
-    `n_bootstrap` resamples (0: none, CI columns empty) seeded by `seed` give the confidence intervals; `groups`
-    (name -> OOD sets) add an average_<name> row per method after the per-set rows, before the overall average.
+    Keys of `score_files` are `<model>/<method>` (or `<method>`: model left empty). `n_bootstrap` resamples (0: none,
+    CI columns empty) seeded by `seed` give the confidence intervals; every model's rows use the same resamples.
+    `groups` (name -> OOD sets) add an average_<name> row per method after the per-set rows, before the overall
+    average.
     """
     groups = groups or {}
     for group, names in groups.items():
@@ -99,12 +101,14 @@ def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_nam
     if n_bootstrap < 0:
         raise ValueError(f"table: n_bootstrap must be >= 0, got {n_bootstrap}")
     rows = []
-    for method, path in score_files.items():
+    for key, path in score_files.items():
+        model, _, method = key.rpartition("/")
         scores = read_scores(path, [id_name, *ood_names])
         settings = method_settings(path)
         per_set, resamples = [], []
         for stream, name in enumerate(ood_names):
-            row = {"method": method, "ood_dataset": name, **ood_metrics(scores[id_name], scores[name]), **settings}
+            row = {"model": model, "method": method, "ood_dataset": name, **ood_metrics(scores[id_name], scores[name]),
+                   **settings}
             if n_bootstrap:
                 resamples.append(bootstrap_metrics(scores[id_name], scores[name], n_bootstrap, seed, stream))
                 row.update(_intervals(resamples[-1]))
@@ -143,18 +147,20 @@ def _settings_label(row) -> str:
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Methods as rows; per OOD set (in table order) an FPR95 and an AUROC column, then the group averages, the
-    overall average last."""
+    """Methods as rows (per model, with a model column when there are several); per OOD set (in table order) an
+    FPR95 and an AUROC column, then the group averages, the overall average last."""
     sets = list(dict.fromkeys(df.ood_dataset))
     sets = [s for s in sets if s != AVERAGE] + [AVERAGE]  # average_<group> rows already follow the sets
-    by_row = df.set_index(["method", "ood_dataset"])
+    by_row = df.set_index(["model", "method", "ood_dataset"])
+    several = df.model.nunique() > 1
     rows = []
-    for method in dict.fromkeys(df.method):
-        first = by_row.loc[(method, sets[0])]
-        row = {"method": method, "settings": _settings_label(first)}
+    for model, method in dict.fromkeys(zip(df.model, df.method)):
+        first = by_row.loc[(model, method, sets[0])]
+        row = {"model": model} if several else {}
+        row.update(method=method, settings=_settings_label(first))
         for name in sets:
-            row[f"{name} FPR95↓"] = by_row.loc[(method, name), "fpr95"]
-            row[f"{name} AUROC↑"] = by_row.loc[(method, name), "auroc"]
+            row[f"{name} FPR95↓"] = by_row.loc[(model, method, name), "fpr95"]
+            row[f"{name} AUROC↑"] = by_row.loc[(model, method, name), "auroc"]
         rows.append(row)
     return pd.DataFrame(rows)
 
