@@ -128,3 +128,24 @@ def test_plot_ood_cli(score_files, tmp_path, capsys):
     assert cli.main([*args[:6], "svhn", *args[8:]]) == 1
     assert "has no data set(s) ['svhn']" in capsys.readouterr().err
     assert cli.main([*args, "--bins", "0"]) == 1 and "bins must be >= 1" in capsys.readouterr().err
+
+
+def test_group_averages_sit_beside_the_overall_one(score_files, tmp_path):
+    df = build_table(score_files, "val", OOD, n_bootstrap=20, groups={"near": ["textures"], "far": ["noise"]})
+    msp = df[df.method == "msp"].set_index("ood_dataset")
+    assert list(msp.index) == [*OOD, "average_near", "average_far", "average"]
+    assert msp.auroc["average_near"] == msp.auroc["textures"] and msp.n_ood["average_far"] == 20
+    assert msp.auroc_lo["average_near"] == msp.auroc_lo["textures"]  # the mean of one set's resamples is its own
+    assert np.isclose(msp.auroc["average"], (msp.auroc["average_near"] + msp.auroc["average_far"]) / 2)
+    write_table(df, tmp_path / "t.csv", tmp_path / "t.md")
+    header = (tmp_path / "t.md").read_text().split("\n")[3]
+    assert header.index("average_near AUROC") < header.index("average_far AUROC") < header.index(" average AUROC")
+    with pytest.raises(ValueError, match="group 'near' must name some of the OOD data sets"):
+        build_table(score_files, "val", OOD, n_bootstrap=0, groups={"near": ["svhn"]})
+
+
+def test_swept_settings_show_in_the_setting_column(tmp_path):
+    files = {"react_percentile85": write_scores(tmp_path / "r.h5", "react", {"percentile": 85.0},
+                                                "results/features/m/shapes_train.h5")}
+    row = build_table(files, "val", OOD, n_bootstrap=0).iloc[0]
+    assert (row.setting, row.bank) == ("percentile=85", "shapes_train")

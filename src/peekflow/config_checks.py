@@ -14,6 +14,7 @@ Two passes, each reporting every problem at once, each problem naming its full c
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 from pathlib import Path
 
@@ -78,17 +79,32 @@ def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
     return found + [p for p in schema_problems(config, schema) if p.split(": ", 1)[0] not in seen]
 
 
+def swept_settings(method: str, settings: dict) -> list[str]:
+    """The settings of `method` given as lists that it sweeps (its detector's `sweeps`; for a method the registry
+    does not know, reported elsewhere: every list)."""
+    try:
+        sweeps = detector_class(method).sweeps
+    except ValueError:
+        sweeps = tuple(settings)
+    return [key for key in sweeps if isinstance(settings.get(key), list)]
+
+
+def _label(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:
-    """The OOD table's score files: run name -> (method, settings). A list of k (KNN methods) is a sweep: one run per
-    k, named <method>_k<k>; otherwise the run is named after its method."""
+    """The OOD table's score files: run name -> (method, settings). A list under a setting the method sweeps (its
+    detector's `sweeps`: k of knn*, percentile of react, ...) gives one run per value, named <method>_<key><value>
+    (knn_k1, react_percentile85; several swept settings: every combination); otherwise the run is named after its
+    method."""
     runs = {}
     for method, settings in config["ood"]["methods"].items():
         settings = dict(settings or {})
-        if isinstance(settings.get("k"), list):
-            for k in settings["k"]:
-                runs[f"{method}_k{k}"] = (method, {**settings, "k": k})
-        else:
-            runs[method] = (method, settings)
+        swept = swept_settings(method, settings)
+        for values in itertools.product(*(settings[key] for key in swept)):
+            name = method + "".join(f"_{key}{_label(value)}" for key, value in zip(swept, values))
+            runs[name] = (method, {**settings, **dict(zip(swept, values))})
     return runs
 
 
@@ -165,8 +181,13 @@ def _ood(config: dict, r: _References) -> None:
     if ood["id_train"] == ood["id_test"]:
         r.add("ood.id_test: must differ from ood.id_train (the KNN bank must not hold test images)")
     for method, settings in ood["methods"].items():
-        if (settings or {}).get("k") == []:
-            r.add(f"ood.methods.{method}.k: is an empty list")
+        for key in swept_settings(method, settings or {}):
+            if settings[key] == []:
+                r.add(f"ood.methods.{method}.{key}: is an empty list")
+    for group, names in (ood.get("groups") or {}).items():
+        for name in names:
+            if name not in ood["ood_sets"]:
+                r.add(f"ood.groups.{group}: names {name!r}, which is not one of ood.ood_sets {ood['ood_sets']}")
     prototypes = config.get("prototypes", {}).get("methods", {})
     for method, settings in ood_runs(config).values():
         try:

@@ -64,3 +64,17 @@ def plain_attrs(obj, skip=()) -> dict:
     import numpy as np
 
     return {k: v.item() if isinstance(v, np.generic) else v for k, v in obj.attrs.items() if k not in skip}
+
+
+def generated_file(path: str | os.PathLike, wanted: str, check: bool, command: str) -> int:
+    """Write a generated file, or with `check` return 1 (saying which `command` regenerates it) if it differs."""
+    path = Path(path)
+    if check:
+        if not path.exists() or path.read_text() != wanted:
+            import sys
+
+            print(f"{path} differs from the generated file: run {command}", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(wanted)
+    return 0

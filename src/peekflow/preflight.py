@@ -239,4 +239,40 @@ def input_problems(config: dict) -> list[str]:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
                                 f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems))
+    return list(dict.fromkeys(problems + last_layer_problems(config)))
+
+
+def last_layer_problems(config: dict) -> list[str]:
+    """OOD methods that need the classifier's last layer (W, b) against the target's feature stores made already: a
+    store without it (made before stores recorded it) fails here, before any job, naming method, store and remedy.
+    Stores still to be made record it at extraction (or the scoring job fails at its start, naming the same)."""
+    from peekflow.config_checks import ood_runs
+    from peekflow.features.last_layer import LastLayer
+    from peekflow.features.store import open_store
+    from peekflow.ood.base import detector_class
+
+    ood, problems = config["ood"], []
+    for model, method in ((t, m) for t in config["target_models"] for m in dict.fromkeys(
+            m for m, _ in ood_runs(config).values())):
+        layer = config["models"][model]["penultimate"]
+        try:
+            cls = detector_class(method)
+        except ValueError:
+            continue  # named by the reference checks
+        if not cls.needs_last_layer:
+            continue
+        fit = f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else ood["id_train"]
+        for dataset in [*([fit] if cls.needs_fit else []), ood["id_test"], *ood["ood_sets"]]:
+            path = Path("results/features") / model / f"{dataset}.h5"
+            try:
+                with open_store(path) as h5:
+                    recorded = LastLayer.read(h5, layer) is not None
+            except (OSError, ValueError):
+                continue  # not made yet (or unreadable: its extraction reruns)
+            if not recorded:
+                problems.append(
+                    f"ood.methods.{method}: feature store {path} records no last layer (W, b) for {model}'s "
+                    f"penultimate layer {layer!r}, which {method} needs; re-extract it with this peekflow "
+                    f"(snakemake -R extract_features, or delete the store): extraction records the nn.Linear that maps "
+                    f"{layer}'s pooled features to the logits")
+    return problems

@@ -132,6 +132,12 @@ def ood_runs():
     return config_checks.ood_runs(config)
 
 
+def ood_group_args():
+    """--group NAME=SET,SET arguments of `peekflow table` (ood.groups; none: no group rows)."""
+    groups = config["ood"].get("groups", {})
+    return " ".join(f"--group {name}={','.join(sets)}" for name, sets in groups.items())
+
+
 def ood_run_method(run):
     return ood_runs()[run][0]
 

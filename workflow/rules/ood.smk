@@ -1,4 +1,4 @@
-# OOD scores per method (per k of a KNN sweep) on the target model, then the table (higher score = more ID). Each job
+# OOD scores per method (per value of a swept setting) on the target model, then the table (higher score = more ID). Each job
 # scores one data set, so an added OOD set is scored without rescoring the others; gather_ood_scores joins a method's
 # data sets into the score file that the table and the plots read.
 
@@ -57,9 +57,10 @@ rule make_ood_table:
         ),
         id_test=config["ood"]["id_test"],
         ood_sets=" ".join(config["ood"]["ood_sets"]),
+        groups=ood_group_args(),
         n_bootstrap=config["ood"]["table"]["n_bootstrap"],
         seed=config["ood"]["table"]["seed"],
     shell:
-        "peekflow table {params.scores} --id {params.id_test} --ood {params.ood_sets}"
+        "peekflow table {params.scores} --id {params.id_test} --ood {params.ood_sets} {params.groups}"
         " --n-bootstrap {params.n_bootstrap} --seed {params.seed}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -9,7 +9,7 @@ from peekflow.cli.score import named_paths
 
 HELP = """Compute AUROC, FPR@95 (classic and OpenOOD), AUPR-In/Out for every method and OOD data set, with 95%
 percentile-bootstrap confidence intervals of AUROC and FPR@95 and the methods' k / bank / T / eps settings (CSV),
-and a paper-style markdown table (methods as rows, FPR95/AUROC per OOD set and their average).
+and a paper-style markdown table (methods as rows, FPR95/AUROC per OOD set, per group of sets and their average).
 
 Score files must hold the ID data set and every OOD data set; higher score = more in-distribution.
 Example:
@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model and method name and their score file; repeat for each (rows keep this order)")
     parser.add_argument("--id", required=True, dest="id_name", help="name of the ID data set in the score files")
     parser.add_argument("--ood", nargs="+", required=True, help="names of the OOD data sets")
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=SET,SET",
+                        help="a group of OOD sets (e.g. near=novel_shapes): an average_NAME row per method; repeat")
     parser.add_argument("--n-bootstrap", type=int, default=1000,
                         help="bootstrap resamples for the confidence intervals (0: no intervals; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from peekflow.ood.table import build_table, write_table
 
-    df = build_table(named_paths(args.scores, "--scores"), args.id_name, args.ood, args.n_bootstrap, args.seed)
+    groups = {name: sets.split(",") for name, sets in named_paths(args.group, "--group").items()}
+    df = build_table(named_paths(args.scores, "--scores"), args.id_name, args.ood, args.n_bootstrap, args.seed, groups)
     write_table(df, args.out_csv, args.out_md)
 
 

@@ -3,7 +3,8 @@
 Forward hooks record the configured layers; each batch's spatial means and maxima go straight to the store, so memory
 stays O(batch) whatever the data set size. Mixed precision (`amp`) runs only on CUDA, and stores stay float32.
 `maps` (default none) also stores whole spatial maps [N,C,H,W] of the layers it names, as float16 (`maps/<layer>`),
-for stages that look at image regions (emergence).
+for stages that look at image regions (emergence). The classifier's last layer (W, b) is recorded where it maps
+a recorded layer's pooled features to the logits, checked on the first batch (peekflow.features.last_layer).
 
 Resumable: the store is built as `<out>.partial`, which records after each flushed batch how many images are done; a
 rerun whose model weights, image list, settings, device and attributes are the same continues from there (anything
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from peekflow.data.folder import ImageFolder, Preprocessing, collate
+from peekflow.features.last_layer import find_last_layer
 from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
 from peekflow.models.layers import pool, record_layers
@@ -109,8 +111,10 @@ def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device
                     if writer is None:
                         channels = {name: mean.shape[1] for name, (mean, _) in pooled.items()}
                         shapes = {name: tuple(m.shape[1:]) for name, m in maps.items()}
+                        last = find_last_layer(model, {n: mean for n, (mean, _) in pooled.items()}, logits,
+                                               tolerance=1e-2 if amp else 1e-4)
                         writer = StoreWriter(out, len(dataset), logits.shape[1], channels, attrs, maps=shapes,
-                                             resume_key=key)
+                                             resume_key=key, last_layer=last)
                     writer.write(
                         row,
                         logits.float().cpu().numpy(),

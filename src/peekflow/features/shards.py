@@ -13,6 +13,7 @@ import json
 import h5py
 import numpy as np
 
+from peekflow.features.last_layer import LAST_LAYER, LastLayer
 from peekflow.features.store import StoreError, StoreWriter, open_store
 from peekflow.io import plain_attrs
 
@@ -32,6 +33,7 @@ def merge_shards(paths: list, out, block_bytes: int = 1 << 26) -> int:
         shards = [stack.enter_context(open_store(p)) for p in paths]
         first = shards[0]
         names = datasets(first)
+        last_layer = LastLayer.read(first)
         expected_start = 0
         for i, (path, h5) in enumerate(zip(paths, shards)):
             if SHARD_ATTR not in h5.attrs:
@@ -43,7 +45,7 @@ def merge_shards(paths: list, out, block_bytes: int = 1 << 26) -> int:
             expected_start = shard["rows"][1]
             differ = sorted(k for k in {*h5.attrs, *first.attrs} - PER_STORE
                             if not np.array_equal(h5.attrs.get(k), first.attrs.get(k)))
-            if differ or datasets(h5) != names:
+            if differ or datasets(h5) != names or not same_last_layer(LastLayer.read(h5), last_layer):
                 raise StoreError(f"feature store {path} differs from {paths[0]} in {differ or 'its data sets'}")
         if expected_start != shard["of"]:
             raise StoreError(f"shards {paths} cover rows 0:{expected_start} of {shard['of']}")
@@ -52,7 +54,7 @@ def merge_shards(paths: list, out, block_bytes: int = 1 << 26) -> int:
         attrs = plain_attrs(first, skip=PER_STORE)
         channels = {layer: first[f"features/{layer}"].shape[1] for layer in first["features"]}
         maps = {layer: first[f"maps/{layer}"].shape[1:] for layer in first.get("maps", {})}
-        writer = StoreWriter(out, n, first["logits"].shape[1], channels, attrs, maps=maps)
+        writer = StoreWriter(out, n, first["logits"].shape[1], channels, attrs, maps=maps, last_layer=last_layer)
         try:
             row = 0
             for h5 in shards:
@@ -73,8 +75,15 @@ def merge_shards(paths: list, out, block_bytes: int = 1 << 26) -> int:
 
 
 def datasets(h5: h5py.File) -> dict[str, tuple]:
-    """Data set name -> (shape less rows, dtype)."""
+    """Data set name -> (shape less rows, dtype), of the per-row data sets (not the last layer: one per store)."""
     found = {}
     h5.visititems(lambda name, obj: found.__setitem__(name, (obj.shape[1:], obj.dtype))
-                  if isinstance(obj, h5py.Dataset) else None)
+                  if isinstance(obj, h5py.Dataset) and not name.startswith(LAST_LAYER + "/") else None)
     return found
+
+
+def same_last_layer(a: LastLayer | None, b: LastLayer | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.module, a.input) == (b.module, b.input) and np.array_equal(a.weight, b.weight) and \
+        np.array_equal(a.bias, b.bias)

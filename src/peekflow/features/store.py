@@ -2,9 +2,12 @@
 
 Layout (DESIGN.md): `logits` [N,K] float32, `labels` [N] int64 (-1 = not one of the model's classes), `paths` [N]
 utf-8, `features/<layer>` [N,C] spatial mean, `maxact/<layer>` [N,C] spatial max, optionally `maps/<layer>` [N,C,H,W]
-float16 (whole spatial maps, only where extraction asks for them), attributes describing model, data set and
-preprocessing, and `complete=True` written last. The file is built as `<store>.partial` and renamed, so a killed
-job never leaves a store that looks whole; the partial file records how many rows are done, for a rerun to continue.
+float16 (whole spatial maps, only where extraction asks for them), optionally `last_layer/weight` [K,D] and
+`last_layer/bias` [K] (the classifier's last layer, recorded only where extraction verified that it maps the pooled
+features of layer `last_layer.attrs["input"]` to the stored logits; peekflow.features.last_layer), attributes
+describing model, data set and preprocessing, and `complete=True` written last. The file is built as
+`<store>.partial` and renamed, so a killed job never leaves a store that looks whole; the partial file records how
+many rows are done, for a rerun to continue.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from peekflow.features.last_layer import LAST_LAYER, LastLayer
 from peekflow.io import IncompleteFileError, open_complete_h5, plain_attrs
 
 STR = h5py.string_dtype("utf-8")
@@ -43,7 +47,8 @@ class StoreWriter:
     the progress `done` after each batch, and `StoreWriter.reopen` continues a killed run whose key is the same."""
 
     def __init__(self, path, n: int, num_classes: int, channels: dict[str, int], attrs: dict,
-                 maps: dict[str, tuple[int, int, int]] | None = None, resume_key: dict | None = None):
+                 maps: dict[str, tuple[int, int, int]] | None = None, resume_key: dict | None = None,
+                 last_layer: LastLayer | None = None):
         self.path, self.n, self.done = Path(path), n, None
         self.partial = partial_path(self.path)
         self.partial.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,8 @@ class StoreWriter:
             rows = max(1, min(n, (1 << 20) // (2 * int(np.prod(shape)))))  # ~1 MB chunks of whole rows
             self.h5.create_dataset(f"maps/{layer}", (n, *shape), "float16", chunks=(rows, *shape),
                                    maxshape=(None, *shape), dcpl=allocated_early())
+        if last_layer is not None:
+            last_layer.write(self.h5)
         self._set_attrs(attrs)
         self.h5.attrs["complete"] = False
         if resume_key is not None:
@@ -152,7 +159,7 @@ class StoreWriter:
     def _row_datasets(self) -> list[str]:
         names = []
         self.h5.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        return names
+        return [n for n in names if not n.startswith(LAST_LAYER + "/")]
 
     def abort(self) -> None:
         """Close after a failure; keep the partial store if a rerun can continue it."""
@@ -177,7 +184,8 @@ def open_store(path) -> h5py.File:
 
 @dataclass
 class FeatureSet:
-    """What OOD detectors see of one store: logits, one layer's pooled features, labels and paths."""
+    """What OOD detectors see of one store: logits, one layer's pooled features, labels and paths, and the
+    classifier's last layer (`last_layer`: W [K,D], b [K]) where the store records it for that layer."""
 
     name: str
     logits: np.ndarray
@@ -185,6 +193,8 @@ class FeatureSet:
     labels: np.ndarray
     paths: list[str] = field(repr=False)
     attrs: dict = field(default_factory=dict, repr=False)
+    last_layer: LastLayer | None = field(default=None, repr=False)
+    source: str = field(default="", repr=False)  # the store's path, for messages
 
 
 def load_feature_set(path, layer: str | None = None, name: str | None = None) -> FeatureSet:
@@ -204,6 +214,8 @@ def load_feature_set(path, layer: str | None = None, name: str | None = None) ->
             labels=h5["labels"][:],
             paths=[p.decode() if isinstance(p, bytes) else p for p in h5["paths"][:]],
             attrs=plain_attrs(h5),
+            last_layer=LastLayer.read(h5, layer) if layer is not None else None,
+            source=str(path),
         )
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 
 _REGISTRY: dict[str, type["Detector"]] = {}
-_NOT_DETECTORS = {"base", "neighbours", "plots", "scoring", "table"}
+_NOT_DETECTORS = {"base", "catalogue", "neighbours", "plots", "posthoc", "scoring", "table"}
+PROTOTYPE_BANKS = {"deepinversion": "DeepInversion", "deepdream": "DeepDream"}  # data-free banks (prototype files)
 
 
 class Detector:
@@ -33,6 +34,7 @@ class Detector:
     name: ClassVar[str] = ""
     needs_fit: ClassVar[bool] = False  # needs a store to fit on (the ID training store, or a prototype bank)
     uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
+    needs_last_layer: ClassVar[bool] = False  # needs the classifier's last layer W, b recorded in the stores
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
@@ -64,6 +66,22 @@ def register(name: str):
             raise ValueError(f"OOD method {name!r} registered twice ({first}, {cls.__qualname__})")
         cls.name = name
         _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def register_with_banks(name: str):
+    """Class decorator: register `name` (fitted on the ID training store) and, for every prototype bank B of
+    PROTOTYPE_BANKS, `name_B`: the same method fitted on the features of the target's B prototypes (data-free)."""
+
+    def decorate(cls):
+        register(name)(cls)
+        for bank, title in PROTOTYPE_BANKS.items():
+            doc = f"{name} fitted on a data-free bank: the features of the target's {title} prototypes."
+            variant = type(f"{cls.__name__}{title}", (cls,), {"prototype_bank": bank, "__doc__": doc,
+                                                              "__module__": cls.__module__})
+            register(f"{name}_{bank}")(variant)
         return cls
 
     return decorate

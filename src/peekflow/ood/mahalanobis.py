@@ -8,6 +8,7 @@ features, without the paper's input perturbation and layer ensemble (as in PEEK'
 
 Fitted on the labelled rows of the ID training store (labels -1 are left out). Computed in float64 in whitened
 coordinates (Sigma^+ = W W^T from an eigen-decomposition, z = x W), queries in chunks of `batch_size`. Higher = more ID.
+`mahalanobis_deepinversion` / `mahalanobis_deepdream` fit on the features of the target's prototypes instead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import logging
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, check_disjoint, checked_features, positive_number, register, resolved_paths
+from peekflow.ood.base import (Detector, check_disjoint, checked_features, positive_number, register_with_banks,
+                               resolved_paths)
 
 log = logging.getLogger("peekflow")
 
@@ -44,21 +46,21 @@ def pinv_root(cov: np.ndarray) -> np.ndarray:
     return vectors[:, keep] / np.sqrt(values[keep])
 
 
-@register("mahalanobis")
+@register_with_banks("mahalanobis")
 class Mahalanobis(Detector):
     needs_fit = True
     uses_features = True
     settings_help = {"batch_size": "rows scored together"}
 
     def __init__(self, batch_size: int = 4096):
-        self.batch_size = int(positive_number(batch_size, "mahalanobis: batch_size", integer=True))
+        self.batch_size = int(positive_number(batch_size, f"{self.name}: batch_size", integer=True))
         self._whitened_means = None
 
     def fit(self, train: FeatureSet) -> "Mahalanobis":
         labels = np.asarray(train.labels)
         known = labels >= 0
         if not known.any():
-            raise ValueError(f"mahalanobis: the fit store {train.name!r} has no class labels (all -1): it must be "
+            raise ValueError(f"{self.name}: the fit store {train.name!r} has no class labels (all -1): it must be "
                              "the labelled ID training store")
         x = checked_features(train)
         classes, means, cov = class_means_and_tied_covariance(x, labels)
@@ -75,17 +77,17 @@ class Mahalanobis(Detector):
         self._whitened_means = means @ self._w
         self._means_sq = (self._whitened_means**2).sum(1)
         self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))
-        log.info("mahalanobis: %d classes, %d x %d features of %r, covariance rank %d", len(classes),
+        log.info("%s: %d classes, %d x %d features of %r, covariance rank %d", self.name, len(classes),
                  int(known.sum()), x.shape[1], train.name, self._w.shape[1])
         return self
 
     def score(self, data: FeatureSet) -> np.ndarray:
         if self._whitened_means is None:
-            raise RuntimeError("mahalanobis: call fit(train) with the ID training store before score()")
-        check_disjoint("mahalanobis", self._fit_paths, self._fit_name, data)
+            raise RuntimeError(f"{self.name}: call fit(train) with the ID training store before score()")
+        check_disjoint(self.name, self._fit_paths, self._fit_name, data)
         x = checked_features(data)
         if x.shape[1] != self._w.shape[0]:
-            raise ValueError(f"mahalanobis: {data.name!r} has {x.shape[1]} feature channels, the fit store "
+            raise ValueError(f"{self.name}: {data.name!r} has {x.shape[1]} feature channels, the fit store "
                              f"{self._w.shape[0]}")
         out = np.empty(len(x), dtype=np.float64)
         for start in range(0, len(x), self.batch_size):

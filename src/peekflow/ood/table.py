@@ -1,4 +1,5 @@
-"""The OOD table: one row per (method, OOD data set) plus an "average" row per method, metrics in percent.
+"""The OOD table: one row per (method, OOD data set) plus an "average" row per method and, where the config groups the
+OOD sets (ood.groups, e.g. near / far as in OpenOOD v1.5), an "average_<group>" row per group; metrics in percent.
 
 Long form (CSV), columns:
   model, method, ood_dataset          the row's model, method (the name given for its score file) and OOD data set
@@ -8,12 +9,16 @@ Long form (CSV), columns:
   n_id, n_ood                         sample counts
   auroc_lo, auroc_hi, fpr95_lo,       95% percentile-bootstrap confidence intervals (ID and OOD resampled
   fpr95_hi                            separately; empty when the bootstrap is off)
-  k, bank, temperature, epsilon       the method's settings as stored in its score file, empty where they do not
-                                      apply: k and bank (the reference bank) for knn*, T for energy/odin, eps for odin
+  k, bank, temperature, epsilon,      the method's settings as stored in its score file, empty where they do not
+  setting                             apply: k for knn* and nnguide*, bank (the fitting data: fit store or prototypes)
+                                      for fitted methods, T for energy/odin/gradnorm, eps for odin, `setting` the
+                                      other settings the method sweeps (e.g. percentile=90)
 The average row holds the mean of each metric over the OOD data sets, the common n_id and the summed n_ood; its CI
-is the percentile interval of the per-resample mean (the OOD sets share the ID resamples).
+is the percentile interval of the per-resample mean (the OOD sets share the ID resamples); a group's row likewise
+over the group's sets.
 
-The markdown table is paper style: methods as rows, FPR95 / AUROC column pairs per OOD set, then their average.
+The markdown table is paper style: methods as rows, FPR95 / AUROC column pairs per OOD set, then each group's average
+and the overall average.
 Scores: higher = more in-distribution (ID) for every method.
 """
 
@@ -30,7 +35,8 @@ from peekflow.io import atomic_path, open_complete_h5
 from peekflow.metrics import BOOTSTRAP_KEYS, CI_KEYS, METRIC_KEYS, bootstrap_metrics, ood_metrics, percentile_ci
 from peekflow.ood.scoring import read_scores
 
-SETTING_KEYS = ["k", "bank", "temperature", "epsilon"]
+SETTING_KEYS = ["k", "bank", "temperature", "epsilon", "setting"]
+OWN_COLUMNS = {"k", "temperature", "epsilon"}  # swept settings with a column of their own
 COLUMNS = ["model", "method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS]
 AVERAGE = "average"
 CONVENTIONS = (
@@ -41,42 +47,51 @@ CONVENTIONS = (
 )
 
 
-def _prototype_bank(method: str) -> str | None:
-    """The prototypes a registered method fits on (None for other methods, and for names it does not know)."""
+def _detector(method: str):
+    """The registered detector class of `method` (None for names the registry does not know)."""
     from peekflow.ood.base import detector_class
 
     try:
-        return detector_class(method).prototype_bank
+        return detector_class(method)
     except ValueError:
         return None
 
 
 def method_settings(path: str | os.PathLike) -> dict:
-    """k, bank, temperature, epsilon of a score file's method (None where they do not apply)."""
+    """k, bank, temperature, epsilon, setting of a score file's method (None where they do not apply)."""
     with open_complete_h5(path, "score file", "rerun its scoring") as h5:
         method = str(h5.attrs.get("method", ""))
         settings = json.loads(h5.attrs.get("settings", "{}"))
         fit_store = str(h5.attrs.get("fit_store", ""))
     out = dict.fromkeys(SETTING_KEYS)
-    if "k" in settings:  # the KNN methods
-        out["k"] = settings["k"]
-        # the bank: the method's prototypes (knn_deepinversion), else the fit store (shapes_train), sampled?
-        bank = _prototype_bank(method) or (Path(fit_store).stem if fit_store else None)
-        if bank and settings.get("samples_per_class"):
+    cls = _detector(method)
+    out["k"] = settings.get("k")
+    if fit_store:  # the bank: the method's prototypes (knn_deepinversion), else the fit store (shapes_train), sampled?
+        bank = (cls.prototype_bank if cls else None) or Path(fit_store).stem
+        if settings.get("samples_per_class"):
             bank += f" ({settings['samples_per_class']}/class)"
         out["bank"] = bank
     out["temperature"] = settings.get("temperature")
     out["epsilon"] = settings.get("epsilon")
+    swept = [key for key in (cls.sweeps if cls else ()) if key not in OWN_COLUMNS and key in settings]
+    out["setting"] = ", ".join(f"{key}={settings[key]:g}" if isinstance(settings[key], float)
+                               else f"{key}={settings[key]}" for key in swept) or None
     return out
 
 
 def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_names: list[str],
-                n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+                n_bootstrap: int = 1000, seed: int = 0, groups: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Metrics of every method (score file) against every OOD data set, ID = data set `id_name`.
 
     Keys of `score_files` are `<model>/<method>` (or `<method>`: model left empty). `n_bootstrap` resamples (0: none,
     CI columns empty) seeded by `seed` give the confidence intervals; every model's rows use the same resamples.
+    `groups` (name -> OOD sets) add an average_<name> row per method after the per-set rows, before the overall
+    average.
     """
+    groups = groups or {}
+    for group, names in groups.items():
+        if not names or not set(names) <= set(ood_names):
+            raise ValueError(f"table: group {group!r} must name some of the OOD data sets {ood_names}, got {names}")
     if not score_files:
         raise ValueError("table: no score files given")
     if not ood_names:
@@ -98,15 +113,23 @@ def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_nam
                 resamples.append(bootstrap_metrics(scores[id_name], scores[name], n_bootstrap, seed, stream))
                 row.update(_intervals(resamples[-1]))
             per_set.append(row)
-        mean = {key: sum(r[key] for r in per_set) / len(per_set) for key in METRIC_KEYS}
-        average = {"model": model, "method": method, "ood_dataset": AVERAGE, **mean, "n_id": per_set[0]["n_id"],
-                   "n_ood": sum(r["n_ood"] for r in per_set), **settings}
-        if n_bootstrap:
-            average.update(_intervals({key: np.mean([r[key] for r in resamples], axis=0) for key in BOOTSTRAP_KEYS}))
-        rows += [*per_set, average]
+        averages = [_average(per_set, resamples, f"{AVERAGE}_{group}", [ood_names.index(n) for n in names])
+                    for group, names in groups.items()]
+        rows += [*per_set, *averages, _average(per_set, resamples, AVERAGE, range(len(per_set)))]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["k"] = df["k"].astype("Int64")  # integer where given, empty elsewhere
     return df
+
+
+def _average(per_set: list[dict], resamples: list[dict], name: str, which) -> dict:
+    """The row `name` averaging the rows `which` of `per_set` (and their bootstrap resamples, if any)."""
+    rows = [per_set[i] for i in which]
+    average = {**rows[0], "ood_dataset": name, **{key: sum(r[key] for r in rows) / len(rows) for key in METRIC_KEYS},
+               "n_ood": sum(r["n_ood"] for r in rows)}
+    if resamples:
+        average.update(_intervals({key: np.mean([resamples[i][key] for i in which], axis=0)
+                                   for key in BOOTSTRAP_KEYS}))
+    return average
 
 
 def _intervals(resamples: dict[str, np.ndarray]) -> dict[str, float]:
@@ -117,16 +140,17 @@ def _intervals(resamples: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _settings_label(row) -> str:
-    names = {"k": "k", "bank": "bank", "temperature": "T", "epsilon": "eps"}
-    return ", ".join(f"{names[key]}={row[key]:g}" if isinstance(row[key], float) else f"{names[key]}={row[key]}"
+    names = {"k": "k", "bank": "bank", "temperature": "T", "epsilon": "eps", "setting": ""}
+    return ", ".join(f"{names[key]}={row[key]:g}" if isinstance(row[key], float) else
+                     f"{names[key]}={row[key]}" if names[key] else row[key]
                      for key in SETTING_KEYS if not pd.isna(row[key]))
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     """Methods as rows (per model, with a model column when there are several); per OOD set (in table order) an
-    FPR95 and an AUROC column, the average last."""
+    FPR95 and an AUROC column, then the group averages, the overall average last."""
     sets = list(dict.fromkeys(df.ood_dataset))
-    sets = [s for s in sets if s != AVERAGE] + [AVERAGE]
+    sets = [s for s in sets if s != AVERAGE] + [AVERAGE]  # average_<group> rows already follow the sets
     by_row = df.set_index(["model", "method", "ood_dataset"])
     several = df.model.nunique() > 1
     rows = []

@@ -1,0 +1,23 @@
+"""MaxLogit (Hendrycks, Basart, Mazeika, Zou, Kwon, Mostajabi, Steinhardt & Song, "Scaling Out-of-Distribution
+Detection for Real-World Settings", ICML 2022).
+
+    score(x) = max_k z_k
+
+Logits only. Higher = more ID (pytorch-ood's MaxLogit returns -max_k z_k: peekflow's score is its negation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from peekflow.features.store import FeatureSet
+from peekflow.ood.base import Detector, checked_logits, register
+
+
+@register("maxlogit")
+class MaxLogit(Detector):
+    def __init__(self):
+        pass
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        return checked_logits(data).max(axis=1)

@@ -1,0 +1,104 @@
+"""What the post-hoc detectors share: the fitted-detector base (fit store remembered, scored data checked disjoint
+from it), the classifier's last layer with a clear error where a store lacks it, softmax / energy in float64, and row
+chunks (memory O(chunk x D) beside the stored arrays, whatever N)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.special import logsumexp
+
+from peekflow.features.last_layer import LastLayer
+from peekflow.features.store import FeatureSet
+from peekflow.ood.base import Detector, check_disjoint, checked_features, resolved_paths
+
+log = logging.getLogger("peekflow")
+CHUNK = 8192
+
+
+def energy(z: np.ndarray) -> np.ndarray:
+    """log sum_k exp(z_k), float64 [N] (the Energy score at T = 1)."""
+    return logsumexp(np.asarray(z, dtype=np.float64), axis=1)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def row_chunks(n: int, size: int = CHUNK):
+    """slice objects covering rows 0..n in steps of `size`."""
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+
+
+def last_layer(method: str, data: FeatureSet) -> LastLayer:
+    """The store's last layer W, b for the loaded layer; fail naming the method, the store and what provides it."""
+    if data.last_layer is None:
+        raise ValueError(
+            f"{method}: feature store {data.source or data.name!r} records no last layer (W, b) for its penultimate "
+            "layer; re-extract it with this peekflow (rule extract_features), which records the nn.Linear that maps "
+            "the penultimate layer's pooled features to the logits when it finds one")
+    return data.last_layer
+
+
+def features64(data: FeatureSet, rows: slice | None = None) -> np.ndarray:
+    x = checked_features(data)
+    return np.asarray(x if rows is None else x[rows], dtype=np.float64)
+
+
+def known_rows(method: str, train: FeatureSet) -> np.ndarray:
+    """Indices of the labelled rows of the fit store; fail if it has none."""
+    rows = np.flatnonzero(np.asarray(train.labels) >= 0)
+    if not len(rows):
+        raise ValueError(f"{method}: the fit store {train.name!r} has no class labels (all -1): it must be the "
+                         "labelled ID training store or a prototype bank")
+    return rows
+
+
+class Fitted(Detector):
+    """A detector fitted on one store (ID train or a prototype bank) that refuses to score images of that store.
+    Subclasses implement `_fit(train)` and `_score(data)`."""
+
+    needs_fit = True
+    uses_features = True
+
+    def fit(self, train: FeatureSet) -> "Fitted":
+        self._fit(train)
+        self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))
+        log.info("%s: fitted on %r (%d rows)", self.name, train.name, len(train.labels))
+        return self
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        if not hasattr(self, "_fit_paths"):
+            raise RuntimeError(f"{self.name}: call fit(train) with the ID training store before score()")
+        check_disjoint(self.name, self._fit_paths, self._fit_name, data)
+        return self._score(data)
+
+    def _fit(self, train: FeatureSet) -> None:
+        raise NotImplementedError
+
+    def _score(self, data: FeatureSet) -> np.ndarray:
+        raise NotImplementedError
+
+
+def head_energy(method: str, data: FeatureSet, shape=None, weight: np.ndarray | None = None) -> np.ndarray:
+    """Energy (log-sum-exp) of the logits that the last layer (its weight, or `weight`) gives the features of
+    `data` after `shape` (a function of a float64 chunk [n,D], e.g. clipping); float64 [N], chunk by chunk."""
+    layer = last_layer(method, data)
+    w = layer.weight.astype(np.float64) if weight is None else weight
+    n = len(checked_features(data))
+    out = np.empty(n)
+    for rows in row_chunks(n):
+        x = features64(data, rows)
+        out[rows] = energy((x if shape is None else shape(x)) @ w.T + layer.bias)
+    return out
+
+
+def checked_percentile(value, what: str) -> float:
+    """A percentile in [0, 100)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0 <= value < 100:
+        raise ValueError(f"{what} must be a number in [0, 100), got {value!r}")
+    return float(value)

@@ -1,0 +1,48 @@
+"""SHE: simplified Hopfield energy (Zhang, Fu, Liu, Chen, Qiao, Ma & Wang, "Out-of-Distribution Detection based on
+In-Distribution Data Patterns Memorization with Modern Hopfield Energy", ICLR 2023).
+
+    s_k = mean of the penultimate features of the fit rows of class k that the network classifies as k
+    score(x) = < x, s_{argmax_k z_k} >          the stored pattern of the predicted class
+
+On the pooled penultimate features; predictions are the argmax of the stored logits (pytorch-ood recomputes them
+from a head). Fitted on the labelled rows of the ID training store or of a
+prototype bank (`_deepinversion` / `_deepdream`); every class must have a correctly classified row. Higher = more
+ID (pytorch-ood's SHE returns minus the inner product).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from peekflow.features.store import FeatureSet
+from peekflow.ood.base import checked_features, checked_logits, register_with_banks
+from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
+
+
+@register_with_banks("she")
+class SHE(Fitted):
+    def __init__(self):
+        pass
+
+    def _fit(self, train: FeatureSet) -> None:
+        x, labels, logits = checked_features(train), np.asarray(train.labels), checked_logits(train)
+        rows = known_rows(self.name, train)
+        k = logits.shape[1]
+        sums, counts = np.zeros((k, x.shape[1])), np.zeros(k)
+        for chunk in row_chunks(len(rows)):
+            r = rows[chunk]
+            f = np.asarray(x[r], dtype=np.float64)
+            right = logits[r].argmax(axis=1) == labels[r]
+            np.add.at(sums, labels[r][right], f[right])
+            np.add.at(counts, labels[r][right], 1)
+        missing = np.flatnonzero(counts == 0)
+        if len(missing):
+            raise ValueError(f"{self.name}: classes {missing.tolist()} have no correctly classified row in the fit "
+                             f"store {train.name!r}: no pattern to store")
+        self._patterns = sums / counts[:, None]
+
+    def _score(self, data: FeatureSet) -> np.ndarray:
+        z, out = checked_logits(data), np.empty(len(data.labels))
+        for rows in row_chunks(len(out)):
+            out[rows] = (features64(data, rows) * self._patterns[z[rows].argmax(axis=1)]).sum(axis=1)
+        return out
