@@ -4,7 +4,7 @@
               the CPU path on the same generated shape images: max abs / relative difference of logits and pooled
               features, share of equal argmax; small_resnet at 64 px and torchvision resnet50 at 224 px (random
               weights, batch-norm statistics calibrated on the images so that activations have realistic scales);
-              fp32 also with TF32 off, to tell TF32 rounding from errors.
+              fp32 also with TF32 convolutions on (PyTorch's default, which peekflow turns off), to show their rounding.
 2. speed      `extract_dataset` over preprocessed images held in memory against the model's bare forward on the same
               batches already on the GPU (goal >= 90%); the bare forward in channels-last too (extract has none).
 3. prototypes `make_deepinversion` (amp = bf16 where supported, fp16 + GradScaler forced, fp32; amp also in NCHW
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # readme_section, also when run 
 from peekflow.data.folder import ImageFolder, Preprocessing
 from peekflow.data.generate import GenerateSettings, generate_dataset
 from peekflow.data.shapes import DEFAULT_ID_SHAPES
+from peekflow.device import resolve_device
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.features.store import FeatureSet
 from peekflow.models.registry import build_model
@@ -52,8 +53,8 @@ from readme_section import README, command_line, write_section
 
 NAME, GPU_MARK = "gpu_check", "<!-- gpu_check: figures measured on a GPU -->"
 TOL = {
-    "rel fp32": 5e-2,  # CUDA fp32 vs CPU: PyTorch's default runs cuDNN convolutions in TF32 (10-bit mantissa)
-    "rel fp32 no-TF32": 1e-3,  # the same with TF32 switched off for the run
+    "rel fp32": 1e-3,  # CUDA fp32 vs CPU: peekflow.device turns PyTorch's default TF32 convolutions off
+    "rel fp32 TF32": 5e-2,  # with TF32 switched back on for the run (PyTorch's default; 10-bit mantissa)
     "rel amp": 1e-1,  # fp16 autocast vs CPU fp32
     # same arg-max as on the CPU, among the images whose CPU top-2 logit margin exceeds 2x the max logit difference
     # (a random-weight model's margins are tiny: the plain share of equal arg-max is reported, not asserted)
@@ -131,14 +132,15 @@ def extract(model, root, classes, prep, layers, device, amp, out, batch):
 
 
 @contextlib.contextmanager
-def tf32_off():
-    """TF32 off for cuDNN convolutions (PyTorch's default: on) and matmuls (default: off) inside the block."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+def tf32_on():
+    """TF32 convolutions inside the block (PyTorch's default, which peekflow.device.resolve_device turns off): the
+    flags are restored after it."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+        torch.backends.cudnn.allow_tf32 = old
 
 
 def argmax_agreement(got, ref):
@@ -150,7 +152,8 @@ def argmax_agreement(got, ref):
 
 
 def extract_part(rep, name, model, root, classes, prep, layers, x, cuda, tmp, sz):
-    """CPU store vs plain forward, then CUDA fp32 (TF32 default, TF32 off) / amp stores vs the CPU store."""
+    """CPU store vs plain forward, then CUDA fp32 (peekflow's default: TF32 off; and with TF32 on) / amp stores vs
+    the CPU store."""
     cpu = torch.device("cpu")
     ref, _ = extract(model, root, classes, prep, layers, cpu, False, tmp / f"{name}-cpu.h5", sz["batch"])
     with torch.inference_mode():
@@ -159,8 +162,8 @@ def extract_part(rep, name, model, root, classes, prep, layers, x, cuda, tmp, sz
               TOL["store vs forward"])
     if not cuda:
         return rep.skip("extract", f"{name}: CUDA fp32/amp vs CPU (no CUDA)")
-    for mode in ("fp32", "fp32 no-TF32", "amp"):
-        with tf32_off() if mode == "fp32 no-TF32" else contextlib.nullcontext():
+    for mode in ("fp32", "fp32 TF32", "amp"):
+        with tf32_on() if mode == "fp32 TF32" else contextlib.nullcontext():
             got, took = extract(model, root, classes, prep, layers, torch.device("cuda"), mode == "amp",
                                 tmp / f"{name}-{mode}.h5", sz["batch"])
         diffs = {k: dict(abs=float(np.abs(got[k] - v).max()), rel=rel(got[k], v)) for k, v in ref.items()}
@@ -329,6 +332,8 @@ def odin_part(rep, model, root, prep, cuda):
 
 def measure(args) -> Report:
     cuda = torch.cuda.is_available()
+    if cuda:
+        resolve_device("cuda")  # what every peekflow command does first: float32 without TF32
     quick = args.quick or not cuda
     sz = dict(SIZES["quick" if quick else "full"], workers=args.workers)
     if quick:
@@ -387,7 +392,7 @@ def render_section(rep) -> str:
     if not meta["cuda"]:
         return "\n".join(lines + [
             "**Not yet run on a GPU.** On CUDA it checks peekflow's CUDA paths of feature extraction (fp32, fp32 "
-            "without TF32, amp; small_resnet 64 px, resnet50 224 px), DeepInversion (fp32, bf16 and fp16 amp) and "
+            "with TF32, amp; small_resnet 64 px, resnet50 224 px), DeepInversion (fp32, bf16 and fp16 amp) and "
             "DeepDream prototypes, KNN scoring (torch on CUDA; faiss on the GPU where installed) and ODIN against "
             "the CPU path or exact float64 scores, each with a stated tolerance (pass/fail), and measures "
             "extraction against the bare forward (goal >= 90%), channels-last, prototypes/s (amp vs fp32, "

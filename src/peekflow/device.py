@@ -7,14 +7,21 @@ import sys
 
 
 def resolve_device(name: str = "auto"):
-    """The torch.device `name` names (torch imported here only: set_threads must not load it)."""
+    """The torch.device `name` names (torch imported here only: set_threads must not load it).
+
+    On CUDA, float32 stays float32: PyTorch's default runs convolutions in TF32 (10-bit mantissa), which on an H200
+    moved a ResNet-50's logits by 6e-3 relative to the CPU's and flipped 2.8% of its argmax; without it they agreed
+    to 7e-6 (benchmarks/gpu_check.py). Speed comes from the explicit `amp` settings instead."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was requested but CUDA is not available (use device: auto or cpu)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was requested but CUDA is not available (use device: auto or cpu)")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return device
 
 
