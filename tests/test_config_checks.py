@@ -148,6 +148,13 @@ def test_emergence_grid_must_fit_every_analysed_layer():
                        "2x2): choose 1 <= grid <= 2")
 
 
+def test_caricature_layer_must_exist_in_the_target():
+    config = validated(tiny_config())
+    config["prototypes"]["methods"]["caricature"]["layer"] = "layer7"
+    (problem,) = preflight.shape_problems(config, "tiny_resnet")
+    assert problem.startswith("prototypes.methods.caricature.layer: layer(s) ['layer7'] not in SmallResNet")
+
+
 def test_patch_window_must_fit_the_input():
     config = validated(tiny_config())
     config["neurons"]["patches"].update(mode="window", window_size=33)

@@ -170,10 +170,17 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 
 def shape_problems(config: dict, name: str) -> list[str]:
-    """Settings that must fit a target's maps: the emergence grid fits every analysed layer's map (the message
-    gives the largest grid that fits all of them); a window of the patch search fits the input."""
+    """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
+    map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
     target = config["models"][name]
     problems = []
+    caricature = config.get("prototypes", {}).get("methods", {}).get("caricature")
+    if caricature and "layer" in caricature:
+        try:
+            check_layers(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
+                         [caricature["layer"]])
+        except ValueError as err:
+            problems.append(f"prototypes.methods.caricature.layer: {err}")
     if "emergence" in config:
         block = config["emergence"]
         size = input_size(config, block["dataset"], target)
