@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from peekflow.ood.ash import _ASH, top_mask
+from peekflow.ood.ash import _ASH
 from peekflow.ood.base import register
 
 
