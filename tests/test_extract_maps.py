@@ -51,7 +51,9 @@ def test_store_without_maps_is_unchanged(tmp_path, image_folder, tiny_checkpoint
     with h5py.File(plain) as a, h5py.File(with_maps) as b:
         names = []
         a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        assert sorted(names) == ["features/layer4", "labels", "logits", "maxact/layer4", "paths"]
+        # the classifier's last layer is recorded beside the features (the post-hoc OOD methods read it)
+        assert sorted(names) == ["features/layer4", "labels", "last_layer/bias", "last_layer/weight", "logits",
+                                 "maxact/layer4", "paths"]
         assert "maps" not in a.attrs and set(b.attrs) - set(a.attrs) == {"maps"}
         for name in names:
             np.testing.assert_array_equal(a[name][:], b[name][:])
