@@ -74,6 +74,7 @@ def timm_target(**arch_kwargs):
     model = config["models"][config["target_model"]]
     model.pop("preprocessing")
     model.update(arch=VIT, arch_kwargs={"depth": 2, **arch_kwargs}, layers=["blocks.1"], penultimate="blocks.1")
+    config["prototypes"]["methods"]["caricature"]["layer"] = "blocks.0"  # the tiny ResNet's layer3 is not a ViT's
     return config
 
 
