@@ -34,6 +34,10 @@ def prototype_file(model, method):
     return f"results/prototypes/{model}/{method}.h5"
 
 
+def score_file(model, method):
+    return f"results/ood/{model}/scores/{method}.h5"
+
+
 def generated_sets():
     return sorted(config.get("generate", {}).get("sets", {}))
 

@@ -31,7 +31,7 @@ rule gather_ood_scores:
             dataset=ood_eval_sets(),
         ),
     output:
-        scores="results/ood/{model}/scores/{method}.h5",
+        scores=score_file("{model}", "{method}"),
     log:
         "logs/ood/{model}/scores/{method}.log",
     benchmark:
@@ -42,7 +42,7 @@ rule gather_ood_scores:
 
 rule make_ood_table:
     input:
-        scores=expand("results/ood/{model}/scores/{method}.h5", model=target_models(), method=ood_runs()),
+        scores=[score_file(model, method) for model, method in itertools.product(target_models(), ood_runs())],
     output:
         csv="results/ood_table.csv",
         md="results/ood_table.md",

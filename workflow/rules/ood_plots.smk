@@ -3,7 +3,7 @@
 
 rule plot_ood:
     input:
-        scores="results/ood/{model}/scores/{method}.h5",
+        scores=score_file("{model}", "{method}"),
     output:
         roc=report(
             "results/ood/{model}/figures/{method}_roc.png",
