@@ -257,6 +257,7 @@ def last_layer_problems(config: dict) -> list[str]:
     from peekflow.features.last_layer import LastLayer
     from peekflow.features.store import open_store
     from peekflow.ood.base import detector_class
+    from peekflow.targets import feature_store
 
     ood, problems = config["ood"], []
     for model, method in ((t, m) for t in config["target_models"] for m in dict.fromkeys(
@@ -270,7 +271,7 @@ def last_layer_problems(config: dict) -> list[str]:
             continue
         fit = f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else ood["id_train"]
         for dataset in [*([fit] if cls.needs_fit else []), ood["id_test"], *ood["ood_sets"]]:
-            path = Path("results/features") / model / f"{dataset}.h5"
+            path = Path(feature_store(model, dataset))
             try:
                 with open_store(path) as h5:
                     recorded = LastLayer.read(h5, layer) is not None

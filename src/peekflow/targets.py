@@ -12,6 +12,11 @@ SUMMARIES = {stage: [f"results/{stage}_summary.csv", f"results/{stage}_summary.m
              for stage in ("ood", "prototypes", "probing")}
 
 
+def feature_store(model: str, dataset: str) -> str:
+    """The feature store of `dataset` under `model` (values or wildcard patterns)."""
+    return f"results/features/{model}/{dataset}.h5"
+
+
 def _paths(pattern: str, **values: list) -> list[str]:
     """`pattern` formatted with every combination of `values` (Snakemake's expand, in its order)."""
     out = [pattern]

@@ -27,7 +27,7 @@ def settings_json(block, drop=()):
 
 # file-path patterns (wildcards or values)
 def feature_store(model, dataset):
-    return f"results/features/{model}/{dataset}.h5"
+    return targets.feature_store(model, dataset)
 
 
 def prototype_file(model, method):
