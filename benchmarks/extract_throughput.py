@@ -93,8 +93,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    settings = ExtractSettings(layers=args.layers, batch_size=args.batch_size, num_workers=args.workers,
-                               device=args.device)
+    settings = ExtractSettings(layers=args.layers, batch_size=args.batch_size, num_workers=args.workers)
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="peekflow-bench-")  # removed at exit
     work = Path(args.workdir or tmp.name)
     images, ckpt = work / "images", work / "model.pt"
@@ -132,7 +131,7 @@ def main() -> None:
         cmd = ([cli, "extract"] if cli else [sys.executable, "-m", "peekflow.cli.extract"]) + [
             "--checkpoint", str(ckpt), "--images", str(images), "--dataset-name", "bench", "--out", str(store),
             "--model", json.dumps({"name": "bench", "arch": args.arch, "num_classes": 10, "preprocessing": PREP}),
-            "--settings", json.dumps(vars(settings)), "--threads", str(args.threads)]
+            "--settings", json.dumps(vars(settings)), "--device", args.device, "--threads", str(args.threads)]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:

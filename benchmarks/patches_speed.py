@@ -61,7 +61,7 @@ def main() -> None:
     spec = ModelSpec(name="target", arch=args.arch, num_classes=args.num_classes,
                      preprocessing={"mean": [m] * 3, "std": [s] * 3})
     model, _ = load_spec(spec, args.checkpoint)
-    common = dict(channels=args.channels, k=args.k, device=args.device, window_size=args.window_size,
+    common = dict(channels=args.channels, k=args.k, window_size=args.window_size,
                   window_stride=args.window_stride, window_fill=args.window_fill)
     rows, totals, totals_cpu = [], {"map": 0.0, "window": 0.0}, {"map": 0.0, "window": 0.0}
     for layer in args.layers:

@@ -247,7 +247,7 @@ def main() -> None:
 
     settings = DreamSettings(classes="all", per_class=args.per_class, size=args.size, steps=args.steps,
                              target_loss="log_softmax", param="fourier", jitter=2, flip=True, lr=0.05,
-                             batch_size=len(CLASSES) * args.per_class, seed=0, device=str(device))
+                             batch_size=len(CLASSES) * args.per_class, seed=0)
     unbatched = DreamSettings(**{**vars(settings), "per_class": 1, "batch_size": 1,
                                  "classes": [c % len(CLASSES) for c in range(args.unbatched_prototypes)]})
     prep = Preprocessing(**PREP)
@@ -267,16 +267,16 @@ def main() -> None:
                "batched_targets": [] if args.no_td_batched else [c for c in range(len(CLASSES))
                                                                   for _ in range(args.per_class)]}
 
-        make_deepdream(model, CLASSES, prep, settings)  # warm-up
+        make_deepdream(model, CLASSES, prep, settings, device=device)  # warm-up
         per_proto = {"batched": [], "unbatched": [], "td": [], "td_frozen": [], "td_batched": [], "floor_1": [],
                      "floor_n": [], "floor_render": []}  # (wall, cpu) s per prototype
         hits = {}
         for rep in range(args.reps):
-            wall, cpu, protos = timed(lambda: make_deepdream(model, CLASSES, prep, settings), device)
+            wall, cpu, protos = timed(lambda: make_deepdream(model, CLASSES, prep, settings, device=device), device)
             per_proto["batched"].append((wall / n_batch, cpu / n_batch))
             hits["batched"] = target_hits(model, torch.from_numpy(protos.images), protos.targets, prep, device)
             if args.unbatched_prototypes:
-                wall, cpu, protos = timed(lambda: make_deepdream(model, CLASSES, prep, unbatched), device)
+                wall, cpu, protos = timed(lambda: make_deepdream(model, CLASSES, prep, unbatched, device=device), device)
                 per_proto["unbatched"].append((wall / args.unbatched_prototypes, cpu / args.unbatched_prototypes))
                 hits["unbatched"] = target_hits(model, torch.from_numpy(protos.images), protos.targets, prep, device)
             for key, batch, as_render in (("floor_1", 1, False), ("floor_n", n_batch, False),
