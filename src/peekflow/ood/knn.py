@@ -76,16 +76,27 @@ class KNN(Detector):
         if self.k > len(features):
             raise ValueError(f"{self.name}: k={self.k} exceeds the bank size {len(features)} of {train.name!r}: choose "
                              f"k <= {len(features)} (or a larger bank)")
-        classes = np.asarray(train.logits).shape[1] if train.logits is not None else 0
-        if len(features) < classes:
-            log.warning("%s: the bank %r has %d rows for %d classes: some classes have no reference point", self.name,
-                        train.name, len(features), classes)
+        self._note_missing_classes(train, rows if self.samples_per_class is not None else None, len(features))
         self._search = NeighbourSearch(as_unit_rows(features), self.backend, self.batch_size)
         self._bank_name = train.name
         self._bank_paths = set(resolved_paths(paths))
         log.info("%s: bank %r of %d x %d, %s backend on %s", self.name, train.name, *features.shape,
                  self._search.backend, self._search.where)
         return self
+
+    def _note_missing_classes(self, train: FeatureSet, rows, n_bank: int) -> None:
+        """Warn when some of the model's classes have no point in the bank (their ID images look far from it)."""
+        classes = np.asarray(train.logits).shape[1] if train.logits is not None else 0
+        labels = np.asarray(train.labels) if rows is None else np.asarray(train.labels)[rows]
+        if (labels >= 0).any():
+            missing = np.setdiff1d(np.arange(classes), labels[labels >= 0])
+            if len(missing):
+                log.warning("%s: the bank %r has no rows of %d of the %d classes (e.g. class %s): their ID images "
+                            "have no reference point", self.name, train.name, len(missing), classes,
+                            ", ".join(map(str, missing[:5])))
+        elif n_bank < classes:
+            log.warning("%s: the bank %r has %d rows for %d classes: some classes have no reference point", self.name,
+                        train.name, n_bank, classes)
 
     def score(self, data: FeatureSet) -> np.ndarray:
         if self._search is None:

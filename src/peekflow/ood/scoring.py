@@ -4,8 +4,9 @@ folders), write one HDF5 file; join the score files of one method on different d
 Layout of `results/ood/<model>/scores/<method>.h5`: one float64 data set [N] per data set name (attribute `store`:
 the feature store it came from; `images` instead: the image folder, for `needs_images` methods), file attributes
 `method`, `settings` (JSON, defaults filled in), `layer`, `fit_store` ("" when the method needs no fitting),
-`higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` methods). The file is
-written under a temporary name and renamed.
+`notes` (JSON list: the warnings logged while fitting and scoring, e.g. a rank-deficient covariance; the table
+repeats them), `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` methods).
+The file is written under a temporary name and renamed.
 
 The workflow scores one data set per job (`results/ood/<model>/scores/<method>/<dataset>.h5`, same layout), so an
 added data set is scored without rescoring the others; `gather_scores` joins those parts into the file above after
@@ -14,6 +15,7 @@ checking that they come from the same method, settings, layer, fit store (and ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +42,11 @@ def score_stores(
 
     `layer` is the model's penultimate layer (read only by detectors that use features). Returns the scores.
     """
+    with warnings_noted() as notes:
+        return _score_stores(method, settings, layer, fit_store, eval_stores, out, notes)
+
+
+def _score_stores(method, settings, layer, fit_store, eval_stores, out, notes: list[str]) -> dict[str, np.ndarray]:
     detector = build(method, settings)
     if detector.needs_images:
         raise ValueError(f"OOD method {method!r} runs the model on images: give the model, its checkpoint and image "
@@ -64,7 +71,7 @@ def score_stores(
         scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
     _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
            {**_method_attrs(detector), "layer": feature_layer or "",
-            "fit_store": str(fit_store) if fit_store is not None else ""})
+            "fit_store": str(fit_store) if fit_store is not None else "", "notes": json.dumps(notes)})
     return scores
 
 
@@ -87,12 +94,38 @@ def score_images(
         raise ValueError(f"OOD method {method!r} scores feature stores: give --eval NAME=STORE, not image folders")
     _check_names(folders, "FOLDER")
     scores = {}
-    for name, folder in folders.items():
-        s = detector.score_images(model, folder, preprocessing, device)
-        scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)
+    with warnings_noted() as notes:
+        for name, folder in folders.items():
+            s = detector.score_images(model, folder, preprocessing, device)
+            scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)
     _write(out, scores, {name: {"images": str(folder)} for name, folder in folders.items()},
-           {**_method_attrs(detector), "layer": "", "fit_store": "", "checkpoint": str(checkpoint)})
+           {**_method_attrs(detector), "layer": "", "fit_store": "", "checkpoint": str(checkpoint),
+            "notes": json.dumps(notes)})
     return scores
+
+
+class _NoteHandler(logging.Handler):
+    def __init__(self, notes: list[str]):
+        super().__init__(logging.WARNING)
+        self.notes = notes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.notes:
+            self.notes.append(message)
+
+
+@contextlib.contextmanager
+def warnings_noted():
+    """The warnings peekflow logs inside the block (degenerate fits, small banks, ...), as a list of messages: the
+    score file keeps them so that the table can show them beside its numbers, not only in a log."""
+    notes: list[str] = []
+    handler = _NoteHandler(notes)
+    log.addHandler(handler)
+    try:
+        yield notes
+    finally:
+        log.removeHandler(handler)
 
 
 def _check_names(inputs: dict, what: str) -> None:
@@ -139,9 +172,11 @@ def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dic
     sources: dict[str, dict] = {}
     origin: dict[str, str] = {}
     attrs: dict | None = None
+    notes: list[str] = []
     for path in parts:
         with open_complete_h5(path, "score file", "rerun its scoring") as h5:
             these = plain_attrs(h5, skip=("complete",))
+            notes += [n for n in json.loads(these.pop("notes", "[]")) if n not in notes]  # may differ per data set
             if not these.get("higher_is_id", False):
                 raise ValueError(f"score file {path} does not declare higher_is_id=True")
             if attrs is None:
@@ -157,13 +192,19 @@ def gather_scores(parts: list[str | os.PathLike], out: str | os.PathLike) -> dic
                 sources[name] = plain_attrs(data)
                 origin[name] = str(path)
     attrs.pop("higher_is_id")
-    _write(out, scores, sources, attrs)
+    _write(out, scores, sources, {**attrs, "notes": json.dumps(notes)})
     log.info("gather-scores: %s, %d data set(s) from %d file(s)", out, len(scores), len(parts))
     return scores
 
 
 def _shown(attrs: dict, key: str) -> str:
     return repr(attrs[key]) if key in attrs else "absent"
+
+
+def read_notes(path: str | os.PathLike) -> list[str]:
+    """The warnings a score file recorded (empty for files written before notes were kept)."""
+    with open_complete_h5(path, "score file", "rerun its scoring") as h5:
+        return list(json.loads(h5.attrs.get("notes", "[]")))
 
 
 def read_scores(path: str | os.PathLike, names: list[str]) -> dict[str, np.ndarray]:

@@ -13,12 +13,15 @@ Long form (CSV), columns:
   setting                             apply: k for knn* and nnguide*, bank (the fitting data: fit store or prototypes)
                                       for fitted methods, T for energy/odin/gradnorm, eps for odin, `setting` the
                                       other settings the method sweeps (e.g. percentile=90)
+  notes                               the warnings its score file recorded while fitting and scoring (a covariance
+                                      of too low rank, a bank smaller than the classes, ...), joined by " | "; empty
+                                      when there were none
 The average row holds the mean of each metric over the OOD data sets, the common n_id and the summed n_ood; its CI
 is the percentile interval of the per-resample mean (the OOD sets share the ID resamples); a group's row likewise
 over the group's sets.
 
 The markdown table is paper style: methods as rows, FPR95 / AUROC column pairs per OOD set, then each group's average
-and the overall average.
+and the overall average; the methods' notes follow it as a list.
 Scores: higher = more in-distribution (ID) for every method.
 """
 
@@ -33,11 +36,12 @@ import pandas as pd
 
 from peekflow.io import atomic_path, open_complete_h5
 from peekflow.metrics import BOOTSTRAP_KEYS, CI_KEYS, METRIC_KEYS, bootstrap_metrics, ood_metrics, percentile_ci
-from peekflow.ood.scoring import read_scores
+from peekflow.ood.scoring import read_notes, read_scores
 
 SETTING_KEYS = ["k", "bank", "temperature", "epsilon", "setting"]
 OWN_COLUMNS = {"k", "temperature", "epsilon"}  # swept settings with a column of their own
-COLUMNS = ["model", "method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS]
+COLUMNS = ["model", "method", "ood_dataset", *METRIC_KEYS, "n_id", "n_ood", *CI_KEYS, *SETTING_KEYS, "notes"]
+NOTE_SEPARATOR = " | "
 AVERAGE = "average"
 CONVENTIONS = (
     "Scores: higher = more in-distribution (ID) for every method; metrics in percent; AUROC takes ID as positive; "
@@ -104,7 +108,7 @@ def build_table(score_files: dict[str, str | os.PathLike], id_name: str, ood_nam
     for key, path in score_files.items():
         model, _, method = key.rpartition("/")
         scores = read_scores(path, [id_name, *ood_names])
-        settings = method_settings(path)
+        settings = {**method_settings(path), "notes": NOTE_SEPARATOR.join(read_notes(path)) or None}
         per_set, resamples = [], []
         for stream, name in enumerate(ood_names):
             row = {"model": model, "method": method, "ood_dataset": name, **ood_metrics(scores[id_name], scores[name]),
@@ -173,4 +177,13 @@ def write_table(df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os
     if md_path is not None:
         markdown = paper_table(rounded).to_markdown(index=False, floatfmt=".2f")
         with atomic_path(md_path) as tmp:
-            tmp.write_text(CONVENTIONS + "\n\n" + markdown + "\n")
+            tmp.write_text(CONVENTIONS + "\n\n" + markdown + "\n" + _notes_list(df))
+
+
+def _notes_list(df: pd.DataFrame) -> str:
+    """The methods' warnings as a markdown list under the table ("" when there are none)."""
+    lines = []
+    for (model, method), notes in df.dropna(subset=["notes"]).groupby(["model", "method"], sort=False)["notes"]:
+        name = f"{model}/{method}" if model else method
+        lines += [f"- {name}: {note}" for note in notes.iloc[0].split(NOTE_SEPARATOR)]
+    return "\n**Notes** (warnings recorded while fitting and scoring):\n\n" + "\n".join(lines) + "\n" if lines else ""
