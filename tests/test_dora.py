@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 import numpy as np
@@ -119,3 +120,32 @@ def test_cli_writes_csv_and_figure(tiny_checkpoint, tmp_path):
     assert sorted(table["neuron"]) == list(range(8)) and fig.exists()
     bad = args[:6] + ["nolayer"] + args[7:]
     assert main(bad) == 1
+
+
+def test_a_neuron_off_at_its_start_is_restarted_from_brighter_noise():
+    """Neuron 3 is ReLU(red - 1) in normalised units: off (no gradient) unless some pixel's red exceeds 0.75, which
+    the first starting images (mid-grey +- 0.2) never reach; a restart from noise of twice the spread does, and it is
+    then activated. The neurons activated at once keep their first s-AMS."""
+    w = torch.zeros(4, 3, 1, 1)
+    w[[0, 1, 2, 3], [0, 1, 2, 0]] = 1.0
+    net = conv_net(w, torch.tensor([0.0, 0.0, 0.0, -1.0]))
+    s = DoraSettings(size=16, steps=20, n_neighbors=2, seed=0)
+    assert starting_images(4, s, 16)[:, 0].max() < 0.75
+    never = run_dora(net, "relu", PREP, dataclasses.replace(s, restarts=0))
+    again = run_dora(net, "relu", PREP, s)
+    assert list(never.activated) == [True, True, True, False] and again.activated.all()
+    assert np.array_equal(never.images[:3], again.images[:3]) and not np.array_equal(never.images[3], again.images[3])
+    assert again.images[3, 0].max() > 0.75 and np.isfinite(again.scores).all()
+    hopeless = conv_net(w, torch.tensor([0.0, 0.0, 0.0, -2.0]))  # needs red > 1: no start can help
+    assert list(run_dora(hopeless, "relu", PREP, s).activated) == [True, True, True, False]
+
+
+def test_jitter_defaults_scale_with_the_image_side():
+    from peekflow.prototypes.caricature import CaricatureSettings
+    from peekflow.prototypes.deepinversion import InversionSettings
+
+    for cls in (DoraSettings, CaricatureSettings):
+        assert [cls(layer="x").jitter_at(n) if cls is CaricatureSettings else cls().jitter_at(n)
+                for n in (32, 64, 224)] == [1, 2, 7]
+    assert [InversionSettings().jitter_at(n) for n in (64, 224, 256)] == [9, 30, 34]
+    assert DoraSettings(jitter=0).jitter_at(224) == 0 and DoraSettings(jitter=3).jitter_at(224) == 3

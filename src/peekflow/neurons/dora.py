@@ -24,8 +24,8 @@ is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +40,7 @@ from peekflow.models.layers import pool, record_layers
 from peekflow.prototypes.batching import per_image_param, render_in_batches, repeat_each, resolve_size
 from peekflow.settings import redefault, setting
 from peekflow.synthesis.objectives import channel
-from peekflow.synthesis.settings import RenderSettings
+from peekflow.synthesis.settings import RenderSettings, scaled_jitter
 from peekflow.synthesis.regularisers import tv_l2
 
 log = logging.getLogger("peekflow")
@@ -51,11 +51,13 @@ class DoraSettings(RenderSettings):
     steps: int = redefault(RenderSettings, "steps", 48)
     param: str = redefault(RenderSettings, "param", "fourier")
     init_std: float = redefault(RenderSettings, "init_std", 0.3)
-    jitter: int = redefault(RenderSettings, "jitter", 2)
+    jitter: int | None = scaled_jitter(2, 64)  # 2 px at 64 px (the embedded default), 7 px at 224 px
     batch_size: int = redefault(RenderSettings, "batch_size", 128)
     neurons: str | list[int] = setting("all", '"all" or a list of channel indices', choices=["all"])
     per_neuron: int = setting(1, "s-AMS per neuron", minimum=1)
     tv: float = setting(0.0, "weight of the L2 total variation on the s-AMS (0: none)", minimum=0)
+    restarts: int = setting(2, "neurons whose s-AMS did not raise them are rendered again from new starting images "
+                               "(seed + 1000 r, init_std x 2^r), up to this many times (0: never)", minimum=0)
     n_neighbors: int = setting(10, "LOF neighbours (at most neurons - 1)", minimum=1)
     contamination: str | float = setting("auto", 'LOF\'s flag: "auto" or the expected share of outliers',
                                          choices=["auto"], exclusive_minimum=0, maximum=0.5)
@@ -157,6 +159,17 @@ def starting_images(count: int, s: DoraSettings, size: int) -> np.ndarray:
         return param.image_fn().clamp(0, 1).numpy().astype(np.float32)
 
 
+def _sams_and_responses(model, layer, neurons, preprocessing, s: DoraSettings, size: int, device):
+    """s-AMS of `neurons` and, per neuron, the layer's mean response to them [n, C], its own response to its starting
+    images [n] and whether the s-AMS raised it above that (activated [n])."""
+    n, rows = len(neurons), np.arange(len(neurons))
+    images = make_sams(model, layer, neurons, preprocessing, s, size, device)
+    reps = encode(model, layer, images, preprocessing, device).reshape(n, s.per_neuron, -1).mean(1)
+    start = encode(model, layer, starting_images(len(images), s, size), preprocessing, device)
+    start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, neurons]
+    return images, reps, start, reps[rows, neurons] > start
+
+
 def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings,
              device="auto") -> DoraResult:
     """s-AMS, representations, distances, LOF and map (module doc). A neuron whose s-AMS did not raise it above its
@@ -166,16 +179,24 @@ def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: Dora
     model = model.to(device).eval()
     size = resolve_size(s.size, preprocessing)
     neurons = resolve_neurons(s.neurons, layer_channels(model, layer, size, device), layer)
-    n, rows = len(neurons), np.arange(len(neurons))
-    images = make_sams(model, layer, neurons, preprocessing, s, size, device)
-    reps = encode(model, layer, images, preprocessing, device).reshape(n, s.per_neuron, -1).mean(1)
-    start = encode(model, layer, starting_images(len(images), s, size), preprocessing, device)
-    start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, neurons]
-    activated = reps[rows, neurons] > start
+    images, reps, start, activated = _sams_and_responses(model, layer, neurons, preprocessing, s, size, device)
+    for r in range(1, s.restarts + 1):  # a unit off for its starting images gets no gradient: start elsewhere
+        again = np.flatnonzero(~activated)
+        if not len(again):
+            break
+        retry = dataclasses.replace(s, seed=s.seed + 1000 * r, init_std=s.init_std * 2**r)
+        out = _sams_and_responses(model, layer, [neurons[i] for i in again], preprocessing, retry, size, device)
+        won = again[out[3]]
+        log.info("DORA: restart %d (seed %d, init_std %g) raised %d of %d neurons of %r left", r, retry.seed,
+                 retry.init_std, len(won), len(again), layer)
+        rows = (won[:, None] * s.per_neuron + np.arange(s.per_neuron)).ravel()
+        images[rows] = out[0].reshape(-1, s.per_neuron, *images.shape[1:])[out[3]].reshape(-1, *images.shape[1:])
+        reps[won], start[won], activated[won] = out[1][out[3]], out[2][out[3]], True
+    n = len(neurons)
     if not activated.all():
         log.warning("DORA: the s-AMS of %d of %d neurons of %r did not raise them above their starting response "
-                    "(%d steps, lr %g): they are left out; raise steps or lr to analyse them", n - int(activated.sum()),
-                    n, layer, s.steps, s.lr)
+                    "(%d steps, lr %g, %d restarts): they are left out; raise steps, lr or restarts to analyse them",
+                    n - int(activated.sum()), n, layer, s.steps, s.lr, s.restarts)
     if activated.sum() < 3:
         raise ValueError(f"DORA: the s-AMS raised only {int(activated.sum())} of {n} neurons of {layer!r} above "
                          f"their starting response (at least 3 needed): raise steps, lr or init_std")

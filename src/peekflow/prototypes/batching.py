@@ -100,9 +100,9 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
                       preprocessing: Preprocessing, s: RenderSettings, *, size: int, device, what: str,
                       jitter: int | None = None):
     """Render prototypes for `targets` in batches of `s.batch_size` with the render settings `s` (`jitter`, when
-    given, replaces s.jitter): objective_for(batch targets) is the loss of one batch. Returns (images [N,3,H,W]
-    float32 in [0,1], final per-image losses [N], render settings of batch 0)."""
-    batch_size, transforms = s.batch_size, transforms_of(s.jitter if jitter is None else jitter, s.flip)
+    given, replaces s.jitter_at(size)): objective_for(batch targets) is the loss of one batch. Returns (images
+    [N,3,H,W] float32 in [0,1], final per-image losses [N], render settings of batch 0)."""
+    batch_size, transforms = s.batch_size, transforms_of(s.jitter_at(size) if jitter is None else jitter, s.flip)
     targets = [int(t) for t in targets]
     if not targets:
         raise ValueError(f"{what}: no prototypes to make (empty target list)")

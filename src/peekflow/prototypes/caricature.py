@@ -27,7 +27,7 @@ from peekflow.prototypes.batching import as_prototypes, render_in_batches, resol
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, required, setting
 from peekflow.synthesis.objectives import caricature
-from peekflow.synthesis.settings import RenderSettings
+from peekflow.synthesis.settings import RenderSettings, scaled_jitter
 
 
 @dataclass(kw_only=True)
@@ -35,7 +35,7 @@ class CaricatureSettings(RenderSettings):
     size: int | None = setting(None, "image side in pixels (null: the model's crop, else its resize, else the "
                                      "reference images' size)", minimum=2)
     param: str = redefault(RenderSettings, "param", "fourier")
-    jitter: int = redefault(RenderSettings, "jitter", 2)
+    jitter: int | None = scaled_jitter(2, 64)  # 2 px at 64 px (the embedded default), 7 px at 224 px
     batch_size: int = redefault(RenderSettings, "batch_size", 32)
     layer: str = required("the layer whose response is matched (a module name of the model)")
     per_class: int = setting(1, "reference images per class", minimum=1)
@@ -101,5 +101,6 @@ def make_caricatures(model: nn.Module, classes: list[str], preprocessing: Prepro
         list(range(len(refs))),
         lambda idx: caricature(s.layer, target_acts[idx], amplify=s.amplify, cos_power=s.cos_power, loss=s.loss),
         model, preprocessing, s, size=size, device=device, what=f"caricatures of {name}")
-    settings = {**asdict(s), "size": size, "references": paths, "images": str(images_root)}
+    settings = {**asdict(s), "size": size, "jitter": s.jitter_at(size), "references": paths,
+                "images": str(images_root)}
     return as_prototypes("caricature", name, classes, images, targets, losses, settings, render_settings)

@@ -44,20 +44,16 @@ from peekflow.settings import redefault, setting
 from peekflow.synthesis.bn_stats import batch_norms, bn_statistics
 from peekflow.synthesis.objectives import cross_entropy
 from peekflow.synthesis.regularisers import l2_pixel, tv_l1, tv_l2
-from peekflow.synthesis.settings import RenderSettings
+from peekflow.synthesis.settings import RenderSettings, scaled_jitter
 
 TARGET_MODES = ("cycle", "random", "one")
-REFERENCE_SIZE = 224  # the image size DeepInversion's 30 px jitter was set for
-
-
 @dataclass
 class InversionSettings(RenderSettings):
     betas: list[float] = redefault(RenderSettings, "betas", [0.5, 0.9])
     schedule: str = redefault(RenderSettings, "schedule", "cosine")
     warmup: int = redefault(RenderSettings, "warmup", 10)
     init_std: float = redefault(RenderSettings, "init_std", 0.22)
-    jitter: int | None = setting(None, "random shift per step, pixels (0: off; null: round(30 * size / 224), "
-                                       "DeepInversion's 30 px at 224 px)", minimum=0)
+    jitter: int | None = scaled_jitter(30, 224)  # DeepInversion's 30 px at 224 px
     flip: bool = redefault(RenderSettings, "flip", True)
     amp: bool = redefault(RenderSettings, "amp", True)
     targets: str = setting("cycle", "cycle (through `classes`), random (seeded, uniform over `classes`) or one "
@@ -113,7 +109,7 @@ def make_deepinversion(model: nn.Module, classes: list[str], preprocessing: Prep
         raise ValueError(f"deepinversion matches batch-norm statistics, but {name or type(model).__name__} has no "
                          "BatchNorm2d layer (a vision transformer has none): use deepdream, or set r_feature: 0")
     size = resolve_size(s.size, preprocessing)
-    jitter = round(30 * size / REFERENCE_SIZE) if s.jitter is None else s.jitter
+    jitter = s.jitter_at(size)
     targets = inversion_targets(s, len(classes))
     images, losses, render_settings = render_in_batches(
         targets, lambda batch: inversion_objective(batch, s), model, preprocessing, s, size=size,

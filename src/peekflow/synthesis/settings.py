@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from peekflow.settings import Settings, setting
 from peekflow.synthesis.param import PARAMS
@@ -39,6 +40,23 @@ class RenderSettings(Settings):
                                   "skipped for batch-norm statistics objectives)")
     channels_last: bool = setting(True, "NHWC input layout (faster convolutions); false for a model whose forward "
                                         "needs contiguous activations")
+
+    def jitter_at(self, size: int) -> int:
+        """The per-step shift, pixels, at image side `size`: the setting, or for null (`scaled_jitter`) the class's
+        reference shift scaled to `size`."""
+        if self.jitter is not None:
+            return int(self.jitter)
+        pixels, side = next(f for f in dataclasses.fields(self) if f.name == "jitter").metadata["scaled_from"]
+        return round(pixels * size / side)
+
+
+def scaled_jitter(pixels: int, side: int) -> dataclasses.Field:
+    """A `jitter` setting whose null default is `pixels` at image side `side`, scaled to the side rendered: a shift
+    only means something relative to the image (2 px at 64 px is 7 px at 224 px)."""
+    f = setting(None, f"random shift per step, pixels (0: off; null: {pixels} px at {side} px, scaled with the "
+                      f"image side: round({pixels} * size / {side}))", minimum=0)
+    f.metadata = MappingProxyType({**f.metadata, "scaled_from": (pixels, side)})
+    return f
 
 
 RENDER_OPTIONS = [p.name for p in inspect.signature(render).parameters.values() if p.kind == p.KEYWORD_ONLY
