@@ -240,3 +240,60 @@ def test_layer_figure_draws_other_dimensions_in_3d(tmp_path, dims):
                rng.normal(size=(3, dims)), rng.normal(size=(12, 4, dims)), rng.random((12, 4)) > 0.5,
                rng.integers(0, 3, (12, 4)), ["a", "b", "c"])
     assert (tmp_path / "layer.png").stat().st_size > 0
+
+
+def test_the_maps_store_holds_only_the_analysed_subsample(tmp_path, emergence_store, tiny_checkpoint):
+    """`extract --per-class 4 --sample-seed 3` stores the 12 images the analysis (per_class 4, seed 3) reads from the
+    whole store, with the same maps, and the analysis of either store gives the same result."""
+    sub = tmp_path / "sub.h5"
+    settings = {"layers": ["layer3", "layer4"], "maps": ["layer3", "layer4"], "batch_size": 8}
+    assert main(["extract", "--checkpoint", str(tiny_checkpoint), "--model", json.dumps(TINY_MODEL), "--images",
+                 str(tmp_path / "images"), "--dataset-name", "tiny", "--settings", json.dumps(settings), "--device",
+                 "cpu", "--per-class", "4", "--sample-seed", "3", "--out", str(sub)]) == 0
+    with h5py.File(emergence_store) as full, h5py.File(sub) as part:
+        assert len(full["paths"]) == 18 and len(part["paths"]) == 12
+        assert json.loads(part.attrs["subsample"]) == {"per_class": 4, "seed": 3, "of": 18}
+        rows = [list(full["paths"][:]).index(p) for p in part["paths"][:]]
+        assert rows == sorted(rows) and sorted(np.bincount(part["labels"][:])) == [4, 4, 4]
+        for layer in ("layer3", "layer4"):
+            np.testing.assert_allclose(part[f"maps/{layer}"][:], full[f"maps/{layer}"][rows], rtol=1e-3, atol=1e-4)
+    assert run_emergence(emergence_store, tmp_path / "a") == 0 and run_emergence(sub, tmp_path / "b") == 0
+    with h5py.File(tmp_path / "a" / "layer4.h5") as a, h5py.File(tmp_path / "b" / "layer4.h5") as b:
+        assert list(a["paths"][:]) == list(b["paths"][:])
+        np.testing.assert_allclose(a["sample_embedding"][:], b["sample_embedding"][:], atol=1e-3)
+
+
+def test_regional_fit_keeps_one_blocks_graph_at_a_time(monkeypatch):
+    """Peak memory of the tensors autograd saves does not grow with the number of row blocks: 24 one-row blocks
+    keep a fraction of one 24-row block's, and the fitted map is the same."""
+    from peekflow.emergence import similarity
+    from peekflow.emergence.regional import fit_regional_embedding
+
+    g = torch.Generator().manual_seed(0)
+    n, c, r, d = 24, 6, 4, 3
+    regional, probs = torch.rand(n, c, r, generator=g), torch.softmax(torch.randn(n, 3, generator=g), 1)
+    sample, weights = torch.randn(n, d, generator=g), torch.softmax(torch.randn(n, r, generator=g), 1)
+    alignment = torch.randint(0, r, (n, n, r), generator=g)
+
+    def fit(rows_per_block):
+        monkeypatch.setattr(similarity, "BLOCK_ELEMENTS", rows_per_block * n * r * d)
+        live, peak = [0], [0]
+
+        class Saved:
+            def __init__(self, t):
+                self.t, self.bytes = t, t.numel() * t.element_size()
+                live[0] += self.bytes
+                peak[0] = max(peak[0], live[0])
+
+            def __del__(self):
+                live[0] -= self.bytes
+
+        with torch.autograd.graph.saved_tensors_hooks(Saved, lambda s: s.t):
+            fitted = fit_regional_embedding(regional, probs, sample, weights, alignment, steps=6, seed=1)
+        return fitted, peak[0]
+
+    whole, whole_peak = fit(n)
+    split, split_peak = fit(1)
+    assert split_peak < 0.3 * whole_peak, (split_peak, whole_peak)
+    torch.testing.assert_close(split.weight, whole.weight, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(split.history, whole.history, rtol=1e-5)

@@ -1,5 +1,6 @@
 # Emergence of intermediate visual patterns (Li, Wang, Zhang, NeurIPS 2021) in the target model: a feature store with
-# the spatial maps of the analysed layers, the per-layer analysis with its knowledge-point curve, and a PGD attack
+# the spatial maps of the analysed layers for the analysed subsample only (emergence.per_class images per class,
+# chosen before extraction with emergence.seed, as the analysis would choose them), the per-layer analysis with its knowledge-point curve, and a PGD attack
 # traced through the analysed layers.
 
 
@@ -20,9 +21,12 @@ rule extract_emergence_maps:
         settings=lambda w: emergence_extract_settings(w.model),
         images=lambda w: dataset_images(emergence_dataset()),
         dataset=lambda w: emergence_dataset(),
+        per_class=lambda w: config["emergence"]["per_class"],
+        seed=lambda w: config["emergence"]["seed"],
     shell:
         "peekflow extract --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --images {params.images:q} --dataset-name {params.dataset:q} --settings {params.settings:q}"
+        " --per-class {params.per_class} --sample-seed {params.seed}"
         " --threads {threads} --out {output.store} > {log} 2>&1"
 
 

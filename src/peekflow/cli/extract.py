@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
                    help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
                         "(join them with peekflow merge-features)")
     add_device_argument(p)
+    p.add_argument("--per-class", type=int, default=None, metavar="N",
+                   help="--images only: extract a seeded subsample of N images per class (default: every image)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of that subsample (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="the feature store (.h5) to write")
 
@@ -53,11 +56,12 @@ def run(args) -> None:
     if settings.maps:
         attrs["maps"] = settings.maps
     if args.images:
+        sample = None if args.per_class is None else (args.per_class, args.sample_seed)
         summary = extract_features(model, args.images, classes, preprocessing, settings, device, args.out, attrs,
-                                   shard=args.shard)
+                                   shard=args.shard, sample=sample)
     else:
-        if args.shard != (0, 1):
-            raise ValueError("--shard applies to --images only")
+        if args.shard != (0, 1) or args.per_class is not None:
+            raise ValueError("--shard and --per-class apply to --images only")
         protos = read_prototypes(args.prototypes)
         if protos.model != spec.name:
             raise ValueError(f"prototype file {args.prototypes} was made for model {protos.model!r}, not {spec.name!r}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from peekflow.data.sampling import per_class_rows
 from peekflow.emergence.sample import softmax_targets
 from peekflow.features.store import open_store
 
@@ -25,23 +26,9 @@ class Samples:
     classes: list[str] = field(default_factory=list)
 
 
-def choose_rows(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Up to `per_class` seeded rows of every label >= 0, in increasing order."""
-    if per_class < 2:
-        raise ValueError(f"per_class must be >= 2, got {per_class}")
-    rng = np.random.default_rng(seed)
-    picks = []
-    for label in np.unique(labels[labels >= 0]):
-        rows = np.flatnonzero(labels == label)
-        picks.append(rng.choice(rows, size=min(per_class, len(rows)), replace=False))
-    if not picks:
-        raise ValueError("no labelled image (label >= 0) to analyse")
-    return np.sort(np.concatenate(picks))
-
-
 def load_samples(path, per_class: int, temperature: float, seed: int) -> Samples:
     with open_store(path) as h5:
-        rows = choose_rows(h5["labels"][:], per_class, seed)
+        rows = per_class_rows(h5["labels"][:], per_class, seed)
         classes = h5.attrs.get("classes", "[]")
         return Samples(
             rows=rows,

@@ -61,24 +61,29 @@ def fit_regional_embedding(regional: torch.Tensor, probs: torch.Tensor, sample_e
                 snap_orientation(weight, regional, scale, target_dir, region_weights)
             opt = torch.optim.Adam([weight], lr=lr)
         opt.zero_grad(set_to_none=True)
+        # Memory bounded by one block: each block's KL is back-propagated to the embedding e on its own (its graph
+        # freed at once), then e's summed gradient goes through the linear map in one backward.
         emb = torch.einsum("dk,nkr->nrd", weight, regional) / scale  # [N, R, d]
-        direction = unit(emb)
-        mi = -(region_weights * (direction * target_dir[:, None, :]).sum(-1)).sum(1).mean()
+        e = emb.detach().requires_grad_(True)
         kl = 0.0
         for rows in blocks:
+            direction = unit(e)
             aligned = direction[others, alignment[rows]]  # [B, N, R, d]: h_jr' / ||h_jr'||
             cos = (direction[rows][:, None] * aligned).sum(-1)  # [B, N, R]
-            kappa = emb[rows].norm(dim=-1)[:, None, :]  # [B, 1, R]
+            kappa = e[rows].norm(dim=-1)[:, None, :]  # [B, 1, R]
             mask = self_mask(rows, n, regional.device)
             log_q = sample_log_similarity(kappa * cos, region_weights[rows], mask)
-            kl = kl + kl_rows(log_p[rows], log_q, mask).sum() / n
-        loss = lambda_kl * kl + lambda_mi * mi
-        loss.backward()
+            part = kl_rows(log_p[rows], log_q, mask).sum() / n
+            (lambda_kl * part).backward()
+            kl += part.item()
+        mi = -(region_weights * (unit(e) * target_dir[:, None, :]).sum(-1)).sum(1).mean()
+        (lambda_mi * mi).backward()
+        emb.backward(e.grad)
+        history.append(lambda_kl * kl + lambda_mi * mi.item())
         opt.step()
-        history.append(loss.item())
         if (step + 1) % max(1, steps // 5) == 0:
-            log.info("%s: step %d/%d loss %.4f (KL %.4f, MI term %.4f)", what, step + 1, steps, history[-1],
-                     float(kl.detach()), mi.item())
+            log.info("%s: step %d/%d loss %.4f (KL %.4f, MI term %.4f)", what, step + 1, steps, history[-1], kl,
+                     mi.item())
     snap_orientation(weight, regional, scale, target_dir, region_weights)
     return RegionalEmbedding(weight.detach(), scale, history)
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from peekflow.data.folder import ImageFolder, Preprocessing, collate
+from peekflow.data.sampling import per_class_rows
 from peekflow.features.last_layer import find_last_layer
 from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
@@ -55,11 +56,21 @@ def extract_features(
     out,
     attrs: dict,
     shard: tuple[int, int] = (0, 1),
+    sample: tuple[int, int] | None = None,
 ) -> dict:
     """Write the store `out` for the images under `root` -- or, with `shard` (i, S), for the i-th of S contiguous
-    ranges of its sorted image list; returns a summary (rows, skipped paths). A killed run resumes (module doc)."""
+    ranges of its sorted image list; returns a summary (rows, skipped paths). A killed run resumes (module doc).
+    `sample` (per_class, seed) keeps only that seeded subsample of each class (data.sampling.per_class_rows),
+    chosen before any image is read: a store of what an analysis of the subsample reads, not of the whole set."""
     dataset = ImageFolder(root, classes, preprocessing, skip_corrupt=settings.skip_corrupt)
     items = dataset.items
+    if sample is not None:
+        per_class, seed = sample
+        chosen = per_class_rows(dataset.labels, per_class, seed)
+        attrs = {**attrs, "subsample": {"per_class": per_class, "seed": seed, "of": len(items)}}
+        dataset, items = torch.utils.data.Subset(dataset, chosen.tolist()), [items[i] for i in chosen]
+        log.info("%s: a subsample of %d images (%d per class, seed %d) of %d", root, len(items), per_class, seed,
+                 len(dataset.dataset))
     index, count = shard
     batches = -(-len(items) // settings.batch_size)
     if not 0 <= index < count <= batches:
