@@ -18,6 +18,7 @@ from peekflow.data.folder import IMAGE_SUFFIXES
 from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
 from peekflow.models.layers import layer_names
 from peekflow.models.registry import build_model
+from peekflow.prototypes.batching import resolve_classes
 
 
 def check_image_folder(path) -> None:
@@ -146,8 +147,8 @@ def has_batch_norm(m: dict) -> bool:
 
 
 def prototype_problems(config: dict, target: str) -> list[str]:
-    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match."""
-    from peekflow.prototypes.batching import resolve_classes
+    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match; the
+    methods' shards fit their batches."""
 
     num_classes = config["models"][target]["num_classes"]
     problems = []
@@ -166,6 +167,30 @@ def prototype_problems(config: dict, target: str) -> list[str]:
         index = settings.get("target")
         if index is not None and not (isinstance(index, int) and 0 <= index < num_classes):
             problems.append(f"{key}.target: {index!r} is not a class index of {target!r} ({num_classes} classes)")
+    return problems or shard_problems(config, num_classes)
+
+
+def shard_problems(config: dict, num_classes: int) -> list[str]:
+    """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
+    from peekflow.prototypes.deepdream import DreamSettings
+    from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
+
+    methods = config.get("prototypes", {}).get("methods", {})
+    problems = []
+    for method, count in config.get("prototypes", {}).get("shards", {}).items():
+        if method not in methods:
+            problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
+            continue
+        if method == "deepinversion":
+            s = InversionSettings(**methods[method])
+            n = len(inversion_targets(s, num_classes))
+        else:
+            s = DreamSettings(**methods[method])
+            n = len(resolve_classes(s.classes, num_classes)) * s.per_class
+        batches = -(-n // s.batch_size)
+        if count > batches:
+            problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "
+                            f"batch(es) of {s.batch_size}: choose at most {batches}")
     return problems
 
 

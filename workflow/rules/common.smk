@@ -184,6 +184,23 @@ def score_fit_args(wildcards, input):
     return f"--fit-store {input.fit}" if "fit" in input.keys() else ""
 
 
+def prototype_shards(method):
+    """How many jobs render prototype method `method` (prototypes.shards; 1: one job writes its file)."""
+    return config["prototypes"].get("shards", {}).get(method, 1)
+
+
+def prototypes_pattern(sharded):
+    """Regex of the prototype methods rendered in shards (sharded=True) or by one job."""
+    names = [m for m in ("deepdream", "deepinversion") if (prototype_shards(m) > 1) == sharded]
+    return "|".join(names) or "^$"
+
+
+def prototype_shard_files(wildcards):
+    """The shard files that merge_prototype_shards joins, in shard order."""
+    n = prototype_shards(wildcards.proto)
+    return [f"results/prototypes/{wildcards.model}/{wildcards.proto}/shard_{i}_of_{n}.h5" for i in range(n)]
+
+
 def prototype_settings(method):
     """--settings JSON of a prototype method: its config block less the rule's `dataset`."""
     return settings_json(config["prototypes"]["methods"][method], drop=("dataset",))

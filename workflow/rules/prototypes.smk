@@ -19,7 +19,7 @@ rule synthesize_prototypes:
     benchmark:
         "results/benchmarks/synthesize_prototypes/{model}/{proto}.tsv"
     wildcard_constraints:
-        proto="deepdream|deepinversion",
+        proto=prototypes_pattern(sharded=False),
     threads: config["prototypes"]["threads"]
     params:
         device=config["device"],
@@ -30,6 +30,56 @@ rule synthesize_prototypes:
         "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
+
+
+# prototypes.shards: one job per contiguous range of batches; a killed shard leaves <file>.partial (not an output,
+# so Snakemake keeps it) and its rerun continues from its last finished batch.
+rule synthesize_prototype_shard:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+    output:
+        prototypes=temp("results/prototypes/{model}/{proto}/shard_{shard}_of_{shards}.h5"),
+    log:
+        "logs/prototypes/{model}/{proto}/shard_{shard}_of_{shards}.log",
+    benchmark:
+        "results/benchmarks/synthesize_prototype_shard/{model}/{proto}/shard_{shard}_of_{shards}.tsv"
+    wildcard_constraints:
+        proto=prototypes_pattern(sharded=True),
+        shard=r"\d+",
+        shards=r"\d+",
+    threads: config["prototypes"]["threads"]
+    params:
+        device=config["device"],
+        command=lambda w: PROTOTYPE_COMMANDS[w.proto],
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: prototype_settings(w.proto),
+    shell:
+        "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
+        " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
+        " --out {output.prototypes} > {log} 2>&1"
+
+
+rule merge_prototype_shards:
+    input:
+        shards=prototype_shard_files,
+    output:
+        prototypes=prototype_file("{model}", "{proto}"),
+        grid=report(
+            "results/prototypes/{model}/{proto}.png",
+            caption="../report/prototypes.rst",
+            category="2. Prototypes",
+            subcategory="{model}",
+            labels={"method": "{proto}"},
+        ),
+    log:
+        "logs/prototypes/{model}/{proto}.log",
+    benchmark:
+        "results/benchmarks/merge_prototype_shards/{model}/{proto}.tsv"
+    wildcard_constraints:
+        proto=prototypes_pattern(sharded=True),
+    shell:
+        "peekflow merge-prototypes --shards {input.shards} --out {output.prototypes} --grid {output.grid}"
+        " > {log} 2>&1"
 
 
 rule synthesize_caricatures:

@@ -18,6 +18,7 @@ STAGES = {
     "train": "train a classifier on an image folder",
     "extract": "extract logits and pooled layer features into an HDF5 feature store",
     "merge-features": "join the shard stores of a sharded extraction into one feature store",
+    "merge-prototypes": "join the shard files of a sharded prototype synthesis into one prototype file",
     "dream": "DeepDream class prototypes: maximise each class logit under image priors (PEEK)",
     "deepinversion": "DeepInversion class prototypes: match batch-norm statistics (Yin et al.)",
     "quality": "classify prototypes by the target and an independent probe model",

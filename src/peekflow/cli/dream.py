@@ -5,14 +5,18 @@ Also holds what `peekflow deepinversion` shares with it: arguments, loading the 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
 from peekflow.cli import add_device_argument, add_settings_argument, stage_main
-from peekflow.device import set_threads
+from peekflow.cli.extract import shard_arg
+from peekflow.device import resolve_device, set_threads
 from peekflow.figures import save_grid
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.deepdream import DreamSettings, make_deepdream
+from peekflow.prototypes.shards import BatchPlan, weights_digest
 from peekflow.prototypes.store import Prototypes, write_prototypes
 from peekflow.settings import parse_settings
 
@@ -25,6 +29,9 @@ def add_prototype_arguments(p, settings_cls, method: str) -> None:
     add_settings_argument(p, settings_cls)
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--shard", default="0/1", type=shard_arg,
+                   help="render only shard I of S (I/S): a contiguous range of the batches, joined by peekflow "
+                        "merge-prototypes into the one-job file; a killed job resumes from <out>.partial")
     p.add_argument("--out", required=True, help=f"prototype file to write, e.g. results/prototypes/<model>/{method}.h5")
     p.add_argument("--grid", default=None, help="PNG grid of the prototypes, one row per class")
     p.add_argument("--grid-classes", type=int, default=32, help="classes shown in the grid (the first ones)")
@@ -50,9 +57,14 @@ def run_prototypes(args, settings_cls, make) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(settings_cls, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    protos = make(model, classes, spec.preprocess(), settings, name=spec.name, device=args.device)
+    partial = Path(args.out).with_name(Path(args.out).name + ".partial")
+    key = {"model weights": weights_digest(model), "classes": classes, "settings": asdict(settings),
+           "shard": list(args.shard), "device": str(resolve_device(args.device))}
+    plan = BatchPlan(shard=args.shard, partial=partial, key=key)
+    protos = make(model, classes, spec.preprocess(), settings, name=spec.name, device=args.device, plan=plan)
     protos.settings["checkpoint"] = str(args.checkpoint)
     write_prototypes(args.out, protos)
+    partial.unlink(missing_ok=True)  # the finished batches are in the file now
     if args.grid:
         write_grid(args.grid, protos, args.grid_classes)
     logging.getLogger("peekflow").info("wrote %s: %d %s prototypes of %d classes, mean final loss %.4g", args.out,

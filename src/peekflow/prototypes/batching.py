@@ -13,6 +13,7 @@ DeepInversion's batch-norm statistics, the images depend on `batch_size` but nev
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.synthesis.objective import Objective
 from peekflow.synthesis.param import PARAMS, Param, fourier, pixel
@@ -98,37 +100,56 @@ def transforms_of(jitter: int, flip: bool) -> list:
 
 def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]], Objective], model: nn.Module,
                       preprocessing: Preprocessing, s: RenderSettings, *, size: int, device, what: str,
-                      jitter: int | None = None):
+                      jitter: int | None = None, plan: BatchPlan | None = None):
     """Render prototypes for `targets` in batches of `s.batch_size` with the render settings `s` (`jitter`, when
     given, replaces s.jitter_at(size)): objective_for(batch targets) is the loss of one batch. Returns (images
-    [N,3,H,W] float32 in [0,1], final per-image losses [N], render settings of batch 0)."""
+    [N,3,H,W] float32 in [0,1], final per-image losses [N], render settings of the first batch). With a `plan`
+    (prototypes.shards), only its shard's batches, finished ones read back from its partial file."""
     batch_size, transforms = s.batch_size, transforms_of(s.jitter_at(size) if jitter is None else jitter, s.flip)
     targets = [int(t) for t in targets]
     if not targets:
         raise ValueError(f"{what}: no prototypes to make (empty target list)")
+    plan = plan or BatchPlan()
+    first, stop = plan.rows(len(targets), batch_size, what)
     model = model.to(device)
     images, losses, settings = [], [], {}
-    starts = range(0, len(targets), batch_size)
-    for j, start in enumerate(starts):
-        idx = list(range(start, min(start + batch_size, len(targets))))
-        batch_targets = [targets[i] for i in idx]
-        result = render(objective_for(batch_targets), model,
-                        per_image_param(s.param, idx, size, s.seed, s.init_std, device),
-                        normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
-                        seed=s.seed + j, device=device, **render_options(s))
-        images.append(result.images.float().cpu())
-        losses.append(result.losses.float().cpu())
-        settings = settings or result.settings
-        log.info("%s: batch %d/%d done (%d prototypes), mean final loss %.4g", what, j + 1, len(starts), len(idx),
-                 result.losses.mean().item())
-    return (torch.cat(images).clamp(0, 1).numpy().astype(np.float32), torch.cat(losses).numpy().astype(np.float32),
-            settings)
+    starts = range(first, stop, batch_size)
+    finished = plan.open()
+    kill_after, rendered = int(os.environ.get("PEEKFLOW_TEST_KILL_AFTER_BATCHES", 0)), 0
+    try:
+        for start in starts:
+            j = start // batch_size  # the batch's number in a one-job run: its seed
+            idx = list(range(start, min(start + batch_size, len(targets))))
+            done = finished.get(j)
+            if done is None:
+                result = render(objective_for([targets[i] for i in idx]), model,
+                                per_image_param(s.param, idx, size, s.seed, s.init_std, device),
+                                normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
+                                seed=s.seed + j, device=device, **render_options(s))
+                done = (result.images.float().cpu().clamp(0, 1).numpy(), result.losses.float().cpu().numpy(),
+                        result.settings)
+                finished.put(j, *done)
+                if kill_after and (rendered := rendered + 1) == kill_after:
+                    os._exit(137)  # test only: die like a killed job, this batch kept
+            images.append(done[0])
+            losses.append(done[1])
+            settings = settings or done[2]
+            log.info("%s: batch %d/%d done (%d prototypes), mean final loss %.4g", what, j + 1,
+                     -(-len(targets) // batch_size), len(idx), float(done[1].mean()))
+    finally:
+        finished.close(finished=False)
+    return np.concatenate(images).astype(np.float32), np.concatenate(losses).astype(np.float32), settings
 
 
 def as_prototypes(method: str, name: str, classes: list[str], images, targets, losses, settings: dict,
-                  render_settings: dict) -> Prototypes:
+                  render_settings: dict, plan: BatchPlan | None = None) -> Prototypes:
+    """The prototypes of a run of all `targets` -- or, with a shard `plan`, of its shard's targets, recording which."""
     recorded = dict(settings)
     recorded["render"] = {k: render_settings.get(k) for k in ("device", "precision", "param", "transforms",
                                                                "normalisation")}
+    if plan is not None and plan.shard[1] > 1:
+        recorded.update(plan.attrs(len(targets), settings["batch_size"]))
+        start, stop = recorded["shard"]["rows"]
+        targets = targets[start:stop]
     return Prototypes(images=images, targets=np.asarray(targets, dtype=np.int64), losses=losses, method=method,
                       model=name, classes=list(classes), settings=recorded)

@@ -26,6 +26,7 @@ from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.prototypes.batching import (as_prototypes, render_in_batches, repeat_each, resolve_classes,
                                           resolve_size)
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import setting
 from peekflow.synthesis.objectives import class_logit, cross_entropy
@@ -48,7 +49,7 @@ class DreamSettings(RenderSettings):
 
 
 def make_deepdream(model: nn.Module, classes: list[str], preprocessing: Preprocessing, settings: DreamSettings,
-                   name: str = "", device="auto") -> Prototypes:
+                   name: str = "", device="auto", plan: BatchPlan | None = None) -> Prototypes:
     s = settings
     size = resolve_size(s.size, preprocessing)
     targets = repeat_each(resolve_classes(s.classes, len(classes)), s.per_class)
@@ -56,6 +57,6 @@ def make_deepdream(model: nn.Module, classes: list[str], preprocessing: Preproce
     target_loss = TARGET_LOSSES[s.target_loss]
     images, losses, render_settings = render_in_batches(
         targets, lambda batch: target_loss(batch) + prior, model, preprocessing, s, size=size,
-        device=resolve_device(device), what="deepdream")
+        device=resolve_device(device), what="deepdream", plan=plan)
     recorded = asdict(s) | {"size": size, "objective": f"{target_loss(targets[:1]).description} + {prior.description}"}
-    return as_prototypes("deepdream", name, classes, images, targets, losses, recorded, render_settings)
+    return as_prototypes("deepdream", name, classes, images, targets, losses, recorded, render_settings, plan)

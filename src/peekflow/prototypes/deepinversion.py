@@ -39,6 +39,7 @@ from torch import nn
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_classes, resolve_size
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, setting
 from peekflow.synthesis.bn_stats import batch_norms, bn_statistics
@@ -103,7 +104,8 @@ def inversion_objective(targets: list[int], s: InversionSettings):
 
 
 def make_deepinversion(model: nn.Module, classes: list[str], preprocessing: Preprocessing,
-                       settings: InversionSettings, name: str = "", device="auto") -> Prototypes:
+                       settings: InversionSettings, name: str = "", device="auto",
+                       plan: BatchPlan | None = None) -> Prototypes:
     s = settings
     if s.r_feature and not batch_norms(model):
         raise ValueError(f"deepinversion matches batch-norm statistics, but {name or type(model).__name__} has no "
@@ -113,7 +115,7 @@ def make_deepinversion(model: nn.Module, classes: list[str], preprocessing: Prep
     targets = inversion_targets(s, len(classes))
     images, losses, render_settings = render_in_batches(
         targets, lambda batch: inversion_objective(batch, s), model, preprocessing, s, size=size,
-        device=resolve_device(device), what="deepinversion", jitter=jitter)
+        device=resolve_device(device), what="deepinversion", jitter=jitter, plan=plan)
     recorded = asdict(s) | {"size": size, "jitter": jitter,
                             "objective": inversion_objective([0], s).description.replace("ce([0])", "ce(target)")}
-    return as_prototypes("deepinversion", name, classes, images, targets, losses, recorded, render_settings)
+    return as_prototypes("deepinversion", name, classes, images, targets, losses, recorded, render_settings, plan)
