@@ -129,3 +129,21 @@ def test_sharded_workflow_output_equals_the_one_job_file(tmp_path):
     assert np.array_equal(merged.images, alone.images) and np.array_equal(merged.losses, alone.losses)
     assert {k: v for k, v in merged.settings.items() if k != "checkpoint"} == \
         {k: v for k, v in alone.settings.items() if k != "checkpoint"}
+
+
+def test_caricature_shards_join_into_the_one_job_file(tmp_path, tiny_checkpoint):
+    from conftest import write_folder
+
+    images = write_folder(tmp_path / "images", ["a", "b", "c"], per_class=3)
+    settings = {"layer": "layer3", "size": 16, "per_class": 2, "steps": 3, "batch_size": 2}
+
+    def caricature(out, shard):
+        return main(["caricature", "--checkpoint", str(tiny_checkpoint), "--model", json.dumps(TINY_MODEL),
+                     "--images", str(images), "--settings", json.dumps(settings), "--device", "cpu", "--shard",
+                     shard, "--out", str(out), "--grid", str(out.with_suffix(".png"))])
+
+    assert caricature(tmp_path / "whole.h5", "0/1") == 0
+    shards = [tmp_path / f"s{i}.h5" for i in range(2)]
+    assert all(caricature(path, f"{i}/2") == 0 for i, path in enumerate(shards))
+    assert main(["merge-prototypes", "--shards", *map(str, shards), "--out", str(tmp_path / "merged.h5")]) == 0
+    assert_same_file(tmp_path / "merged.h5", tmp_path / "whole.h5")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 import numpy as np
 
 from peekflow.cli import stage_main
-from peekflow.cli.dream import add_prototype_arguments
+from peekflow.cli.dream import add_prototype_arguments, batch_plan
 from peekflow.device import set_threads
 from peekflow.figures import save_grid
 from peekflow.models.spec import ModelSpec, load_spec
@@ -29,13 +30,17 @@ def run(args) -> None:
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(CaricatureSettings, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
+    plan = batch_plan(args, model, classes, {**asdict(settings), "images": str(args.images)})
     protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name,
-                              device=args.device)
+                              device=args.device, plan=plan)
     protos.settings["checkpoint"] = str(args.checkpoint)
     write_prototypes(args.out, protos)
+    plan.partial.unlink(missing_ok=True)
     if args.grid:
         shown = min(len(protos.targets), 2 * args.grid_classes)
-        refs = load_references(protos.settings["references"][:shown], spec.preprocess(), protos.images.shape[-1])
+        first = protos.settings.get("shard", {"rows": [0]})["rows"][0]  # a shard's references start there
+        refs = load_references(protos.settings["references"][first:first + shown], spec.preprocess(),
+                               protos.images.shape[-1])
         pairs = np.stack([refs.numpy(), protos.images[:shown]], axis=1).reshape(-1, *protos.images.shape[1:])
         names = [protos.classes[t] for t in protos.targets[:shown]]
         save_grid(args.grid, pairs, ncol=8 if shown >= 4 else 2 * shown,

@@ -52,19 +52,24 @@ def write_grid(path, p: Prototypes, max_classes: int) -> None:
               scale=2 if size <= 96 else 1)
 
 
+def batch_plan(args, model, classes: list[str], settings) -> BatchPlan:
+    """The job's shard (--shard) and its `<out>.partial`, valid for these weights, classes, settings and device."""
+    key = {"model weights": weights_digest(model), "classes": classes,
+           "settings": settings if isinstance(settings, dict) else asdict(settings),
+           "shard": list(args.shard), "device": str(resolve_device(args.device))}
+    return BatchPlan(shard=args.shard, partial=Path(args.out).with_name(Path(args.out).name + ".partial"), key=key)
+
+
 def run_prototypes(args, settings_cls, make) -> None:
     set_threads(args.threads)
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(settings_cls, args.settings, "--settings")
     model, classes = load_spec(spec, args.checkpoint)
-    partial = Path(args.out).with_name(Path(args.out).name + ".partial")
-    key = {"model weights": weights_digest(model), "classes": classes, "settings": asdict(settings),
-           "shard": list(args.shard), "device": str(resolve_device(args.device))}
-    plan = BatchPlan(shard=args.shard, partial=partial, key=key)
+    plan = batch_plan(args, model, classes, settings)
     protos = make(model, classes, spec.preprocess(), settings, name=spec.name, device=args.device, plan=plan)
     protos.settings["checkpoint"] = str(args.checkpoint)
     write_prototypes(args.out, protos)
-    partial.unlink(missing_ok=True)  # the finished batches are in the file now
+    plan.partial.unlink(missing_ok=True)  # the finished batches are in the file now
     if args.grid:
         write_grid(args.grid, protos, args.grid_classes)
     logging.getLogger("peekflow").info("wrote %s: %d %s prototypes of %d classes, mean final loss %.4g", args.out,

@@ -24,6 +24,7 @@ from peekflow.data.folder import Preprocessing, list_images
 from peekflow.device import resolve_device
 from peekflow.models.layers import record_layers
 from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_size
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, required, setting
 from peekflow.synthesis.objectives import caricature
@@ -84,7 +85,7 @@ def layer_response(model: nn.Module, images: torch.Tensor, prep: Preprocessing, 
 
 
 def make_caricatures(model: nn.Module, classes: list[str], preprocessing: Preprocessing, s: CaricatureSettings,
-                     images_root, name: str = "model", device="auto") -> Prototypes:
+                     images_root, name: str = "model", device="auto", plan: BatchPlan | None = None) -> Prototypes:
     if not s.layer:
         raise ValueError("caricature settings need `layer` (the layer whose response is matched)")
     device = resolve_device(device)
@@ -100,7 +101,7 @@ def make_caricatures(model: nn.Module, classes: list[str], preprocessing: Prepro
     images, losses, render_settings = render_in_batches(
         list(range(len(refs))),
         lambda idx: caricature(s.layer, target_acts[idx], amplify=s.amplify, cos_power=s.cos_power, loss=s.loss),
-        model, preprocessing, s, size=size, device=device, what=f"caricatures of {name}")
+        model, preprocessing, s, size=size, device=device, what=f"caricatures of {name}", plan=plan)
     settings = {**asdict(s), "size": size, "jitter": s.jitter_at(size), "references": paths,
                 "images": str(images_root)}
-    return as_prototypes("caricature", name, classes, images, targets, losses, settings, render_settings)
+    return as_prototypes("caricature", name, classes, images, targets, losses, settings, render_settings, plan)
