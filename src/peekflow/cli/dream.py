@@ -14,9 +14,10 @@ from peekflow.cli import add_device_argument, add_settings_argument, stage_main
 from peekflow.cli.extract import shard_arg
 from peekflow.device import resolve_device, set_threads
 from peekflow.figures import save_grid
+from peekflow.models.checkpoint import weights_digest
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.deepdream import DreamSettings, make_deepdream
-from peekflow.prototypes.shards import BatchPlan, weights_digest
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes, write_prototypes
 from peekflow.settings import parse_settings
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from peekflow.data.folder import ImageFolder, Preprocessing, collate
 from peekflow.data.sampling import per_class_rows
+from peekflow.models.checkpoint import weights_digest
 from peekflow.features.last_layer import find_last_layer
 from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
@@ -152,12 +153,8 @@ def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device
 
 def resume_key(model: nn.Module, inputs: list, settings: ExtractSettings, device: torch.device, attrs: dict) -> dict:
     """What the rows of a store depend on: a killed run is continued only if all of it is unchanged."""
-    weights = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return {
-        "model weights": weights.hexdigest(),
+        "model weights": weights_digest(model),
         "images": hashlib.sha256(json.dumps(inputs).encode()).hexdigest(),
         "settings": {k: v for k, v in asdict(settings).items() if k != "num_workers"},
         "device": device.type,

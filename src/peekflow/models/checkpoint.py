@@ -4,6 +4,8 @@ a local path."""
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import torch
@@ -96,3 +98,12 @@ def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = Non
         )
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model.eval(), meta
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a model's state dict (names and bytes): what a resumed job must share with the killed one."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()

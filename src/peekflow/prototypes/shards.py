@@ -10,7 +10,6 @@ weights, settings, shard); `merge_prototype_shards` joins the shard files of one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from peekflow.features.shards import shard_rows
 from peekflow.prototypes.store import Prototypes, read_prototypes
@@ -33,15 +31,6 @@ def check_shard(shard: tuple[int, int], n: int, batch_size: int, what: str) -> N
     if not 0 <= index < count <= batches:
         raise ValueError(f"{what}: shard {index}/{count} needs 0 <= I < S <= {batches} (its {n} images make "
                          f"{batches} batches of {batch_size})")
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of a model's state dict (names and bytes): what a resumed job must share with the killed one."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 @dataclass
