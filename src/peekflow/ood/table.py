@@ -184,6 +184,6 @@ def _notes_list(df: pd.DataFrame) -> str:
     """The methods' warnings as a markdown list under the table ("" when there are none)."""
     lines = []
     for (model, method), notes in df.dropna(subset=["notes"]).groupby(["model", "method"], sort=False)["notes"]:
-        name = f"{model}/{method}" if model else method
+        name = f"{model}/{method}" if model and df.model.nunique() > 1 else method
         lines += [f"- {name}: {note}" for note in notes.iloc[0].split(NOTE_SEPARATOR)]
     return "\n**Notes** (warnings recorded while fitting and scoring):\n\n" + "\n".join(lines) + "\n" if lines else ""
