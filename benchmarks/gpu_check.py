@@ -347,7 +347,7 @@ def odin_part(rep, model, root, prep, cuda):
 
 
 def measure(args) -> Report:
-    cuda = torch.cuda.is_available()
+    started, cuda = time.perf_counter(), torch.cuda.is_available()
     if cuda:
         resolve_device("cuda")  # what every peekflow command does first: float32 without TF32
     quick = args.quick or not cuda
@@ -395,6 +395,8 @@ def measure(args) -> Report:
         print("\n== knn", flush=True)
         knn_part(rep, cuda, sz)
     logging.getLogger("peekflow").removeHandler(handler)
+    rep["meta"]["seconds"] = round(time.perf_counter() - started)
+    print(f"\nthe run took {rep['meta']['seconds'] / 60:.1f} minutes", flush=True)
     return rep
 
 
@@ -430,11 +432,13 @@ def render_section(rep) -> str:
     failed = sum(not c["passed"] for c in rep["checks"])
     return "\n".join(lines + [
         GPU_MARK, "", f"**{len(rep['checks']) - failed} of {len(rep['checks'])} correctness checks passed.** "
-        "rel = max|cuda - cpu| / max|cpu|.", "", *checks, "", "Speed (ratios in the same run; extraction at its steady state: a run of n images minus one of n/2, so "
-        "a call's fixed set-up cost is not spread over the few images measured):", "", *speed, "",
+        "rel = max|cuda - cpu| / max|cpu|.", "", *checks, "",
+        "Speed (ratios in the same run; extraction at its steady state: a run of n images minus one of n/2, so a "
+        "call's fixed set-up cost is not spread over the few images measured):", "", *speed, "",
         *(["Skipped: " + "; ".join(rep["skipped"]) + ".", ""] if rep["skipped"] else []),
         f"Setup: {meta['device']}, torch {meta['torch']}, Python {meta['python']}, {meta['cpus']} CPUs, TF32 "
-        f"{meta['tf32']}, {'quick' if meta['quick'] else 'full'} sizes {meta['sizes']}.", "", meta["command"]])
+        f"{meta['tf32']}, {'quick' if meta['quick'] else 'full'} sizes {meta['sizes']}"
+        + (f"; the run took {meta['seconds'] / 60:.1f} minutes." if "seconds" in meta else "."), "", meta["command"]])
 
 
 def may_write(readme_text: str, rep) -> bool:
