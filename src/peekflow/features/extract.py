@@ -134,7 +134,7 @@ def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device
                         "logits": logits.float(),
                         "features": {name: mean.float() for name, (mean, _) in pooled.items()},
                         "maxact": {name: mx.float() for name, (_, mx) in pooled.items()},
-                        "maps": {name: m.to(torch.float16) for name, m in maps.items()},
+                        "maps": {name: m.to(torch.float16, memory_format=torch.contiguous_format) for name, m in maps.items()},
                     })
                     del logits, pooled, maps  # the GPU memory is free for the next batch once the copies are done
                 if writer is None:
