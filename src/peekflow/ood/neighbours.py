@@ -2,7 +2,8 @@
 
 Both rank by squared Euclidean distance ||q||^2 + ||b||^2 - 2 q.b (faiss's brute force computes the same), so they
 find the same neighbours up to float32 ties. `kth_distance` then recomputes the distance to the k-th neighbour
-exactly (float64), so the two backends' scores agree to rounding.
+exactly (float64; torch where its bank lives, so on CUDA only the distances come back), so the two backends' scores
+agree to rounding.
 
 Memory: the bank is never copied on the host. `normalise_rows_` scales it in place; faiss searches it in place
 (`faiss.knn`, no index copy) and torch wraps it without copying (`torch.from_numpy`). Queries go in chunks of
