@@ -4,9 +4,12 @@
               the CPU path on the same generated shape images: max abs / relative difference of logits and pooled
               features, share of equal argmax; small_resnet at 64 px and torchvision resnet50 at 224 px (random
               weights, batch-norm statistics calibrated on the images so that activations have realistic scales);
-              fp32 also with TF32 convolutions on (PyTorch's default, which peekflow turns off), to show their rounding.
+              fp32 also with TF32 convolutions on (PyTorch's default, which peekflow turns off), to show their rounding;
+              amp also with `extract.channels_last`.
 2. speed      `extract_dataset` over preprocessed images held in memory against the model's bare forward on the same
-              batches already on the GPU (goal >= 90%); the bare forward in channels-last too (extract has none).
+              batches already on the GPU (goal >= 90%): extraction's steady-state rate (a run of n images minus one of
+              n/2, so a call's fixed set-up cost is not spread over these few images); amp also with channels_last;
+              the bare forward in channels-last too.
 3. prototypes `make_deepinversion` (amp = bf16 where supported, fp16 + GradScaler forced, fp32; amp also in NCHW
               against render's default channels-last) and `make_deepdream` (Fourier, log-probability; fp32, amp)
               on CUDA: prototypes/s, target accuracy (`prototypes.quality`), finite losses. No jitter / flip: a
@@ -123,8 +126,8 @@ def calibrated(arch, num_classes, images: torch.Tensor, device):
     return model.eval()
 
 
-def extract(model, root, classes, prep, layers, device, amp, out, batch):
-    s = ExtractSettings(layers=layers, batch_size=batch, amp=amp)
+def extract(model, root, classes, prep, layers, device, amp, out, batch, channels_last=False):
+    s = ExtractSettings(layers=layers, batch_size=batch, amp=amp, channels_last=channels_last)
     took, _ = seconds(lambda: extract_features(model, root, classes, prep, s, device, out, {"model": "gpu_check"}))
     keys = ["logits", *(f"{group}/{layer}" for group in ("features", "maxact") for layer in layers)]
     with h5py.File(out) as h5:
@@ -162,10 +165,10 @@ def extract_part(rep, name, model, root, classes, prep, layers, x, cuda, tmp, sz
               TOL["store vs forward"])
     if not cuda:
         return rep.skip("extract", f"{name}: CUDA fp32/amp vs CPU (no CUDA)")
-    for mode in ("fp32", "fp32 TF32", "amp"):
+    for mode in ("fp32", "fp32 TF32", "amp", "amp channels_last"):
         with tf32_on() if mode == "fp32 TF32" else contextlib.nullcontext():
-            got, took = extract(model, root, classes, prep, layers, torch.device("cuda"), mode == "amp",
-                                tmp / f"{name}-{mode}.h5", sz["batch"])
+            got, took = extract(model, root, classes, prep, layers, torch.device("cuda"), mode.startswith("amp"),
+                                tmp / f"{name}-{mode}.h5", sz["batch"], channels_last=mode.endswith("channels_last"))
         diffs = {k: dict(abs=float(np.abs(got[k] - v).max()), rel=rel(got[k], v)) for k, v in ref.items()}
         same, decided_same, decided = argmax_agreement(got["logits"], ref["logits"])
         rep["figures"][f"extract {name} {mode}"] = dict(diffs=diffs, argmax_equal=same, seconds=took, n=len(plain),
@@ -173,15 +176,21 @@ def extract_part(rep, name, model, root, classes, prep, layers, x, cuda, tmp, sz
         worst = max((k for k in diffs if k != "logits"), key=lambda k: diffs[k]["rel"])
         print(f"    {name} {mode}: logits max abs {diffs['logits']['abs']:.3g}; equal argmax {same:.1%} of all, "
               f"{decided_same:.1%} of the {decided:.0%} decided; worst features {worst}")
-        rep.check("extract", f"{name} {mode} logits (rel)", diffs["logits"]["rel"], "<=", TOL[f"rel {mode}"])
-        rep.check("extract", f"{name} {mode} {worst} (rel)", diffs[worst]["rel"], "<=", TOL[f"rel {mode}"])
+        tol = TOL[f"rel {mode.split(' channels_last')[0]}"]
+        rep.check("extract", f"{name} {mode} logits (rel)", diffs["logits"]["rel"], "<=", tol)
+        rep.check("extract", f"{name} {mode} {worst} (rel)", diffs[worst]["rel"], "<=", tol)
         rep.check("extract", f"{name} {mode} equal argmax, decided images", decided_same, ">=", TOL["argmax decided"])
 
 
 def speed_part(rep, name, model, x, layers, n, tmp, sz):
-    """extract_dataset over images in memory (0 and --workers DataLoader workers) vs the bare forward of the same
-    batches already on the GPU, interleaved; the bare forward in channels-last too."""
+    """extract_dataset over images in memory (0 and --workers DataLoader workers; with amp also channels-last) vs the
+    bare forward of the same batches already on the GPU, interleaved; the bare forward in channels-last too.
+    Extraction's rate is its steady state: the images of a run of n minus those of a run of n/2, over the difference
+    of their times. A call's fixed cost (store and loader set-up, worker start, the first batch's last-layer check,
+    filling and draining the overlap of GPU and host), paid once per store of 10^4-10^6 images, is thus not spread
+    over these few thousand; the whole call's rate is in the detail."""
     cuda, batch = torch.device("cuda"), sz["batch"]
+    half = max(batch, n // 2 // batch * batch)
     items = [(x[i % len(x)], 0, "") for i in range(n)]
     batches = [torch.stack([x[i % len(x)] for i in range(s, min(s + batch, n))]).to(cuda) for s in range(0, n, batch)]
     model = model.to(cuda)
@@ -191,11 +200,15 @@ def speed_part(rep, name, model, x, layers, n, tmp, sz):
             for b in batches:
                 model(b.contiguous(memory_format=torch.channels_last) if cl else b)
 
+    def extract(m, workers, amp, cl):
+        s = ExtractSettings(layers=layers, batch_size=batch, num_workers=workers, amp=amp, channels_last=cl)
+        return lambda: extract_dataset(model, items[:m], s, cuda, tmp / f"speed-{name}.h5", {"model": name},
+                                       source="memory")
+
     for amp in (False, True):
         mode = "amp" if amp else "fp32"
-        runs = {w: lambda w=w: extract_dataset(model, items, ExtractSettings(layers, batch, w, amp), cuda,
-                                               tmp / f"speed-{name}.h5", {"model": name}, source="memory")
-                for w in sorted({0, sz["workers"]})}
+        kinds = [(w, False) for w in sorted({0, sz["workers"]})] + ([(0, True)] if amp else [])
+        runs = {(w, cl, m): extract(m, w, amp, cl) for w, cl in kinds for m in (half, n)}
         runs["bare"] = lambda: bare(amp)
         times = {key: [] for key in runs}
         for fn in runs.values():  # warm-up
@@ -204,16 +217,19 @@ def speed_part(rep, name, model, x, layers, n, tmp, sz):
             for key, fn in runs.items():
                 times[key].append(seconds(fn)[0])
         fwd = statistics.median(times.pop("bare"))
-        for workers, t in times.items():
-            ext = statistics.median(t)
-            rep.speed("speed", f"{name} {mode}: extract_dataset ({workers} workers) vs bare forward (throughput)",
-                      fwd / ext, 0.9, f"{n / ext:.0f} vs {n / fwd:.0f} images/s, batch {batch}")
+        for workers, cl in kinds:
+            whole, part = statistics.median(times[workers, cl, n]), statistics.median(times[workers, cl, half])
+            steady = (n - half) / max(whole - part, 1e-9)
+            how = f"{workers} workers" + (", channels_last" if cl else "")
+            rep.speed("speed", f"{name} {mode}: extract_dataset ({how}) vs bare forward{' NCHW' if cl else ''} "
+                      "(steady-state throughput)", steady * fwd / n, None if cl else 0.9,
+                      f"{steady:.0f} vs {n / fwd:.0f} images/s, batch {batch}; whole call of {n}: {n / whole:.0f}/s")
         model.to(memory_format=torch.channels_last)
         bare(amp, True)
         cl = statistics.median(seconds(lambda: bare(amp, True))[0] for _ in range(sz["reps"]))
         model.to(memory_format=torch.contiguous_format)
-        rep.speed("speed", f"{name} {mode}: bare forward channels-last vs NCHW (speed-up; extract has no "
-                  "channels-last)", fwd / cl, None, f"{n / cl:.0f} vs {n / fwd:.0f} images/s")
+        rep.speed("speed", f"{name} {mode}: bare forward channels-last vs NCHW (speed-up)", fwd / cl, None,
+                  f"{n / cl:.0f} vs {n / fwd:.0f} images/s")
 
 
 def proto_part(rep, name, model, classes, prep, size, cuda, sz, warned):
@@ -331,7 +347,7 @@ def odin_part(rep, model, root, prep, cuda):
 
 
 def measure(args) -> Report:
-    cuda = torch.cuda.is_available()
+    started, cuda = time.perf_counter(), torch.cuda.is_available()
     if cuda:
         resolve_device("cuda")  # what every peekflow command does first: float32 without TF32
     quick = args.quick or not cuda
@@ -379,6 +395,8 @@ def measure(args) -> Report:
         print("\n== knn", flush=True)
         knn_part(rep, cuda, sz)
     logging.getLogger("peekflow").removeHandler(handler)
+    rep["meta"]["seconds"] = round(time.perf_counter() - started)
+    print(f"\nthe run took {rep['meta']['seconds'] / 60:.1f} minutes", flush=True)
     return rep
 
 
@@ -414,10 +432,13 @@ def render_section(rep) -> str:
     failed = sum(not c["passed"] for c in rep["checks"])
     return "\n".join(lines + [
         GPU_MARK, "", f"**{len(rep['checks']) - failed} of {len(rep['checks'])} correctness checks passed.** "
-        "rel = max|cuda - cpu| / max|cpu|.", "", *checks, "", "Speed (ratios in the same run):", "", *speed, "",
+        "rel = max|cuda - cpu| / max|cpu|.", "", *checks, "",
+        "Speed (ratios in the same run; extraction at its steady state: a run of n images minus one of n/2, so a "
+        "call's fixed set-up cost is not spread over the few images measured):", "", *speed, "",
         *(["Skipped: " + "; ".join(rep["skipped"]) + ".", ""] if rep["skipped"] else []),
         f"Setup: {meta['device']}, torch {meta['torch']}, Python {meta['python']}, {meta['cpus']} CPUs, TF32 "
-        f"{meta['tf32']}, {'quick' if meta['quick'] else 'full'} sizes {meta['sizes']}.", "", meta["command"]])
+        f"{meta['tf32']}, {'quick' if meta['quick'] else 'full'} sizes {meta['sizes']}"
+        + (f"; the run took {meta['seconds'] / 60:.1f} minutes." if "seconds" in meta else "."), "", meta["command"]])
 
 
 def may_write(readme_text: str, rep) -> bool:

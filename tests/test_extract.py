@@ -1,4 +1,5 @@
 import json
+import threading
 
 import h5py
 import numpy as np
@@ -8,11 +9,13 @@ from PIL import Image
 
 from peekflow.cli import main
 from peekflow.data.folder import Preprocessing
-from peekflow.features.store import load_feature_set, open_store
+from peekflow.features.extract import ExtractSettings, extract_features
+from peekflow.features.store import StoreWriter, load_feature_set, open_store, partial_path
 from peekflow.io import IncompleteFileError
 from peekflow.models.checkpoint import load_model
 
 from conftest import TINY_MODEL, write_folder
+from test_extract_shards import assert_same_store
 
 LAYERS = ["layer2", "layer4"]
 
@@ -105,3 +108,42 @@ def test_incomplete_store_is_refused(tmp_path):
     path.write_bytes(b"not hdf5")
     with pytest.raises(IncompleteFileError, match="half.h5 is not a readable HDF5 file"):
         open_store(path)
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])  # a middle batch; the last one (its error surfaces when the run ends)
+def test_writer_thread_error_aborts_the_store_and_a_rerun_resumes(tmp_path, image_folder, tiny_checkpoint,
+                                                                    monkeypatch, fail_at):
+    whole, out = tmp_path / "whole.h5", tmp_path / "store.h5"
+    assert extract(tmp_path, image_folder, tiny_checkpoint, whole) == 0
+    write, threads = StoreWriter.write, []
+
+    def failing(self, start, *args, **kw):
+        threads.append(threading.current_thread().name)
+        if start == 4 * fail_at:
+            raise OSError("disk full (test)")
+        return write(self, start, *args, **kw)
+
+    monkeypatch.setattr(StoreWriter, "write", failing)
+    with pytest.raises(OSError, match=r"disk full \(test\)"):  # the writer thread's own error, in the caller
+        extract(tmp_path, image_folder, tiny_checkpoint, out)
+    assert set(threads) == {"peekflow-store-writer"} and len(threads) == fail_at + 1  # no write after the error
+    assert not out.exists()
+    with h5py.File(partial_path(out)) as h5:  # the batches before the failed one, checkpointed
+        assert not h5.attrs["complete"] and json.loads(h5.attrs["resume_done"])["rows"] == 4 * fail_at
+    monkeypatch.setattr(StoreWriter, "write", write)
+    assert extract(tmp_path, image_folder, tiny_checkpoint, out) == 0
+    assert_same_store(whole, out, maps=False)
+
+
+def test_channels_last_changes_values_by_rounding_only_and_restores_the_model(tmp_path, image_folder, tiny_checkpoint):
+    model, _ = load_model(tiny_checkpoint, "small_resnet", 3)
+    prep, stores = Preprocessing(**TINY_MODEL["preprocessing"]), {}
+    for cl in (False, True):
+        stores[cl] = tmp_path / f"cl{cl}.h5"
+        settings = ExtractSettings(layers=LAYERS, batch_size=4, maps=["layer2"], channels_last=cl)
+        extract_features(model, image_folder, ["a", "b", "c"], prep, settings, torch.device("cpu"), stores[cl], {})
+        assert all(p.is_contiguous() for p in model.parameters())  # NCHW again
+    with open_store(stores[False]) as a, open_store(stores[True]) as b:
+        for key in ["logits", *(f"{g}/{n}" for g in ("features", "maxact") for n in LAYERS)]:
+            np.testing.assert_allclose(b[key][:], a[key][:], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b["maps/layer2"][:], a["maps/layer2"][:], rtol=1e-3, atol=1e-3)  # float16

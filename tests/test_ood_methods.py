@@ -185,6 +185,29 @@ def test_backends_find_the_numpy_neighbours(monkeypatch, k, batch_size, chunk_va
         np.testing.assert_allclose(det.score(feature_set(queries)), -kth, atol=1e-6)
 
 
+@pytest.mark.parametrize("k, cols", [(3, 12 * 32), (3, 12 * 32 + 7), (5, 1000)])
+def test_smallest_k_ranks_only_the_best_groups_and_is_exact(k, cols):
+    d = torch.from_numpy(np.random.default_rng(cols).normal(size=(40, cols)).astype(np.float32))
+    d[0, :] = 1.0  # ties everywhere: any k of them
+    d[1, -3:] = -5.0  # the winners in the columns after the last whole group
+    vals, idx = neighbours.smallest_k(d, k)
+    assert cols // neighbours._GROUP >= 4 * k  # the grouped path
+    np.testing.assert_array_equal(torch.sort(vals, 1).values, torch.topk(d, k, 1, largest=False).values)
+    np.testing.assert_array_equal(torch.gather(d, 1, idx), vals)
+    assert all(len(set(row)) == k for row in idx.tolist())
+
+
+def test_torch_backend_with_grouped_chunks_finds_the_numpy_neighbours(monkeypatch):
+    monkeypatch.setattr(neighbours, "_CHUNK_VALUES", 20 * 700)  # 700 columns per chunk: groups, a tail, merges
+    rng = np.random.default_rng(3)
+    bank, queries = rng.normal(size=(3000, 8)), rng.normal(size=(20, 8))
+    kth, order = brute(bank, queries, 4)
+    search = NeighbourSearch(as_unit_rows(bank), "torch", 20)
+    dist, index = search.search(as_unit_rows(queries), 4)
+    np.testing.assert_array_equal(index, order)
+    np.testing.assert_allclose(search.kth_distance(as_unit_rows(queries), 4), kth, atol=1e-6)
+
+
 def test_normalise_in_place_without_a_copy():
     x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
     x[3] = 0

@@ -101,12 +101,15 @@ class ImageFolder(torch.utils.data.Dataset):
         return self.transform(img), self.labels[i], path
 
 
-def collate(batch):
-    """Stack images; paths of unreadable images (skip_corrupt) come back separately."""
+def collate(batch, pin_memory: bool = False):
+    """Stack images (`pin_memory`: straight into pinned memory, for a fast copy to CUDA without the DataLoader's
+    second copy; main process only); paths of unreadable images (skip_corrupt) come back separately."""
     good = [b for b in batch if b[0] is not None]
     skipped = [b[2] for b in batch if b[0] is None]
     if not good:
         return None, None, [], skipped
-    images = torch.stack([b[0] for b in good])
+    first = good[0][0]
+    out = torch.empty((len(good), *first.shape), dtype=first.dtype, pin_memory=True) if pin_memory else None
+    images = torch.stack([b[0] for b in good], out=out)
     labels = torch.tensor([b[1] for b in good], dtype=torch.int64)
     return images, labels, [b[2] for b in good], skipped

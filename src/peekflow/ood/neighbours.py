@@ -2,13 +2,20 @@
 
 Both rank by squared Euclidean distance ||q||^2 + ||b||^2 - 2 q.b (faiss's brute force computes the same), so they
 find the same neighbours up to float32 ties. `kth_distance` then recomputes the distance to the k-th neighbour
-exactly (float64), so the two backends' scores agree to rounding.
+exactly (float64; torch where its bank lives, so on CUDA only the distances come back), so the two backends' scores
+agree to rounding.
 
 Memory: the bank is never copied on the host. `normalise_rows_` scales it in place; faiss searches it in place
 (`faiss.knn`, no index copy) and torch wraps it without copying (`torch.from_numpy`). Queries go in chunks of
-`batch_size` rows, and the torch backend walks the bank in chunks, keeping a running top-k, so the work arrays hold
-O(batch_size x (bank_chunk + k)) values. On a GPU the bank lives once in GPU memory (faiss GpuIndexFlatL2 filled in
-chunks, or a torch CUDA tensor). faiss and torch are imported only when a search is built.
+`batch_size` rows, and the torch backend walks the bank in chunks (`_CHUNK_VALUES` distances on the CPU; on CUDA up
+to `_GPU_CHUNK_VALUES`, bounded by free GPU memory), so the work arrays hold O(batch_size x bank_chunk) values. On a
+GPU the bank lives once in GPU memory (faiss GpuIndexFlatL2 filled in chunks, or a torch CUDA tensor). faiss and
+torch are imported only when a search is built.
+
+The torch backend's chunk: one fused `addmm` gives ||b||^2 - 2 q.b (||q||^2, the same for a query's every row, is
+added to the k winners only), and `smallest_k` picks each row's k smallest without a full top-k pass over the chunk
+(a min over groups of `_GROUP` columns, then a top-k of the k best groups' entries); chunk winners are merged once per
+work array's worth, with no host synchronisation inside the loop.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import numpy as np
 log = logging.getLogger("peekflow")
 BACKENDS = ("auto", "faiss", "torch")
 GPU_MAX_K = 2048  # faiss GPU brute-force search supports k <= 2048
-_CHUNK_VALUES = 1 << 24  # distances per torch work array (64 MiB in float32)
+_CHUNK_VALUES = 1 << 24  # distances per torch work array on the CPU (64 MiB in float32)
+_GPU_CHUNK_VALUES = 1 << 28  # on CUDA at most this many (1 GiB), and at most 1/8 of the free GPU memory
+_GROUP = 32  # columns per group in smallest_k
 
 
 def normalise_rows_(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -136,6 +145,9 @@ class NeighbourSearch:
         out = np.empty(len(queries), dtype=np.float64)
         for start in range(0, len(queries), self.batch_size):
             q = queries[start : start + self.batch_size]
+            if self.backend == "torch":  # where the bank lives: on CUDA only the distances come back
+                out[start : start + len(q)] = self._torch_kth(q, k)
+                continue
             kth = self._search_chunk(q, k)[1][:, -1]
             diff = q.astype(np.float64) - self.bank[kth].astype(np.float64)
             out[start : start + len(q)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
@@ -161,16 +173,65 @@ class NeighbourSearch:
 
         with torch.inference_mode():
             qt = torch.from_numpy(q).to(self.device)
-            q_sq = (qt * qt).sum(1, keepdim=True)
-            step = max(k, _CHUNK_VALUES // max(len(q), 1))
-            best_d = best_i = None
-            for start in range(0, len(self.bank), step):
-                d = qt @ self._bank_t[start : start + step].T
-                d.mul_(-2).add_(q_sq).add_(self._bank_sq[start : start + step])
-                vals, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
-                idx += start
-                if best_d is not None:  # merge with the running top-k
-                    vals, pos = torch.topk(torch.cat([best_d, vals], 1), k, dim=1, largest=False)
-                    idx = torch.gather(torch.cat([best_i, idx], 1), 1, pos)
-                best_d, best_i = vals, idx
-            return best_d.clamp_(min=0).cpu().numpy(), best_i.cpu().numpy()
+            dist, index = self._torch_search(qt, k)
+            dist += (qt * qt).sum(1, keepdim=True)
+            return dist.clamp_(min=0).cpu().numpy(), index.cpu().numpy()
+
+    def _torch_kth(self, q: np.ndarray, k: int) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            qt = torch.from_numpy(q).to(self.device)
+            kth = self._torch_search(qt, k)[1][:, -1]
+            diff = qt.double() - self._bank_t[kth].double()
+            return (diff * diff).sum(1).sqrt().cpu().numpy()
+
+    def _torch_search(self, qt, k: int):
+        """(||b||^2 - 2 q.b ascending, bank rows) of the k nearest rows of each query in `qt` (on self.device)."""
+        import torch
+
+        step = max(k, self._work_values() // max(len(qt), 1))
+        step = max(k, step - step % _GROUP)  # whole groups (smallest_k)
+        vals, idx, held = [], [], 0
+        for start in range(0, len(self.bank), step):
+            stop = min(start + step, len(self.bank))
+            d = torch.addmm(self._bank_sq[start:stop], qt, self._bank_t[start:stop].T, alpha=-2)
+            v, i = smallest_k(d, min(k, stop - start))
+            vals.append(v)
+            idx.append(i + start)
+            held += v.shape[1]
+            if held >= step and len(vals) > 1:  # merge: the winners never outgrow one work array
+                v, pos = torch.topk(torch.cat(vals, 1), k, dim=1, largest=False, sorted=False)
+                vals, idx, held = [v], [torch.gather(torch.cat(idx, 1), 1, pos)], k
+        v, pos = torch.topk(torch.cat(vals, 1), k, dim=1, largest=False, sorted=True)
+        return v, torch.gather(torch.cat(idx, 1), 1, pos)
+
+    def _work_values(self) -> int:
+        """Distances per work array: _CHUNK_VALUES on the CPU; on CUDA up to _GPU_CHUNK_VALUES, 1/8 of free memory."""
+        if self.device.type != "cuda":
+            return _CHUNK_VALUES
+        import torch
+
+        free = torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device) \
+            - torch.cuda.memory_allocated(self.device)
+        return int(max(_CHUNK_VALUES, min(_GPU_CHUNK_VALUES, free // 32)))
+
+
+def smallest_k(d, k: int):
+    """(values, column indices) of the k smallest entries of each row of `d` [n, c], in no order. Exact: the k
+    smallest lie in the k groups (of _GROUP columns) with the smallest minima, so only those groups' entries (and the
+    columns after the last whole group) are ranked; a narrow `d` is ranked whole."""
+    import torch
+
+    n, c = d.shape
+    groups = c // _GROUP
+    if groups < 4 * k:
+        return torch.topk(d, k, dim=1, largest=False, sorted=False)
+    whole = groups * _GROUP
+    minima = d[:, :whole].view(n, groups, _GROUP).amin(2)
+    best = torch.topk(minima, k, dim=1, largest=False, sorted=False).indices
+    cols = (best.unsqueeze(2) * _GROUP + torch.arange(_GROUP, device=d.device)).reshape(n, k * _GROUP)
+    if whole < c:
+        cols = torch.cat([cols, torch.arange(whole, c, device=d.device).expand(n, -1)], 1)
+    vals, pos = torch.topk(d.gather(1, cols), k, dim=1, largest=False, sorted=False)
+    return vals, cols.gather(1, pos)
