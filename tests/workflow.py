@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,25 +65,52 @@ def planned_outputs(result: subprocess.CompletedProcess) -> dict[str, list[str]]
     return outputs
 
 
-def fake_user_inputs(workdir: Path, config: dict) -> None:
-    """Stand-ins for a config's own data and weights that pass the checks before any job (workflow/rules/
-    preflight.smk) without real files: one empty image per folder (num_classes class folders where a model takes its
-    class names from a folder) and checkpoints of the right tensor shapes whose every tensor shares one zero."""
+def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, int]] | None = None,
+                     seed: int | None = None) -> None:
+    """Stand-ins for a config's own data and weights. Without `seed`, what passes the checks before any job
+    (workflow/rules/preflight.smk) and a dry run without real files: one empty image per folder (num_classes class
+    folders where a model takes its class names from a folder) and checkpoints of the right tensor shapes whose every
+    tensor shares one zero. With `seed`, what a real run reads: seeded random JPEGs (`random_image`) and the seeded
+    random initialisation of each model's architecture, saved as a plain state dict (as torchvision's are).
+    `folders` (a data set's path -> its class folder -> number of images) replaces the layout of those data sets."""
     import torch
 
     from peekflow.models.registry import build_model
 
     class_counts = {m["classes_from_folder"]: m["num_classes"] for m in config["models"].values()
                     if "classes_from_folder" in m}
+    rng = np.random.default_rng(seed)
     for spec in config["datasets"].values():
         if "path" in spec:
             root = workdir / spec["path"]
-            for i in range(class_counts.get(spec["path"], 1)):
-                (root / f"class{i:04d}").mkdir(parents=True, exist_ok=True)
-                (root / f"class{i:04d}" / "image.jpg").write_bytes(b"")
+            layout = (folders or {}).get(spec["path"]) or {
+                f"class{i:04d}": 1 for i in range(class_counts.get(spec["path"], 1))}
+            for folder, count in layout.items():
+                (root / folder).mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    if seed is None:
+                        (root / folder / f"image{i}.jpg").write_bytes(b"")
+                    else:
+                        random_image(rng).save(root / folder / f"{folder}_{i}.JPEG", quality=85)
     for m in config["models"].values():
         if "checkpoint" in m:
+            if seed is not None:
+                torch.manual_seed(seed)
             state = build_model(m["arch"], m["num_classes"], **m.get("arch_kwargs", {})).state_dict()
+            if seed is None:
+                state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
             (workdir / m["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
-            torch.save({k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()},
-                       workdir / m["checkpoint"])
+            torch.save(state, workdir / m["checkpoint"])
+
+
+def random_image(rng: np.random.Generator):
+    """A JPEG-friendly random picture: smooth colour blobs plus grain, each side 180-500 px (any aspect ratio), in
+    RGB, greyscale (L) or CMYK mode -- the modes JPEG photo collections hold."""
+    from PIL import Image
+
+    w, h = rng.integers(180, 501, size=2)
+    blobs = Image.fromarray(rng.integers(0, 256, (rng.integers(2, 9), rng.integers(2, 9), 3), dtype=np.uint8))
+    pixels = np.asarray(blobs.resize((int(w), int(h)), Image.BICUBIC), dtype=np.int16)
+    pixels = np.clip(pixels + rng.integers(-20, 21, pixels.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    return img.convert(str(rng.choice(["RGB", "RGB", "L", "CMYK"])))

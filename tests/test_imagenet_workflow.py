@@ -1,0 +1,138 @@
+"""PEEK's ImageNet OOD table, run for real: `config/imagenet_resnet50.yaml` itself, end to end to
+results/ood_table.csv, on a miniature ImageNet in the config's own layout (1,000 wnid folders of seeded random JPEGs
+of varied sizes and modes in train/ and val/, the four OOD folders) and seeded random-weight torchvision checkpoints
+under the config's file names. The only other config is OVERLAY, which shrinks sizes and nothing else (steps,
+prototypes, batch sizes, threads, bootstrap resamples); every model, layer, preprocessing (224 px), data set, method
+and method setting is the config's own, KNN's k=1000 included. Then a dry run has nothing to do.
+
+Cost: 1,510 CPU-seconds, nearly all of it ResNet-50 at 224 px -- extracting the 1,100 train and 1,000 val images
+(0.27 CPU-s each) and ODIN's forward-backward-forward over the val images (0.77 CPU-s each); 59.5 minutes of wall
+time on this project's 2-core machine while other jobs kept its load average at 7-16, an estimated 15 minutes on 2 idle
+cores (from the same run's CPU times and a 2-thread ResNet-50 timing: 0.15 s per image forward, 0.36 s ODIN).
+Random weights: the table's numbers mean nothing, only that every stage ran and agrees with the stores."""
+
+import math
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.special import softmax
+
+from workflow import ROOT, fake_user_inputs, snakemake
+
+pytestmark = pytest.mark.slow
+
+CONFIG_FILE = ROOT / "config" / "imagenet_resnet50.yaml"
+CONFIG = yaml.safe_load(CONFIG_FILE.read_text())
+TARGET = CONFIG["target_model"]
+OOD = CONFIG["ood"]
+# sizes only: 20 DeepInversion prototypes (classes 0-19) of 2 steps at the config's 224 px, enough for
+# knn_deepinversion's k=10; CPU-sized batches and threads; 20 bootstrap resamples
+OVERLAY = {
+    "extract": {"batch_size": 50, "num_workers": 0, "threads": 2},
+    "prototypes": {"threads": 2, "methods": {"deepinversion": {"per_class": 1, "n": 20, "steps": 2,
+                                                               "batch_size": 20}}},
+    "ood": {"threads": 2, "methods": {"odin": {"batch_size": 25}}, "table": {"n_bootstrap": 20}},
+}
+N_CLASSES, EXTRA_TRAIN_EVERY, OOD_IMAGES = 1000, 10, 6
+TEXTURES = ["banded", "dotted", "striped"]
+
+
+def wnids(n: int, seed: int = 0) -> list[str]:
+    """n sorted ImageNet-style synset ids (n + 8 digits)."""
+    rng = np.random.default_rng(seed)
+    return [f"n{i:08d}" for i in sorted(rng.choice(np.arange(1_000_000, 15_000_000), n, replace=False))]
+
+
+def miniature_imagenet() -> dict[str, dict[str, int]]:
+    """The config's tree, per data set path: class folder -> images. val: 1 per class (every class folder names a
+    class); train: 1 per class, 2 in every 10th (1,100: KNN's k=1000 fits, Mahalanobis' covariance has rank 100);
+    the OOD sets: 6 images each, in one `images` folder (as the MOS tarballs unpack) or 3 texture folders (DTD)."""
+    paths = {name: spec["path"] for name, spec in CONFIG["datasets"].items()}
+    classes = wnids(N_CLASSES)
+    assert CONFIG["models"][TARGET]["classes_from_folder"] == paths[OOD["id_test"]]
+    return {
+        paths[OOD["id_test"]]: dict.fromkeys(classes, 1),
+        paths[OOD["id_train"]]: {c: 1 + (i % EXTRA_TRAIN_EVERY == 0) for i, c in enumerate(classes)},
+        **{paths[name]: {"images": OOD_IMAGES} for name in ["inaturalist", "sun", "places"]},
+        paths["textures"]: dict.fromkeys(TEXTURES, OOD_IMAGES // len(TEXTURES)),
+    }
+
+
+@pytest.fixture(scope="module")
+def imagenet_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("imagenet")
+    fake_user_inputs(work, CONFIG, folders=miniature_imagenet(), seed=0)
+    overlay = work / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(OVERLAY, sort_keys=False))
+    result = run_table(work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def run_table(work, *args: str):
+    """`snakemake --configfile <the config> <the overlay> --cores 2 [args] -- results/ood_table.csv` in `work`."""
+    return snakemake(work, str(work / "overlay.yaml"), "--cores", "2", *args, "--", "results/ood_table.csv",
+                     config=CONFIG_FILE)
+
+
+def store(run, dataset: str):
+    with h5py.File(run / f"results/features/{TARGET}/{dataset}.h5") as h5:
+        assert h5.attrs["complete"]
+        layer = CONFIG["models"][TARGET]["penultimate"]
+        return h5["logits"][:].astype(np.float64), h5[f"features/{layer}"].shape, h5["labels"][:]
+
+
+def test_table_has_every_method_and_set(imagenet_run):
+    run = imagenet_run
+    table = pd.read_csv(run / "results/ood_table.csv")
+    expected = {(m, o) for m in OOD["methods"] for o in [*OOD["ood_sets"], "average"]}
+    assert set(zip(table.method, table.ood_dataset)) == expected and len(table) == len(expected)
+    for col in ["auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out"]:
+        assert all(0 <= v <= 100 and math.isfinite(v) for v in table[col]), col
+    rows = table[table.ood_dataset != "average"]
+    assert (rows.n_id == N_CLASSES).all() and (rows.n_ood == OOD_IMAGES).all()
+
+
+def test_stores_hold_the_tree(imagenet_run):
+    """val: one image per class in wnid order (labels 0..999); layer4 average-pooled to 2048 features; train 1,100
+    labelled rows; the data-free bank: the 20 prototypes."""
+    run = imagenet_run
+    logits, shape, labels = store(run, OOD["id_test"])
+    assert logits.shape == (N_CLASSES, 1000) and shape == (N_CLASSES, 2048) and np.isfinite(logits).all()
+    np.testing.assert_array_equal(labels, np.arange(N_CLASSES))
+    _, shape, labels = store(run, OOD["id_train"])
+    assert shape == (1100, 2048) and (labels >= 0).all() and np.bincount(labels).max() == 2
+    _, shape, labels = store(run, "prototypes_deepinversion")
+    assert shape == (20, 2048)
+    np.testing.assert_array_equal(labels, np.arange(20))
+    for name in OOD["ood_sets"]:
+        _, shape, labels = store(run, name)
+        assert shape == (OOD_IMAGES, 2048) and (labels == -1).all()
+
+
+def test_msp_auroc_matches_the_stores(imagenet_run):
+    """MSP recomputed from the stored logits and the table's AUROC by brute force, P(id > ood) + P(tie)/2."""
+    run = imagenet_run
+    with h5py.File(run / f"results/ood/{TARGET}/scores/msp.h5") as h5:
+        scores = {name: h5[name][:] for name in [OOD["id_test"], *OOD["ood_sets"]]}
+    table = pd.read_csv(run / "results/ood_table.csv").set_index(["method", "ood_dataset"])
+    s_id = scores[OOD["id_test"]]
+    np.testing.assert_allclose(s_id, softmax(store(run, OOD["id_test"])[0], axis=1).max(1), rtol=1e-6)
+    for name in OOD["ood_sets"]:
+        s_ood = scores[name]
+        auroc = (s_id[:, None] > s_ood).mean() + 0.5 * (s_id[:, None] == s_ood).mean()
+        assert table.loc[("msp", name)].auroc == pytest.approx(100 * auroc, abs=0.006)
+
+
+def test_rank_deficient_mahalanobis_is_reported(imagenet_run):
+    run = imagenet_run
+    log = (run / f"logs/ood/{TARGET}/scores/mahalanobis/{OOD['id_test']}.log").read_text()
+    assert "covariance rank 100 of 2048 feature dimensions (1100 rows, 1000 classes" in log, log[-2000:]
+
+
+def test_nothing_to_do_afterwards(imagenet_run):
+    result = run_table(imagenet_run, "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]
