@@ -41,7 +41,7 @@ REFERENCE = {
     "mahalanobis": ("pood.Mahalanobis(None).fit_features(xt, y).predict_features(x)", "-2 * N"),  # -0.5 md, summed cov
     "rmds": ("pood.RMD(None).fit_features(xt, y).predict_features(x)", "-N"),
     "she": ("pood.SHE(None, head).fit_features(xt, y).predict_features(x)", -1),
-    "nnguide": ("pood.NNGuide(None, head, k=100).fit_features(xt, y).predict_features(x)", -1),
+    "nnguide": ("pood.NNGuide(None, head, k=10).fit_features(xt, y).predict_features(x)", -1),
     "fdbd": ("pood.fDBD(None, head).fit_features(xt).predict_features(x)", -1),
     "nci": ("pood.NCI(None, head).fit_features(xt).predict_features(x)", -1),
     "gmm": ("pood.GMM(None).fit_features(xt, y).predict_features(x)", -1),

@@ -5,9 +5,12 @@ Detection", ICCV 2023).
     bank = { e(x_i) * x_i / ||x_i|| }  over the fit rows           energy-scaled unit features
     score(x) = e(x) * mean of the k largest < x / ||x||, b >,  b in bank
 
-On the pooled penultimate features; the bank is the ID training store (or a `samples_per_class` seeded subset: the
-paper keeps 1% of ImageNet's training set) or a prototype bank (`_deepinversion` / `_deepdream`). `k` 100 is the
-paper's ImageNet setting. The bank is searched exactly, query and bank chunk by chunk, and never copied: the fitted
+On the pooled penultimate features; the bank is the ID training store (or a `samples_per_class` seeded subset) or a
+prototype bank (`_deepinversion` / `_deepdream`). Defaults: `k` 10, the authors' (github.com/roomo7time/nnguide,
+configs/detector/nnguide.yaml `knn_k: 10`, also pytorch-ood's default); the authors' bank is a uniformly random 1% of
+ImageNet's training set (`bankset_ratio=0.01`, 12.8k rows), OpenOOD v1.5's the first 1% of its training loader with
+K = 100. peekflow keeps the whole fit store by default (its embedded data set is small); `samples_per_class: 13` is
+about 1% of ImageNet, drawn per class rather than uniformly. The bank is searched exactly, query and bank chunk by chunk, and never copied: the fitted
 detector keeps the fit store's float32 features (a reference; other dtypes are converted once) and one factor
 e(x_i) / ||x_i|| per row, applied to each block of similarities, so the fit store must not be modified while it scores.
 Higher = more ID (pytorch-ood's NNGuide returns minus the score; its energies come from its head, peekflow's from
@@ -51,7 +54,7 @@ class NNGuide(Fitted):
                      "seed": "seed of those rows"}
     sweeps = ("k",)
 
-    def __init__(self, k: int = 100, samples_per_class: int | None = None, seed: int = 0):
+    def __init__(self, k: int = 10, samples_per_class: int | None = None, seed: int = 0):
         self.k = int(positive_number(k, f"{self.name}: k", integer=True))
         if samples_per_class is not None:
             samples_per_class = int(positive_number(samples_per_class, f"{self.name}: samples_per_class", integer=True))
