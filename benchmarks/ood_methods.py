@@ -5,8 +5,9 @@ Data (seeded, float32): a training bank of N x D non-negative "pooled" features 
 linear head W [K,D], b [K] and its logits. peekflow: `fit` on the bank's FeatureSet, `score` on the queries'.
 pytorch-ood 0.4.0: its detector's `fit_features` / `predict_features` (or `predict_feature_maps`, `predict_logits`,
 `score`) on torch tensors sharing the same memory; methods it lacks run peekflow only. Each measurement is a fresh
-subprocess; memory is its peak resident memory above the memory it held once the arrays existed, in units of the
-bank's size (N x D x 4 bytes; 1.00 = one more bank). Scores are compared per sample, after peekflow's documented
+subprocess (`--repeats` per implementation, alternating, medians reported); memory is its peak resident memory
+(ru_maxrss) above the memory it held once the arrays existed, in units of the bank's size (N x D x 4 bytes; 1.00 =
+one more bank). Scores are compared per sample, after peekflow's documented
 convention transform (docs/ood_methods.md), as the maximum difference relative to the largest |score|.
 Run: python benchmarks/ood_methods.py --help
 """
@@ -53,7 +54,8 @@ NOTE = (
     "[1e-7, 1 - 1e-7] (GEN's gamma = 0.1 magnifies that), KL-Matching's float32 templates underflow to 0 and their log "
     "to float32's minimum, ViM's float32 eigen-decomposition splits the synthetic features' many near-equal "
     "eigenvalues elsewhere; tests/test_ood_posthoc.py checks every method to 1e-4 where those do not bite. Memory "
-    "beyond the bank is mostly fixed-size work arrays (8192-row chunks), so its ratio to the bank falls as N grows. "
+    "beyond the bank is mostly fixed-size work arrays (1024-row float64 chunks), so its ratio to the bank falls as N "
+    "grows; GMM's is mostly its model, K packed D x D Cholesky factors (K D^2 x 4 bytes, 0.64 bank here). "
     "Goal of issue 16: memory at most 1.5 x the bank, time at most pytorch-ood's."
 )
 
@@ -121,7 +123,7 @@ def child(impl: str, method: str, n: int, q: int, d: int, k: int, threads: int) 
             "scores": np.asarray(scores, dtype=np.float64).tolist()}
 
 
-def measure(impl: str, method: str, args) -> dict | None:
+def measure_once(impl: str, method: str, args) -> dict | None:
     cmd = [sys.executable, __file__, "--child", impl, method, "--train", str(args.train), "--queries",
            str(args.queries), "--dim", str(args.dim), "--classes", str(args.classes), "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -131,6 +133,24 @@ def measure(impl: str, method: str, args) -> dict | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure(method: str, args) -> tuple[dict | None, dict | None]:
+    """(peekflow's, pytorch-ood's or None) measurements of `method`: `args.repeats` fresh subprocesses each,
+    the two implementations alternating (which starts alternates too); median seconds and median memory."""
+    import numpy as np
+
+    impls = ["peekflow"] + (["pytorch-ood"] if REFERENCE[method] else [])
+    runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for r in range(args.repeats):
+        for impl in impls if r % 2 == 0 else impls[::-1]:
+            runs[impl].append(measure_once(impl, method, args))
+    out = {}
+    for impl, results in runs.items():
+        if all(results):  # a failed run (reported on stderr) leaves the implementation's cells empty
+            out[impl] = dict(results[0], seconds=float(np.median([r["seconds"] for r in results])),
+                             peak_over_mib=float(np.median([r["peak_over_mib"] for r in results])))
+    return out.get("peekflow"), out.get("pytorch-ood")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", type=int, default=50_000, help="bank rows N")
@@ -138,6 +158,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=512, help="feature dimension D")
     p.add_argument("--classes", type=int, default=50, help="classes K")
     p.add_argument("--threads", type=int, default=2, help="torch / BLAS threads")
+    p.add_argument("--repeats", type=int, default=3, help="subprocesses per method and implementation (medians)")
     p.add_argument("--methods", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
     p.add_argument("--write-readme", action="store_true", help="replace this benchmark's section in README.md")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -151,8 +172,9 @@ def main() -> None:
         "## OOD methods against pytorch-ood (`ood_methods.py`)",
         "",
         f"Bank N x D = {args.train:,} x {args.dim} (K = {args.classes} classes), Q = {args.queries:,} queries, "
-        f"{args.threads} thread(s), CPU ({platform.machine()}, {os.cpu_count()} CPUs). Time: fit + score; memory: "
-        "peak resident memory above the arrays', in units of the bank's size; difference: max |peekflow - factor x "
+        f"{args.threads} thread(s), CPU ({platform.machine()}, {os.cpu_count()} CPUs). Time: fit + score (wall), "
+        f"median of {args.repeats} subprocesses per implementation, the two alternating; memory: peak resident memory "
+        "above the arrays', in units of the bank's size (median); difference: max |peekflow - factor x "
         "pytorch-ood| / max |score|.",
         "",
         "| method | peekflow s | pytorch-ood s | speed-up | peekflow mem / bank | pytorch-ood mem / bank "
@@ -160,9 +182,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     n, k = args.train, args.classes
+    load_start = os.getloadavg()[0]
     for method in args.methods:
-        ours = measure("peekflow", method, args)
-        ref = measure("pytorch-ood", method, args) if REFERENCE[method] else None
+        ours, ref = measure(method, args)
         if ours is None:
             lines.append(f"| {method} | failed | | | | | |")
             continue
@@ -179,7 +201,9 @@ def main() -> None:
     import pytorch_ood
     import torch
 
-    lines += ["", NOTE, "", f"pytorch-ood {pytorch_ood.__version__}, torch {torch.__version__}, numpy {np.__version__}.",
+    lines += ["", NOTE, "", f"Load average (1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+              f"(other jobs shared the {os.cpu_count()} cores: wall times carry their noise).", "",
+              f"pytorch-ood {pytorch_ood.__version__}, torch {torch.__version__}, numpy {np.__version__}.",
               "", command_line()]
     section = "\n".join(lines)
     print("\n" + section)
