@@ -32,19 +32,24 @@ QUERY_CHUNK = 256  # query rows per similarity block: blocks of 256 x 4096 float
 
 
 def top_k_mean(queries: np.ndarray, bank: np.ndarray, scale: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the k largest scale_i < q, bank_i > over the bank rows i, for each query row q (float64 [n]); the
-    bank is walked in chunks keeping a running top k, so work arrays hold O(n x (BANK_CHUNK + k)) values."""
-    best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    """Mean of the k largest scale_i < q, bank_i > over the bank rows i, for each query row q (float64 [n]). The bank
+    is walked in chunks; one buffer [n, k + BANK_CHUNK] holds the running top k and the chunk's similarities, so the
+    work arrays hold O(n x (BANK_CHUNK + k)) values."""
+    keep = min(k, len(bank))
+    buffer = np.empty((len(queries), keep + min(BANK_CHUNK, len(bank))), dtype=np.float32)
+    filled = 0  # columns of `buffer` holding candidates
     for rows in row_chunks(len(bank), BANK_CHUNK):
-        block = queries @ bank[rows].T
-        block *= scale[rows]
-        both = np.concatenate([best, block], axis=1)
-        del block
-        keep = min(k, both.shape[1])
-        both.partition(both.shape[1] - keep, axis=1)
-        best = both[:, -keep:].copy()
-        del both
-    return best.mean(axis=1, dtype=np.float64)
+        similarities = bank[rows] @ queries.T  # [chunk, n]: this operand order is the faster one for BLAS here
+        similarities *= scale[rows, None]
+        total = filled + len(similarities)
+        buffer[:, filled:total] = similarities.T
+        if total > keep:
+            candidates = buffer[:, :total]
+            candidates.partition(total - keep, axis=1)
+            buffer[:, :keep] = candidates[:, total - keep :]
+            total = keep
+        filled = total
+    return buffer[:, :filled].mean(axis=1, dtype=np.float64)
 
 
 @register_with_banks("nnguide")
