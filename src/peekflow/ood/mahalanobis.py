@@ -20,16 +20,17 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import (Detector, check_disjoint, checked_features, positive_number, register_with_banks,
                                resolved_paths)
-from peekflow.ood.posthoc import CHUNK, row_chunks
+from peekflow.ood.posthoc import row_chunks
 
 log = logging.getLogger("peekflow")
 
 
-def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int = CHUNK,
+def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int | None = None,
                                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(classes, means [C,D], shared covariance [D,D]) of the rows of `x` with labels >= 0, in float64. Two passes
-    over `chunk` rows at a time (class sums accumulated by index, then the centred chunk's X^T X), so memory is
-    O(chunk * D + D^2) beside `x`: neither a float64 nor a centred copy of the bank, nor one of a class."""
+    over `chunk` rows (default peekflow.ood.posthoc.CHUNK) at a time: class sums accumulated by index, then the
+    centred chunk's X^T X. Memory is O(chunk * D + D^2) beside `x`: no float64 or centred copy of the bank, nor of a
+    class."""
     labels = np.asarray(labels)
     known = labels >= 0
     classes, counts = np.unique(labels[known], return_counts=True)

@@ -10,9 +10,10 @@ prototype bank (`_deepinversion` / `_deepdream`). Defaults: `k` 10, the authors'
 configs/detector/nnguide.yaml `knn_k: 10`, also pytorch-ood's default); the authors' bank is a uniformly random 1% of
 ImageNet's training set (`bankset_ratio=0.01`, 12.8k rows), OpenOOD v1.5's the first 1% of its training loader with
 K = 100. peekflow keeps the whole fit store by default (its embedded data set is small); `samples_per_class: 13` is
-about 1% of ImageNet, drawn per class rather than uniformly. The bank is searched exactly, query and bank chunk by chunk, and never copied: the fitted
-detector keeps the fit store's float32 features (a reference; other dtypes are converted once) and one factor
-e(x_i) / ||x_i|| per row, applied to each block of similarities, so the fit store must not be modified while it scores.
+about 1% of ImageNet, drawn per class rather than uniformly. The bank is searched exactly, query and bank chunk by
+chunk, and never copied: the fitted detector keeps the fit store's float32 features (a reference; other dtypes are
+converted once) and one factor e(x_i) / ||x_i|| per row, applied to each block of similarities, so the fit store must
+not be modified while it scores.
 Higher = more ID (pytorch-ood's NNGuide returns minus the score; its energies come from its head, peekflow's from
 the stored logits).
 """

@@ -28,8 +28,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def row_chunks(n: int, size: int = CHUNK):
-    """slice objects covering rows 0..n in steps of `size`."""
+def row_chunks(n: int, size: int | None = None):
+    """slice objects covering rows 0..n in steps of `size` (default CHUNK, read at each call)."""
+    size = size or CHUNK
     return (slice(start, min(start + size, n)) for start in range(0, n, size))
 
 
