@@ -147,12 +147,6 @@ def checked_features(data: FeatureSet) -> np.ndarray:
     return x
 
 
-def _plain_absolute(p) -> bool:
-    """Whether os.path.abspath(p) == p for sure: an absolute str path with no '.', '..' or empty component."""
-    return (isinstance(p, str) and p.startswith("/") and "//" not in p and "/./" not in p and "/../" not in p
-            and not p.endswith(("/", "/.", "/..")))
-
-
 def _symbolic_links(folder: str) -> frozenset[str]:
     """Names of the symbolic links in `folder` (one directory listing; empty if it cannot be listed)."""
     try:
@@ -170,7 +164,9 @@ def resolved_paths(paths) -> list[str]:
     for p in paths:
         if not p:
             continue  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
-        head, _, tail = (p if _plain_absolute(p) else os.path.abspath(p)).rpartition("/")
+        if not (isinstance(p, str) and p.startswith("/") and "//" not in p and "/." not in p and p[-1] != "/"):
+            p = os.fsdecode(os.path.abspath(p))  # relative, '.', '..', '//', trailing '/'
+        head, _, tail = p.rpartition("/")
         if head not in folders:
             real = os.path.realpath(head or "/")
             folders[head] = (real.rstrip("/") + "/", _symbolic_links(real))
