@@ -68,7 +68,8 @@ def test_target_model_reaches_95_percent(default_run):
 
 def test_table_complete_and_finite(default_run):
     table = pd.read_csv(default_run / "results/ood_table.csv")
-    expected = {(m, o) for m in CONFIG["ood"]["methods"] for o in [*CONFIG["ood"]["ood_sets"], "average"]}
+    groups = [f"average_{g}" for g in CONFIG["ood"].get("groups", {})]
+    expected = {(m, o) for m in CONFIG["ood"]["methods"] for o in [*CONFIG["ood"]["ood_sets"], *groups, "average"]}
     assert set(zip(table.method, table.ood_dataset)) == expected and len(table) == len(expected)
     for col in ["auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out"]:
         assert all(0 <= v <= 100 and math.isfinite(v) for v in table[col]), col
@@ -77,7 +78,8 @@ def test_table_complete_and_finite(default_run):
 
 
 def test_table_matches_the_score_files(default_run):
-    """Every row's AUROC and FPR95 recomputed by brute force from the stored scores; averages are means of the rows."""
+    """Every row's AUROC and FPR95 recomputed by brute force from the stored scores; averages (overall and per
+    group) are means of the rows."""
     table = pd.read_csv(default_run / "results/ood_table.csv").set_index(["method", "ood_dataset"])
     id_test = CONFIG["ood"]["id_test"]
     for method in CONFIG["ood"]["methods"]:
@@ -88,8 +90,11 @@ def test_table_matches_the_score_files(default_run):
             # the table rounds to 2 decimals
             assert row.auroc == pytest.approx(auroc, abs=0.006) and row.fpr95 == pytest.approx(fpr95, abs=0.006)
             assert row.n_id == len(scores[id_test]) and row.n_ood == len(scores[name])
-        per_set = table.loc[method].drop("average")
+        per_set = table.loc[method].loc[CONFIG["ood"]["ood_sets"]]
         assert table.loc[(method, "average")].auroc == pytest.approx(per_set.auroc.mean(), abs=0.011)
+        for group, names in CONFIG["ood"].get("groups", {}).items():
+            mean = per_set.loc[names].auroc.mean()
+            assert table.loc[(method, f"average_{group}")].auroc == pytest.approx(mean, abs=0.011)
 
 
 def test_scores_match_an_independent_computation(default_run):

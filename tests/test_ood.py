@@ -272,3 +272,23 @@ def test_gather_errors_name_the_file_at_fault(main, stores, tmp_path, capsys):
     assert main(["gather-scores", "--parts", str(val), str(incomplete), "--out", str(out)]) == 1
     assert f"{incomplete} is incomplete" in capsys.readouterr().err
     assert not out.parent.exists() or not list(out.parent.iterdir())  # nothing written, no temporary left
+
+
+def test_resolved_paths_equal_realpath_of_abspath(tmp_path, monkeypatch):
+    """One directory listing per folder instead of an lstat per path must resolve exactly as os.path.realpath
+    does: linked folders and files, '.', '..', '//', a trailing '/', relative paths, missing folders."""
+    import os
+
+    from peekflow.ood.base import resolved_paths
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    for name in ("real/a.png", "real/b.png", "other/c.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "real" / "l.png").symlink_to("../other/c.png")
+    (tmp_path / "linkdir").symlink_to("real")
+    monkeypatch.chdir(tmp_path)
+    base = str(tmp_path)
+    paths = ["real/a.png", f"{base}/linkdir/b.png", f"{base}/linkdir/l.png", "linkdir/../real/l.png",
+             f"{base}//real/./a.png", "/", "/x", "/missing/y.png", "./other/c.png", f"{base}/real/", f"{base}/real/l.png"]
+    assert resolved_paths(["", *paths]) == [os.path.realpath(os.path.abspath(p)) for p in paths]

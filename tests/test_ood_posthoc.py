@@ -123,3 +123,19 @@ def test_each_method_documents_itself_and_sweeps_its_own_settings():
         cls = detector_class(name)
         assert "score" in (sys.modules[cls.__module__].__doc__ or ""), name
         assert set(cls.sweeps) <= set(inspect.signature(cls.__init__).parameters), name
+
+
+CHUNKED = [m for m in available() if not detector_class(m).prototype_bank and not detector_class(m).needs_images]
+
+
+@pytest.mark.parametrize("method", CHUNKED)
+def test_scores_do_not_depend_on_the_row_chunks(method, monkeypatch):
+    """The reference problem fits in one 1024-row chunk; with chunks of a few rows every accumulation (class sums,
+    X^T X, running top-k, the GMM's log-sum over classes) spans many chunks and must give the same scores."""
+    from peekflow.ood import nnguide, posthoc
+
+    whole = scores(method, TRAIN, TEST)
+    monkeypatch.setattr(posthoc, "CHUNK", 7)
+    monkeypatch.setattr(nnguide, "BANK_CHUNK", 13)
+    monkeypatch.setattr(nnguide, "QUERY_CHUNK", 5)
+    np.testing.assert_allclose(scores(method, TRAIN, TEST), whole, rtol=1e-6, atol=1e-9)

@@ -5,7 +5,7 @@ import re
 
 import pandas as pd
 
-from peekflow.readme_numbers import rewrite, sections
+from peekflow.readme_numbers import ood_section, ood_sets_section, rewrite, sections
 
 
 def test_every_number_written_is_in_the_summary_files(finished_run):
@@ -26,3 +26,15 @@ def test_rewrite_changes_only_the_marked_sections():
     text = "intro 1.0\n<!-- numbers:ood:start -->\nold 2.0\n<!-- numbers:ood:end -->\nlater 3.0\n"
     new = rewrite(text, {"ood": "| new |", "probing": "unused"}, note="from X")
     assert new == "intro 1.0\n<!-- numbers:ood:start -->\n| new |\nfrom X\n<!-- numbers:ood:end -->\nlater 3.0\n"
+
+
+def test_group_averages_are_columns_of_the_averages_not_ood_sets():
+    rows = [("a", 90.0), ("b", 70.0), ("c", 50.0), ("average_near", 90.0), ("average_far", 60.0), ("average", 70.0)]
+    summary = pd.DataFrame([{"model": "m", "method": "knn", "ood_dataset": name, "auroc_mean": v, "auroc_std": 1.0,
+                             "fpr95_mean": 100 - v, "fpr95_std": 2.0, "n": 3} for name, v in rows])
+    averages, per_set = ood_section(summary), ood_sets_section(summary)
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    assert cells(averages.splitlines()[0])[2:] == ["average FPR95 ↓", "average AUROC ↑", "near AUROC ↑", "far AUROC ↑",
+                                                   "n"]
+    assert cells(averages.splitlines()[2])[3:6] == ["70.0 ± 1.0", "90.0 ± 1.0", "60.0 ± 1.0"]
+    assert cells(per_set.splitlines()[0])[2:] == ["a AUROC", "b AUROC", "c AUROC", "n"]

@@ -3,7 +3,8 @@
     python -m peekflow.readme_numbers [--results results] [--readme README.md] [--command "..."]
 
 Each section sits between `<!-- numbers:<name>:start -->` and `<!-- numbers:<name>:end -->`; only those lines change:
-- `ood`: average FPR95 / AUROC per method (mean ± std over the replicas, n), from results/ood_summary.csv
+- `ood`: average FPR95 / AUROC per method (mean ± std over the replicas, n), and each OOD group's average AUROC
+  where the run grouped its OOD sets (ood.groups: near, far), from results/ood_summary.csv
 - `ood_sets`: AUROC per method and OOD set, from results/ood_summary.csv
 - `prototypes`: target and probe accuracy per prototype method, from results/prototypes_summary.csv
 - `probing`: probing accuracy (best match, Hungarian), from results/probing_summary.csv
@@ -31,15 +32,24 @@ def _table(rows: list[dict]) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def _is_average(name: str) -> bool:
+    """The overall "average" row or a group's "average_<group>" row (ood.groups), not an OOD set."""
+    return name == "average" or name.startswith("average_")
+
+
 def ood_section(summary: pd.DataFrame) -> str:
+    groups = [s for s in dict.fromkeys(summary.ood_dataset) if s.startswith("average_")]
+    indexed = summary.set_index(["model", "method", "ood_dataset"])
     rows = [{"model": r["model"], "method": r["method"], "average FPR95 ↓": _pm(r, "fpr95", 1),
-             "average AUROC ↑": _pm(r, "auroc", 1), "n": r["n"]}
+             "average AUROC ↑": _pm(r, "auroc", 1),
+             **{f"{g.removeprefix('average_')} AUROC ↑": _pm(indexed.loc[(r["model"], r["method"], g)], "auroc", 1)
+                for g in groups}, "n": r["n"]}
             for _, r in summary[summary.ood_dataset == "average"].iterrows()]
     return _table(rows)
 
 
 def ood_sets_section(summary: pd.DataFrame) -> str:
-    sets = [s for s in dict.fromkeys(summary.ood_dataset) if s != "average"]
+    sets = [s for s in dict.fromkeys(summary.ood_dataset) if not _is_average(s)]
     rows = []
     for (model, method), group in summary.groupby(["model", "method"], sort=False):
         by_set = group.set_index("ood_dataset")

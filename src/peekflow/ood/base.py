@@ -124,12 +124,17 @@ def build(name: str, settings: dict | None = None) -> Detector:
     return cls(**settings)
 
 
-def checked_logits(data: FeatureSet) -> np.ndarray:
-    """The logits of `data` as float64 [N, K], K >= 1; fail naming the data set otherwise."""
-    z = np.asarray(data.logits, dtype=np.float64)
+def stored_logits(data: FeatureSet) -> np.ndarray:
+    """The logits of `data` as stored (no float64 copy), [N, K], K >= 1; fail naming the data set otherwise."""
+    z = np.asarray(data.logits)
     if z.ndim != 2 or z.shape[1] < 1:
         raise ValueError(f"data set {data.name!r}: logits must be [N, K] with K >= 1, got shape {z.shape}")
     return z
+
+
+def checked_logits(data: FeatureSet) -> np.ndarray:
+    """The logits of `data` as float64 [N, K], K >= 1; fail naming the data set otherwise."""
+    return np.asarray(stored_logits(data), dtype=np.float64)
 
 
 def checked_features(data: FeatureSet) -> np.ndarray:
@@ -142,18 +147,31 @@ def checked_features(data: FeatureSet) -> np.ndarray:
     return x
 
 
+def _symbolic_links(folder: str) -> frozenset[str]:
+    """Names of the symbolic links in `folder` (one directory listing; empty if it cannot be listed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return frozenset(e.name for e in entries if e.is_symlink())
+    except OSError:
+        return frozenset()
+
+
 def resolved_paths(paths) -> list[str]:
-    """os.path.realpath of every non-empty path, resolving each folder once (banks can hold millions of rows)."""
-    folders: dict[str, str] = {}
+    """os.path.realpath of every non-empty path. Banks can hold millions of rows, so each folder is resolved and
+    listed once (for the files in it that are symbolic links), and no path costs a system call of its own."""
+    folders: dict[str, tuple[str, frozenset[str]]] = {}
     out = []
     for p in paths:
         if not p:
             continue  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
-        head, tail = os.path.split(os.path.abspath(p))
+        if not (isinstance(p, str) and p.startswith("/") and "//" not in p and "/." not in p and p[-1] != "/"):
+            p = os.fsdecode(os.path.abspath(p))  # relative, '.', '..', '//', trailing '/'
+        head, _, tail = p.rpartition("/")
         if head not in folders:
-            folders[head] = os.path.realpath(head)
-        full = os.path.join(folders[head], tail)
-        out.append(os.path.realpath(full) if os.path.islink(full) else full)
+            real = os.path.realpath(head or "/")
+            folders[head] = (real.rstrip("/") + "/", _symbolic_links(real))
+        prefix, links = folders[head]
+        out.append(os.path.realpath(prefix + tail) if tail in links else prefix + tail)
     return out
 
 

@@ -24,6 +24,17 @@ def feature_mean(x: np.ndarray) -> np.ndarray:
     return sum(x[rows].sum(axis=0, dtype=np.float64) for rows in row_chunks(len(x))) / len(x)
 
 
+def weight_gaps(weight: np.ndarray) -> np.ndarray:
+    """||w_p - w_c|| [K, K] of the rows of W, from its Gram matrix (no K x K x D array), in float64; the diagonal
+    (whose numerator is 0) is 1."""
+    w = weight.astype(np.float64)
+    gram = w @ w.T
+    squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+    gaps = np.sqrt(np.maximum(squared, 0.0))
+    np.fill_diagonal(gaps, 1.0)
+    return gaps
+
+
 @register_with_banks("fdbd")
 class FDBD(Fitted):
     needs_last_layer = True
@@ -36,9 +47,7 @@ class FDBD(Fitted):
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer = last_layer(self.name, data)
-        w = layer.weight.astype(np.float64)
-        gaps = np.linalg.norm(w[:, None, :] - w[None, :, :], axis=2)  # ||w_p - w_c|| [K, K]
-        np.fill_diagonal(gaps, 1.0)  # its numerator is 0
+        gaps = weight_gaps(layer.weight)
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
             x = features64(data, rows)

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.special import log_softmax
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_logits, register_with_banks
-from peekflow.ood.posthoc import Fitted
+from peekflow.ood.base import register_with_banks, stored_logits
+from peekflow.ood.posthoc import Fitted, logits64, row_chunks
 
 
 @register_with_banks("klmatching")
@@ -28,15 +28,23 @@ class KLMatching(Fitted):
         self._log_templates = None
 
     def _fit(self, train: FeatureSet) -> None:
-        log_p = log_softmax(checked_logits(train), axis=1)
-        predicted = log_p.argmax(axis=1)
-        templates = np.stack([np.exp(log_p[predicted == k]).mean(axis=0) for k in np.unique(predicted)])
+        k = stored_logits(train).shape[1]
+        sums, counts = np.zeros((k, k)), np.zeros(k)
+        for rows in row_chunks(len(train.logits)):  # softmax rows summed by predicted class, chunk by chunk
+            log_p = log_softmax(logits64(train, rows), axis=1)
+            predicted = log_p.argmax(axis=1)
+            np.add.at(sums, predicted, np.exp(log_p))
+            np.add.at(counts, predicted, 1)
+        seen = counts > 0
         with np.errstate(divide="ignore"):
-            self._log_templates = np.log(templates)
+            self._log_templates = np.log(sums[seen] / counts[seen, None])
 
     def _score(self, data: FeatureSet) -> np.ndarray:
-        log_p = log_softmax(checked_logits(data), axis=1)
-        p = np.exp(log_p)
         finite = np.where(np.isfinite(self._log_templates), self._log_templates, np.finfo(np.float64).min)
-        kl = (p * log_p).sum(axis=1, keepdims=True) - p @ finite.T
-        return -kl.min(axis=1)
+        out = np.empty(len(stored_logits(data)))
+        for rows in row_chunks(len(out)):
+            log_p = log_softmax(logits64(data, rows), axis=1)
+            p = np.exp(log_p)
+            kl = (p * log_p).sum(axis=1, keepdims=True) - p @ finite.T
+            out[rows] = -kl.min(axis=1)
+        return out

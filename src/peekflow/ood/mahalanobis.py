@@ -20,23 +20,38 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import (Detector, check_disjoint, checked_features, positive_number, register_with_banks,
                                resolved_paths)
+from peekflow.ood.posthoc import row_chunks
 
 log = logging.getLogger("peekflow")
 
 
-def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int = 8192,
+def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int | None = None,
                                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(classes, means [C,D], shared covariance [D,D]) of the rows of `x` with labels >= 0, in float64; rows are
-    converted and centred `chunk` at a time, so memory is O(chunk * D + D^2) beside `x` (a bank of millions of rows
-    is never copied)."""
-    rows = np.flatnonzero(labels >= 0)
-    classes, index = np.unique(labels[rows], return_inverse=True)
-    means = np.stack([x[rows[index == i]].mean(axis=0, dtype=np.float64) for i in range(len(classes))])
+    """(classes, means [C,D], shared covariance [D,D]) of the rows of `x` with labels >= 0, in float64. Two passes
+    over `chunk` rows (default peekflow.ood.posthoc.CHUNK) at a time: class sums accumulated by index, then the
+    centred chunk's X^T X. Memory is O(chunk * D + D^2) beside `x`: no float64 or centred copy of the bank, nor of a
+    class."""
+    labels = np.asarray(labels)
+    known = labels >= 0
+    classes, counts = np.unique(labels[known], return_counts=True)
+    index = np.searchsorted(classes, labels)  # class index of every labelled row
+
+    def labelled(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        keep = known[rows]
+        f, i = np.array(x[rows], dtype=np.float64), index[rows]
+        return (f, i) if keep.all() else (f[keep], i[keep])
+
+    sums = np.zeros((len(classes), x.shape[1]))
+    for rows in row_chunks(len(x), chunk):
+        f, i = labelled(rows)
+        np.add.at(sums, i, f)
+    means = sums / counts[:, None]
     cov = np.zeros((x.shape[1], x.shape[1]))
-    for start in range(0, len(rows), chunk):
-        centred = x[rows[start:start + chunk]].astype(np.float64) - means[index[start:start + chunk]]
-        cov += centred.T @ centred
-    return classes, means, cov / len(rows)
+    for rows in row_chunks(len(x), chunk):
+        f, i = labelled(rows)
+        f -= means[i]
+        cov += f.T @ f
+    return classes, means, cov / counts.sum()
 
 
 def pinv_root(cov: np.ndarray) -> np.ndarray:
@@ -93,6 +108,6 @@ class Mahalanobis(Detector):
         for start in range(0, len(x), self.batch_size):
             z = np.asarray(x[start : start + self.batch_size], dtype=np.float64) @ self._w
             # ||z - m_c||^2 for every class at once (float64: the expansion loses nothing that matters here)
-            squared = (z * z).sum(1, keepdims=True) - 2 * z @ self._whitened_means.T + self._means_sq
+            squared = np.einsum("ij,ij->i", z, z)[:, None] - 2 * z @ self._whitened_means.T + self._means_sq
             out[start : start + len(z)] = -np.maximum(squared.min(axis=1), 0.0)
         return out

@@ -5,9 +5,15 @@ Detection", ICCV 2023).
     bank = { e(x_i) * x_i / ||x_i|| }  over the fit rows           energy-scaled unit features
     score(x) = e(x) * mean of the k largest < x / ||x||, b >,  b in bank
 
-On the pooled penultimate features; the bank is the ID training store (or a `samples_per_class` seeded subset: the
-paper keeps 1% of ImageNet's training set) or a prototype bank (`_deepinversion` / `_deepdream`). `k` 100 is the
-paper's ImageNet setting. The bank is held once as float32 and searched exactly, query and bank chunk by chunk.
+On the pooled penultimate features; the bank is the ID training store (or a `samples_per_class` seeded subset) or a
+prototype bank (`_deepinversion` / `_deepdream`). Defaults: `k` 10, the authors' (github.com/roomo7time/nnguide,
+configs/detector/nnguide.yaml `knn_k: 10`, also pytorch-ood's default); the authors' bank is a uniformly random 1% of
+ImageNet's training set (`bankset_ratio=0.01`, 12.8k rows), OpenOOD v1.5's the first 1% of its training loader with
+K = 100. peekflow keeps the whole fit store by default (its embedded data set is small); `samples_per_class: 13` is
+about 1% of ImageNet, drawn per class rather than uniformly. The bank is searched exactly, query and bank chunk by
+chunk, and never copied: the fitted detector keeps the fit store's float32 features (a reference; other dtypes are
+converted once) and one factor e(x_i) / ||x_i|| per row, applied to each block of similarities, so the fit store must
+not be modified while it scores.
 Higher = more ID (pytorch-ood's NNGuide returns minus the score; its energies come from its head, peekflow's from
 the stored logits).
 """
@@ -17,22 +23,34 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, checked_logits, positive_number, register_with_banks
+from peekflow.ood.base import checked_features, positive_number, register_with_banks, stored_logits
 from peekflow.ood.knn import per_class_sample
 from peekflow.ood.neighbours import as_unit_rows
-from peekflow.ood.posthoc import Fitted, energy, row_chunks
+from peekflow.ood.posthoc import Fitted, energy, logits64, row_chunks
 
-BANK_CHUNK = 4096
+BANK_CHUNK = 4096  # bank rows per similarity block
+QUERY_CHUNK = 256  # query rows per similarity block: blocks of 256 x 4096 float32 (4 MiB)
 
 
-def top_k_mean(queries: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the k largest inner products of each query row with the bank rows (float64 [n])."""
-    best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+def top_k_mean(queries: np.ndarray, bank: np.ndarray, scale: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k largest scale_i < q, bank_i > over the bank rows i, for each query row q (float64 [n]). The bank
+    is walked in chunks; one buffer [n, k + BANK_CHUNK] holds the running top k and the chunk's similarities, so the
+    work arrays hold O(n x (BANK_CHUNK + k)) values."""
+    keep = min(k, len(bank))
+    buffer = np.empty((len(queries), keep + min(BANK_CHUNK, len(bank))), dtype=np.float32)
+    filled = 0  # columns of `buffer` holding candidates
     for rows in row_chunks(len(bank), BANK_CHUNK):
-        both = np.concatenate([best, queries @ bank[rows].T], axis=1)
-        keep = min(k, both.shape[1])
-        best = np.partition(both, both.shape[1] - keep, axis=1)[:, -keep:]
-    return best.mean(axis=1, dtype=np.float64)
+        similarities = bank[rows] @ queries.T  # [chunk, n]: this operand order is the faster one for BLAS here
+        similarities *= scale[rows, None]
+        total = filled + len(similarities)
+        buffer[:, filled:total] = similarities.T
+        if total > keep:
+            candidates = buffer[:, :total]
+            candidates.partition(total - keep, axis=1)
+            buffer[:, :keep] = candidates[:, total - keep :]
+            total = keep
+        filled = total
+    return buffer[:, :filled].mean(axis=1, dtype=np.float64)
 
 
 @register_with_banks("nnguide")
@@ -42,25 +60,30 @@ class NNGuide(Fitted):
                      "seed": "seed of those rows"}
     sweeps = ("k",)
 
-    def __init__(self, k: int = 100, samples_per_class: int | None = None, seed: int = 0):
+    def __init__(self, k: int = 10, samples_per_class: int | None = None, seed: int = 0):
         self.k = int(positive_number(k, f"{self.name}: k", integer=True))
         if samples_per_class is not None:
             samples_per_class = int(positive_number(samples_per_class, f"{self.name}: samples_per_class", integer=True))
         self.samples_per_class, self.seed = samples_per_class, int(seed)
 
     def _fit(self, train: FeatureSet) -> None:
-        x, z = checked_features(train), checked_logits(train)
-        rows = np.arange(len(x)) if self.samples_per_class is None else \
-            per_class_sample(train.labels, self.samples_per_class, self.seed, f"{self.name} bank {train.name!r}")
-        if self.k > len(rows):
-            raise ValueError(f"{self.name}: k={self.k} exceeds the bank size {len(rows)} of {train.name!r}")
-        self._bank = np.empty((len(rows), x.shape[1]), dtype=np.float32)
-        for chunk in row_chunks(len(rows)):
-            r = rows[chunk]
-            self._bank[chunk] = as_unit_rows(x[r], copy=True) * energy(z[r])[:, None].astype(np.float32)
+        x, z = checked_features(train), stored_logits(train)
+        if self.samples_per_class is not None:
+            rows = per_class_sample(train.labels, self.samples_per_class, self.seed, f"{self.name} bank {train.name!r}")
+            x, z = x[rows], z[rows]
+        if self.k > len(x):
+            raise ValueError(f"{self.name}: k={self.k} exceeds the bank size {len(x)} of {train.name!r}")
+        # the bank e_i x_i / ||x_i|| is kept as the stored rows x_i (float32, not copied when they already are)
+        # and one factor e_i / ||x_i|| per row, applied to each block of similarities
+        self._bank = np.ascontiguousarray(x, dtype=np.float32)
+        self._scale = np.empty(len(x), dtype=np.float32)
+        for rows in row_chunks(len(x)):
+            norms = np.sqrt(np.einsum("ij,ij->i", self._bank[rows], self._bank[rows], dtype=np.float64))
+            self._scale[rows] = energy(z[rows]) / np.maximum(norms, 1e-12)
 
     def _score(self, data: FeatureSet) -> np.ndarray:
-        x, z, out = checked_features(data), checked_logits(data), np.empty(len(data.labels))
-        for rows in row_chunks(len(out), 1024):
-            out[rows] = energy(z[rows]) * top_k_mean(as_unit_rows(x[rows], copy=True), self._bank, self.k)
+        x, out = checked_features(data), np.empty(len(data.labels))
+        for rows in row_chunks(len(out), QUERY_CHUNK):
+            guidance = top_k_mean(as_unit_rows(x[rows], copy=True), self._bank, self._scale, self.k)
+            out[rows] = energy(logits64(data, rows)) * guidance
         return out

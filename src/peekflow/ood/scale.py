@@ -5,8 +5,9 @@ Enhancement", ICLR 2024).
     score(x) = log sum_k exp( (x * exp(s1 / s2)) W^T + b )_k        energy of the rescaled features' logits
 
 Nothing is pruned (unlike ASH-S): the features are only rescaled. On the pooled penultimate features with the store's
-last layer W, b (the paper shapes the maps before pooling; its ImageNet setting `percentile` 85 is the default;
-pytorch-ood's is a fraction, default 0.65). Nothing is fitted. Higher = more ID (pytorch-ood returns minus the energy).
+last layer W, b (the paper shapes the maps before pooling). `percentile` 85 is the authors' ImageNet setting
+(github.com/kai422/SCALE, configs/postprocessors/scale.yml; OpenOOD v1.5's too); pytorch-ood's is a fraction, default
+0.65. Nothing is fitted. Higher = more ID (pytorch-ood returns minus the energy).
 """
 
 from __future__ import annotations

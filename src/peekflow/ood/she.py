@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, checked_logits, register_with_banks
+from peekflow.ood.base import checked_features, register_with_banks, stored_logits
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
 
 
@@ -25,16 +25,15 @@ class SHE(Fitted):
         pass
 
     def _fit(self, train: FeatureSet) -> None:
-        x, labels, logits = checked_features(train), np.asarray(train.labels), checked_logits(train)
-        rows = known_rows(self.name, train)
+        x, labels, logits = checked_features(train), np.asarray(train.labels), stored_logits(train)
+        known_rows(self.name, train)
         k = logits.shape[1]
         sums, counts = np.zeros((k, x.shape[1])), np.zeros(k)
-        for chunk in row_chunks(len(rows)):
-            r = rows[chunk]
-            f = np.asarray(x[r], dtype=np.float64)
-            right = logits[r].argmax(axis=1) == labels[r]
-            np.add.at(sums, labels[r][right], f[right])
-            np.add.at(counts, labels[r][right], 1)
+        for rows in row_chunks(len(x)):  # class sums of the correctly classified rows, chunk by chunk
+            y = labels[rows]
+            right = (y >= 0) & (logits[rows].argmax(axis=1) == y)
+            np.add.at(sums, y[right], np.asarray(x[rows][right], dtype=np.float64))
+            np.add.at(counts, y[right], 1)
         missing = np.flatnonzero(counts == 0)
         if len(missing):
             raise ValueError(f"{self.name}: classes {missing.tolist()} have no correctly classified row in the fit "
@@ -42,7 +41,7 @@ class SHE(Fitted):
         self._patterns = sums / counts[:, None]
 
     def _score(self, data: FeatureSet) -> np.ndarray:
-        z, out = checked_logits(data), np.empty(len(data.labels))
+        z, out = stored_logits(data), np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            out[rows] = (features64(data, rows) * self._patterns[z[rows].argmax(axis=1)]).sum(axis=1)
+            out[rows] = np.einsum("ij,ij->i", features64(data, rows), self._patterns[z[rows].argmax(axis=1)])
         return out

@@ -37,8 +37,9 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
     u = -np.linalg.pinv(layer.weight.astype(np.float64)) @ layer.bias
     x = checked_features(train)
     moment = np.zeros((x.shape[1], x.shape[1]))
-    for rows in row_chunks(len(x)):
-        centred = features64(train, rows) - u
+    for rows in row_chunks(len(x)):  # chunk by chunk, centred in place: no float64 or centred copy of the bank
+        centred = features64(train, rows)
+        centred -= u
         moment += centred.T @ centred
     values, vectors = np.linalg.eigh(moment / len(x))  # ascending eigenvalues
     d = principal_dim(dim, x.shape[1])
@@ -46,8 +47,10 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
     return u, vectors[:, : x.shape[1] - d]
 
 
-def residual_norms(data: FeatureSet, u: np.ndarray, basis: np.ndarray, rows: slice) -> np.ndarray:
-    return np.linalg.norm((features64(data, rows) - u) @ basis, axis=1)
+def residual_norms(x: np.ndarray, u: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """||(x - u) R|| of the rows of a float64 chunk `x`, which is centred in place."""
+    x -= u
+    return np.linalg.norm(x @ basis, axis=1)
 
 
 @register_with_banks("vim")
@@ -62,13 +65,17 @@ class ViM(Fitted):
     def _fit(self, train: FeatureSet) -> None:
         self._u, self._basis = residual_space(self.name, train, self.dim)
         layer, n = last_layer(self.name, train), len(train.labels)
-        max_logit = sum(layer.logits(features64(train, r)).max(axis=1).sum() for r in row_chunks(n)) / n
-        residual = sum(residual_norms(train, self._u, self._basis, r).sum() for r in row_chunks(n)) / n
+        max_logit = residual = 0.0
+        for rows in row_chunks(n):
+            x = features64(train, rows)
+            max_logit += layer.logits(x).max(axis=1).sum()
+            residual += residual_norms(x, self._u, self._basis).sum()
         self._alpha = max_logit / residual
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer, out = last_layer(self.name, data), np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            virtual = self._alpha * residual_norms(data, self._u, self._basis, rows)
-            out[rows] = energy(layer.logits(features64(data, rows))) - virtual
+            x = features64(data, rows)
+            e = energy(layer.logits(x))
+            out[rows] = e - self._alpha * residual_norms(x, self._u, self._basis)
         return out
