@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shutil
 import subprocess
 
 import pandas as pd
@@ -129,6 +130,29 @@ def test_added_ood_set_extracts_and_scores_only_that_set(finished_run):
     assert outputs["generate_dataset"] == ["resources/datasets/blobs/attributes.csv"]
     assert outputs["extract_features"] == ["results/features/tiny_resnet/blobs.h5"]  # the target's only
     assert sorted(outputs["score_ood"]) == sorted(f"results/ood/tiny_resnet/scores/{m}/blobs.h5" for m in methods)
+
+
+def test_sharding_an_extracted_set_reruns_it_and_its_consumers_unless_its_metadata_is_wiped(finished_run, tmp_path):
+    config = tiny_config()
+    config["extract"]["shards"] = {"shapes_train": 3}  # planned only (at run time S may not exceed its 1 batch)
+    sharded = write_config(finished_run, config, "sharded.yaml")
+    result = snakemake(finished_run, "-n", config=sharded)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # another rule makes the store now (other code, inputs and params): its shards and merge, then what reads it --
+    # the fitted OOD methods (mahalanobis, knn) on every evaluated set, and the top-N images and patches per layer
+    assert planned_jobs(result) == {"extract_feature_shard": 3, "merge_feature_shards": 1,
+                                    "score_ood": 2 * N_EVALUATED, "gather_ood_scores": 2, "plot_ood": 2,
+                                    "make_ood_table": 1, "summarise_ood": 1, "rank_top_images": 2,
+                                    "extract_patches": 2}
+    assert set(re.findall(r"method=(\w+)", result.stdout)) == {"mahalanobis", "knn"}
+    # the merged store would equal the existing one bit for bit: wiping its provenance keeps it (README)
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, symlinks=True)
+    store = "results/features/tiny_resnet/shapes_train.h5"
+    assert snakemake(copy, "--cleanup-metadata", store, config=sharded).returncode == 0
+    for cfg in (sharded, finished_run / "config.yaml"):
+        result = snakemake(copy, "-n", config=cfg)
+        assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
