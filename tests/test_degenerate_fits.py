@@ -91,3 +91,21 @@ def test_warnings_reach_the_score_file_and_the_tables_notes(tmp_path):
     text = md.read_text()
     assert "**Notes**" in text and f"- knn: {read_notes(files['knn'])[0]}" in text
     assert f"- mahalanobis: {read_notes(files['mahalanobis'])[0]}" in text and "- msp" not in text
+
+
+def test_vim_and_residual_name_a_bank_inside_their_principal_space(caplog):
+    """40 prototypes in 128 dimensions (the embedded default's data-free banks): the principal space (64 dims) holds
+    the whole bank, which both methods then say."""
+    from ood_reference import problem
+
+    _, _, train, _ = problem(d=128, n_train=40)
+    for method in ("vim", "residual"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="peekflow"):
+            build(method).fit(train)
+        assert (f"{method}: the bank 'train' has 40 rows, no more than the principal space's 64 dimensions") in \
+            caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="peekflow"):
+            build(method, {"dim": 30}).fit(train)
+        assert "principal space" not in caplog.text

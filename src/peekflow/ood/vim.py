@@ -44,6 +44,10 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
     values, vectors = np.linalg.eigh(moment / len(x))  # ascending eigenvalues
     d = principal_dim(dim, x.shape[1])
     log.info("%s: principal space of %d of %d dimensions", method, d, x.shape[1])
+    if len(x) <= d:
+        log.warning("%s: the bank %r has %d rows, no more than the principal space's %d dimensions: it lies in that "
+                    "space (residuals ~0), so the residual space is set by rounding; fit on more than %d rows or set "
+                    "dim below %d", method, train.name, len(x), d, d, len(x))
     return u, vectors[:, : x.shape[1] - d]
 
 
