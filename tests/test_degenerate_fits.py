@@ -89,8 +89,9 @@ def test_warnings_reach_the_score_file_and_the_tables_notes(tmp_path):
     assert notes["mahalanobis"] == {read_notes(files["mahalanobis"])[0]}  # the set's row and the average row
     assert notes["knn"] == {read_notes(files["knn"])[0]} and notes["msp"] == {""}
     text = md.read_text()
-    assert "**Notes**" in text and f"- knn: {read_notes(files['knn'])[0]}" in text
-    assert f"- mahalanobis: {read_notes(files['mahalanobis'])[0]}" in text and "- msp" not in text
+    assert "**Notes**" in text and f"- knn: {read_notes(files['knn'])[0].removeprefix('knn: ')}" in text
+    assert f"- mahalanobis: {read_notes(files['mahalanobis'])[0].removeprefix('mahalanobis: ')}" in text
+    assert "- msp" not in text
 
 
 def test_vim_and_residual_name_a_bank_inside_their_principal_space(caplog):

@@ -185,5 +185,5 @@ def _notes_list(df: pd.DataFrame) -> str:
     lines = []
     for (model, method), notes in df.dropna(subset=["notes"]).groupby(["model", "method"], sort=False)["notes"]:
         name = f"{model}/{method}" if model and df.model.nunique() > 1 else method
-        lines += [f"- {name}: {note}" for note in notes.iloc[0].split(NOTE_SEPARATOR)]
+        lines += [f"- {name}: {note.removeprefix(f'{method}: ')}" for note in notes.iloc[0].split(NOTE_SEPARATOR)]
     return "\n**Notes** (warnings recorded while fitting and scoring):\n\n" + "\n".join(lines) + "\n" if lines else ""
