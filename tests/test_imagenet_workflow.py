@@ -6,9 +6,8 @@ prototypes, batch sizes, threads, bootstrap resamples); every model, layer, prep
 and method setting is the config's own, KNN's k=1000 included. Then a dry run has nothing to do.
 
 Cost: 1,510 CPU-seconds, nearly all of it ResNet-50 at 224 px -- extracting the 1,100 train and 1,000 val images
-(0.27 CPU-s each) and ODIN's forward-backward-forward over the val images (0.77 CPU-s each); 59.5 minutes of wall
-time on this project's 2-core machine while other jobs kept its load average at 7-16, an estimated 15 minutes on 2 idle
-cores (from the same run's CPU times and a 2-thread ResNet-50 timing: 0.15 s per image forward, 0.36 s ODIN).
+(0.27 CPU-s each) and ODIN's forward-backward-forward over the val images (0.77 CPU-s each); 11.4 minutes of wall
+time in a CI run on this project's 2-core machine (59.5 while other jobs kept its load average at 7-16).
 Random weights: the table's numbers mean nothing, only that every stage ran and agrees with the stores."""
 
 import math
