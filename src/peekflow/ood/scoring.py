@@ -42,11 +42,6 @@ def score_stores(
 
     `layer` is the model's penultimate layer (read only by detectors that use features). Returns the scores.
     """
-    with warnings_noted() as notes:
-        return _score_stores(method, settings, layer, fit_store, eval_stores, out, notes)
-
-
-def _score_stores(method, settings, layer, fit_store, eval_stores, out, notes: list[str]) -> dict[str, np.ndarray]:
     detector = build(method, settings)
     if detector.needs_images:
         raise ValueError(f"OOD method {method!r} runs the model on images: give the model, its checkpoint and image "
@@ -57,18 +52,19 @@ def _score_stores(method, settings, layer, fit_store, eval_stores, out, notes: l
         if not layer:
             raise ValueError(f"OOD method {method!r} uses penultimate features: give the layer name (--layer)")
         feature_layer = layer
-    if detector.needs_fit:
-        if fit_store is None:
-            raise ValueError(f"OOD method {method!r} must be fitted: give the ID training store (--fit-store)")
-        detector.fit(load_feature_set(fit_store, feature_layer))
-    elif fit_store is not None:
-        log.warning("score: method %r needs no fitting; ignoring fit store %s", method, fit_store)
-        fit_store = None
+    if detector.needs_fit and fit_store is None:
+        raise ValueError(f"OOD method {method!r} must be fitted: give the ID training store (--fit-store)")
 
     scores = {}
-    for name, path in eval_stores.items():
-        data = load_feature_set(path, feature_layer, name=name)
-        scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
+    with warnings_noted() as notes:
+        if detector.needs_fit:
+            detector.fit(load_feature_set(fit_store, feature_layer))
+        elif fit_store is not None:
+            log.warning("score: method %r needs no fitting; ignoring fit store %s", method, fit_store)
+            fit_store = None
+        for name, path in eval_stores.items():
+            data = load_feature_set(path, feature_layer, name=name)
+            scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
     _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
            {**_method_attrs(detector), "layer": feature_layer or "",
             "fit_store": str(fit_store) if fit_store is not None else "", "notes": json.dumps(notes)})
