@@ -172,7 +172,7 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
-    from peekflow.prototypes.deepdream import DreamSettings
+    from peekflow.prototypes.deepdream import DreamSettings, dream_targets
     from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
 
     methods = config.get("prototypes", {}).get("methods", {})
@@ -181,12 +181,10 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
         if method not in methods:
             problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
             continue
-        if method == "deepinversion":
-            s = InversionSettings(**methods[method])
-            n = len(inversion_targets(s, num_classes))
-        else:
-            s = DreamSettings(**methods[method])
-            n = len(resolve_classes(s.classes, num_classes)) * s.per_class
+        cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
+            (DreamSettings, dream_targets)
+        s = cls(**methods[method])
+        n = len(targets(s, num_classes))
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "

@@ -114,13 +114,13 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
     model = model.to(device)
     images, losses, settings = [], [], {}
     starts = range(first, stop, batch_size)
-    finished = plan.open()
+    kept = plan.open()
     kill_after, rendered = int(os.environ.get("PEEKFLOW_TEST_KILL_AFTER_BATCHES", 0)), 0
     try:
         for start in starts:
             j = start // batch_size  # the batch's number in a one-job run: its seed
             idx = list(range(start, min(start + batch_size, len(targets))))
-            done = finished.get(j)
+            done = kept.get(j)
             if done is None:
                 result = render(objective_for([targets[i] for i in idx]), model,
                                 per_image_param(s.param, idx, size, s.seed, s.init_std, device),
@@ -128,7 +128,7 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
                                 seed=s.seed + j, device=device, **render_options(s))
                 done = (result.images.float().cpu().clamp(0, 1).numpy(), result.losses.float().cpu().numpy(),
                         result.settings)
-                finished.put(j, *done)
+                kept.put(j, *done)
                 if kill_after and (rendered := rendered + 1) == kill_after:
                     os._exit(137)  # test only: die like a killed job, this batch kept
             images.append(done[0])
@@ -137,7 +137,7 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
             log.info("%s: batch %d/%d done (%d prototypes), mean final loss %.4g", what, j + 1,
                      -(-len(targets) // batch_size), len(idx), float(done[1].mean()))
     finally:
-        finished.close(finished=False)
+        kept.close(finished=False)  # the caller deletes the partial file once its output is written
     return np.concatenate(images).astype(np.float32), np.concatenate(losses).astype(np.float32), settings
 
 

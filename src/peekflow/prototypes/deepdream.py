@@ -48,11 +48,16 @@ class DreamSettings(RenderSettings):
                                         "log-probability)", choices=TARGET_LOSSES)
 
 
+def dream_targets(s: DreamSettings, num_classes: int) -> list[int]:
+    """The output unit of every prototype: `per_class` of each chosen class, class-major."""
+    return repeat_each(resolve_classes(s.classes, num_classes), s.per_class)
+
+
 def make_deepdream(model: nn.Module, classes: list[str], preprocessing: Preprocessing, settings: DreamSettings,
                    name: str = "", device="auto", plan: BatchPlan | None = None) -> Prototypes:
     s = settings
     size = resolve_size(s.size, preprocessing)
-    targets = repeat_each(resolve_classes(s.classes, len(classes)), s.per_class)
+    targets = dream_targets(s, len(classes))
     prior = penalizer(s.tv, s.l1_edge, s.l2_pixel)
     target_loss = TARGET_LOSSES[s.target_loss]
     images, losses, render_settings = render_in_batches(
