@@ -292,3 +292,8 @@ def test_resolved_paths_equal_realpath_of_abspath(tmp_path, monkeypatch):
     paths = ["real/a.png", f"{base}/linkdir/b.png", f"{base}/linkdir/l.png", "linkdir/../real/l.png",
              f"{base}//real/./a.png", "/", "/x", "/missing/y.png", "./other/c.png", f"{base}/real/", f"{base}/real/l.png"]
     assert resolved_paths(["", *paths]) == [os.path.realpath(os.path.abspath(p)) for p in paths]
+    # absolute, normalised paths: taken as they are only when no folder is a link or holds one
+    real = os.path.realpath(base)
+    for group in ([f"{real}/other/c.png", f"{real}/real/a.png"], [f"{real}/other/c.png", f"{real}/linkdir/b.png"],
+                  [f"{real}/real/a.png", f"{real}/real/l.png"], [f"{real}/real/.b.png"], [f"{real}/real/a\n.png"]):
+        assert resolved_paths(group) == [os.path.realpath(p) for p in group]

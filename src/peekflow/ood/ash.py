@@ -44,7 +44,8 @@ class _ASH(Detector):
     def score(self, data: FeatureSet) -> np.ndarray:
         return head_energy(self.name, data, lambda x: self.shape(x, top_mask(x, self.percentile)))
 
-    def shape(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def shape(self, x: np.ndarray, mask: np.ndarray):
+        """The shaped rows of the float32 chunk `x`, or (rows, per-row scale [n] float64)."""
         raise NotImplementedError
 
 
@@ -53,7 +54,7 @@ class ASHP(_ASH):
     """ASH-P: prune all but the largest features (Djurisic et al., ICLR 2023), on pooled features."""
 
     def shape(self, x, mask):
-        return np.where(mask, x, 0.0)
+        return np.where(mask, x, np.float32(0))
 
 
 @register("ash_b")
@@ -61,7 +62,7 @@ class ASHB(_ASH):
     """ASH-B: prune, then binarise the kept features to sum(x) / kept (Djurisic et al., ICLR 2023), pooled."""
 
     def shape(self, x, mask):
-        return mask * (x.sum(axis=1, keepdims=True) / mask.sum(axis=1, keepdims=True))
+        return mask.astype(np.float32), x.sum(axis=1, dtype=np.float64) / mask.sum(axis=1)
 
 
 @register("ash_s")
@@ -69,5 +70,5 @@ class ASHS(_ASH):
     """ASH-S: prune, then scale by exp(sum(x) / sum(kept)) (Djurisic et al., ICLR 2023), on pooled features."""
 
     def shape(self, x, mask):
-        pruned = np.where(mask, x, 0.0)
-        return pruned * np.exp(x.sum(axis=1, keepdims=True) / pruned.sum(axis=1, keepdims=True))
+        pruned = np.where(mask, x, np.float32(0))
+        return pruned, np.exp(x.sum(axis=1, dtype=np.float64) / pruned.sum(axis=1, dtype=np.float64))

@@ -156,14 +156,35 @@ def _symbolic_links(folder: str) -> frozenset[str]:
         return frozenset()
 
 
+def _already_real(paths: list[str]) -> bool:
+    """True if every path is its own realpath: absolute and normalised (no '.', '..', '//', trailing '/'), in a
+    folder that is its own realpath and holds no symbolic link. The string checks run over all paths joined (C
+    speed); each folder costs one realpath and one listing."""
+    try:
+        joined = "\n".join(paths)
+    except TypeError:  # bytes or other non-str rows
+        return False
+    rows = len(paths)
+    if joined.count("\n") != rows - 1 or not joined.startswith("/") or joined.count("\n/") != rows - 1:
+        return False  # a newline inside a path, or a relative path
+    if "//" in joined or "/." in joined or "/\n" in joined or joined.endswith("/"):
+        return False
+    for head in {p.rpartition("/")[0] or "/" for p in paths}:
+        if os.path.realpath(head) != head or _symbolic_links(head):
+            return False
+    return True
+
+
 def resolved_paths(paths) -> list[str]:
-    """os.path.realpath of every non-empty path. Banks can hold millions of rows, so each folder is resolved and
-    listed once (for the files in it that are symbolic links), and no path costs a system call of its own."""
+    """os.path.realpath of every non-empty path. Banks can hold millions of rows, so no path costs a system call of
+    its own: the common case (absolute paths in real folders without links) is recognised as a whole and returned
+    as it is; otherwise each folder is resolved and listed once (for the files in it that are symbolic links)."""
+    paths = [p for p in paths if p]  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
+    if _already_real(paths):
+        return paths
     folders: dict[str, tuple[str, frozenset[str]]] = {}
     out = []
     for p in paths:
-        if not p:
-            continue  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
         if not (isinstance(p, str) and p.startswith("/") and "//" not in p and "/." not in p and p[-1] != "/"):
             p = os.fsdecode(os.path.abspath(p))  # relative, '.', '..', '//', trailing '/'
         head, _, tail = p.rpartition("/")
@@ -178,8 +199,9 @@ def resolved_paths(paths) -> list[str]:
 def check_disjoint(method: str, fit_paths: set[str], fit_name: str, data: FeatureSet) -> None:
     """Fail if `data` shares an image (after realpath) with the store a detector was fitted on (`fit_paths`, as
     returned by resolved_paths): fitting on the scored images would leak them."""
-    shared = [p for p in resolved_paths(data.paths) if p in fit_paths]
-    if shared:
+    scored = resolved_paths(data.paths)
+    if not fit_paths.isdisjoint(scored):
+        shared = [p for p in scored if p in fit_paths]
         raise ValueError(
             f"{method}: {len(shared)} image(s) of {data.name!r} are also in the reference bank {fit_name!r} "
             f"(first: {shared[:3]}); the bank must be the ID training store, disjoint from scored data"

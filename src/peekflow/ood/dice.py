@@ -17,7 +17,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.posthoc import Fitted, head_energy, last_layer, row_chunks
+from peekflow.ood.posthoc import Fitted, column_mean, head_energy, last_layer
 
 
 @register_with_banks("dice")
@@ -33,10 +33,9 @@ class DICE(Fitted):
 
     def _fit(self, train: FeatureSet) -> None:
         x = checked_features(train)
-        mean = sum(x[rows].sum(axis=0, dtype=np.float64) for rows in row_chunks(len(x))) / len(x)
-        w = last_layer(self.name, train).weight.astype(np.float64)
-        contribution = mean * w
-        self._weight = np.where(contribution > np.quantile(contribution, self.sparsity), w, 0.0)
+        w = last_layer(self.name, train).weight
+        contribution = column_mean(x) * w
+        self._weight = np.where(contribution > np.quantile(contribution, self.sparsity), w, 0).astype(np.float32)
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         return head_energy(self.name, data, weight=self._weight)

@@ -16,12 +16,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.posthoc import Fitted, features64, last_layer, row_chunks
-
-
-def feature_mean(x: np.ndarray) -> np.ndarray:
-    """Column means of `x` in float64, chunk by chunk (no float64 copy of `x`)."""
-    return sum(x[rows].sum(axis=0, dtype=np.float64) for rows in row_chunks(len(x))) / len(x)
+from peekflow.ood.posthoc import Fitted, column_mean, features32, head_logits, last_layer, row_chunks
 
 
 def weight_gaps(weight: np.ndarray) -> np.ndarray:
@@ -43,15 +38,15 @@ class FDBD(Fitted):
         pass
 
     def _fit(self, train: FeatureSet) -> None:
-        self._mean = feature_mean(checked_features(train))
+        self._mean = column_mean(checked_features(train))
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer = last_layer(self.name, data)
         gaps = weight_gaps(layer.weight)
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features64(data, rows)
-            z = layer.logits(x)
+            x = features32(data, rows)
+            z = head_logits(layer, x)
             y = z.argmax(axis=1)
             boundary = (np.abs(z - z[np.arange(len(z)), y][:, None]) / gaps[y]).sum(axis=1)
             distance = np.maximum(np.linalg.norm(x - self._mean, axis=1), 1e-8)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, checked_logits, register
+from peekflow.ood.base import Detector, register, stored_logits
 
 
 @register("maxlogit")
@@ -20,4 +20,4 @@ class MaxLogit(Detector):
         pass
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        return checked_logits(data).max(axis=1)
+        return stored_logits(data).max(axis=1).astype(np.float64)  # a maximum needs no wider type

@@ -15,8 +15,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.fdbd import feature_mean
-from peekflow.ood.posthoc import Fitted, features64, last_layer, row_chunks
+from peekflow.ood.posthoc import Fitted, column_mean, features32, head_logits, last_layer, row_chunks
 
 
 @register_with_banks("nci")
@@ -31,15 +30,16 @@ class NCI(Fitted):
         self.alpha = float(alpha)
 
     def _fit(self, train: FeatureSet) -> None:
-        self._mean = feature_mean(checked_features(train))
+        self._mean = column_mean(checked_features(train))
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer = last_layer(self.name, data)
         w = layer.weight.astype(np.float64)
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features64(data, rows)
+            x = features32(data, rows)
             centred = x - self._mean
-            proximity = (centred * w[layer.logits(x).argmax(axis=1)]).sum(axis=1) / np.linalg.norm(centred, axis=1)
+            proximity = np.einsum("ij,ij->i", centred, w[head_logits(layer, x).argmax(axis=1)]) / np.linalg.norm(
+                centred, axis=1)
             out[rows] = proximity + self.alpha * np.abs(x).sum(axis=1)
         return out

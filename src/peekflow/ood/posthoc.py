@@ -1,6 +1,11 @@
 """What the post-hoc detectors share: the fitted-detector base (fit store remembered, scored data checked disjoint
-from it), the classifier's last layer with a clear error where a store lacks it, softmax / energy in float64, and row
-chunks (memory O(chunk x D) beside the stored arrays, whatever N)."""
+from it), the classifier's last layer with a clear error where a store lacks it, softmax / energy, and row chunks
+(memory O(chunk x D) beside the stored arrays, whatever N).
+
+Precision: stores hold float32. Products of a row with a matrix (logits of shaped features, projections) and
+elementwise softmax terms stay in float32, as in the network that produced them (relative error ~1e-6, far below
+what ranks samples); sums over many rows (means, second moments, templates) accumulate in float64, and every score
+is returned as float64."""
 
 from __future__ import annotations
 
@@ -42,6 +47,45 @@ def last_layer(method: str, data: FeatureSet) -> LastLayer:
             "layer; re-extract it with this peekflow (rule extract_features), which records the nn.Linear that maps "
             "the penultimate layer's pooled features to the logits when it finds one")
     return data.last_layer
+
+
+def softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shifted, e, total) of logits z [n,K]: shifted = z - max_k z_k and e = exp(shifted), both in z's float type
+    (float32 as stored), and total = sum_k e_k in float64 (>= 1). Then softmax = e / total and
+    log softmax = shifted - log(total), without overflow."""
+    z = np.asarray(z)
+    if z.dtype not in (np.float32, np.float64):
+        z = z.astype(np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=1, dtype=np.float64)
+
+
+def column_mean(x: np.ndarray) -> np.ndarray:
+    """Column means of `x` [N,D] in float64: one matrix-vector product per row chunk, chunk sums added in float64
+    (no float64 copy of `x`)."""
+    total = np.zeros(x.shape[1])
+    for rows in row_chunks(len(x)):
+        block = x[rows]
+        total += np.ones(len(block), dtype=block.dtype) @ block
+    return total / len(x)
+
+
+def features32(data: FeatureSet, rows: slice | None = None) -> np.ndarray:
+    """The features of `rows` as float32 (as stored; a copy only where they are stored otherwise)."""
+    x = checked_features(data)
+    return np.asarray(x if rows is None else x[rows], dtype=np.float32)
+
+
+def head_logits(layer: LastLayer, x: np.ndarray, weight: np.ndarray | None = None,
+                factor: np.ndarray | None = None) -> np.ndarray:
+    """Logits float64 [n,K] of the float32 rows `x`: factor * (x W^T) + b, the product in float32 (W, or `weight`),
+    `factor` an optional per-row scale [n] applied in float64 (a row's scale commutes with the linear layer)."""
+    w = layer.weight if weight is None else weight
+    z = (x @ w.T.astype(np.float32, copy=False)).astype(np.float64)
+    if factor is not None:
+        z *= factor[:, None]
+    return z + layer.bias
 
 
 def features64(data: FeatureSet, rows: slice | None = None) -> np.ndarray:
@@ -92,14 +136,16 @@ class Fitted(Detector):
 
 def head_energy(method: str, data: FeatureSet, shape=None, weight: np.ndarray | None = None) -> np.ndarray:
     """Energy (log-sum-exp) of the logits that the last layer (its weight, or `weight`) gives the features of
-    `data` after `shape` (a function of a float64 chunk [n,D], e.g. clipping); float64 [N], chunk by chunk."""
+    `data` after `shape`, chunk by chunk; float64 [N]. `shape` maps a float32 chunk [n,D] (not to be modified) to
+    shaped rows, or to (rows, factor [n]) when the shaping ends in a per-row scale (ASH-S, SCALE, ASH-B)."""
     layer = last_layer(method, data)
-    w = layer.weight.astype(np.float64) if weight is None else weight
     n = len(checked_features(data))
     out = np.empty(n)
     for rows in row_chunks(n):
-        x = features64(data, rows)
-        out[rows] = energy((x if shape is None else shape(x)) @ w.T + layer.bias)
+        x = features32(data, rows)
+        shaped = x if shape is None else shape(x)
+        x, factor = shaped if isinstance(shaped, tuple) else (shaped, None)
+        out[rows] = energy(head_logits(layer, x, weight, factor))
     return out
 
 

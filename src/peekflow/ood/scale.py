@@ -26,4 +26,5 @@ class SCALE(_ASH):
         super().__init__(percentile)
 
     def shape(self, x, mask):
-        return x * np.exp(x.sum(axis=1, keepdims=True) / np.where(mask, x, 0.0).sum(axis=1, keepdims=True))
+        kept = np.where(mask, x, np.float32(0)).sum(axis=1, dtype=np.float64)
+        return x, np.exp(x.sum(axis=1, dtype=np.float64) / kept)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy.linalg.blas import dsyrk
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, positive_number, register_with_banks
-from peekflow.ood.posthoc import Fitted, energy, features64, last_layer, row_chunks
+from peekflow.ood.posthoc import Fitted, energy, features32, features64, head_logits, last_layer, row_chunks
 
 log = logging.getLogger("peekflow")
 
@@ -36,12 +37,14 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
     layer = last_layer(method, train)
     u = -np.linalg.pinv(layer.weight.astype(np.float64)) @ layer.bias
     x = checked_features(train)
-    moment = np.zeros((x.shape[1], x.shape[1]))
+    moment = np.zeros((x.shape[1], x.shape[1]), order="F")
     for rows in row_chunks(len(x)):  # chunk by chunk, centred in place: no float64 or centred copy of the bank
         centred = features64(train, rows)
         centred -= u
-        moment += centred.T @ centred
-    values, vectors = np.linalg.eigh(moment / len(x))  # ascending eigenvalues
+        # upper triangle of centred^T centred, added in place (BLAS syrk: half a full product's work). float64: the
+        # residual space is the eigenvectors of the smallest eigenvalues, which a float32 sum would blur
+        moment = dsyrk(1.0, centred.T, beta=1.0, c=moment, trans=0, overwrite_c=1)
+    values, vectors = np.linalg.eigh(moment / len(x), UPLO="U")  # ascending eigenvalues
     d = principal_dim(dim, x.shape[1])
     log.info("%s: principal space of %d of %d dimensions", method, d, x.shape[1])
     if len(x) <= d:
@@ -52,9 +55,9 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
 
 
 def residual_norms(x: np.ndarray, u: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """||(x - u) R|| of the rows of a float64 chunk `x`, which is centred in place."""
-    x -= u
-    return np.linalg.norm(x @ basis, axis=1)
+    """||(x - u) R|| of the rows of a chunk `x` (float32 as stored), float64 [n]; the product in float32."""
+    centred = x - u.astype(np.float32)
+    return np.linalg.norm(centred @ basis.astype(np.float32), axis=1).astype(np.float64)
 
 
 @register_with_banks("vim")
@@ -71,15 +74,15 @@ class ViM(Fitted):
         layer, n = last_layer(self.name, train), len(train.labels)
         max_logit = residual = 0.0
         for rows in row_chunks(n):
-            x = features64(train, rows)
-            max_logit += layer.logits(x).max(axis=1).sum()
+            x = features32(train, rows)
+            max_logit += head_logits(layer, x).max(axis=1).sum()
             residual += residual_norms(x, self._u, self._basis).sum()
         self._alpha = max_logit / residual
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer, out = last_layer(self.name, data), np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features64(data, rows)
-            e = energy(layer.logits(x))
+            x = features32(data, rows)
+            e = energy(head_logits(layer, x))
             out[rows] = e - self._alpha * residual_norms(x, self._u, self._basis)
         return out
