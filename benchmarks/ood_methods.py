@@ -128,7 +128,7 @@ def child(impl: str, method: str, n: int, q: int, d: int, k: int, threads: int) 
 
         bank, scored = [f"/bank/{i}" for i in range(n)], [f"/q/{i}" for i in range(q)]
         cpu = time.process_time()
-        check_disjoint(method, set(resolved_paths(bank)), "bank", FeatureSet("q", z, x, query.labels, scored))
+        check_disjoint(method, resolved_paths(bank), "bank", FeatureSet("q", z, x, query.labels, scored))
         check_seconds = time.process_time() - cpu
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "check_seconds": check_seconds,
             "peak_over_mib": max(peak - before, 0.0),

@@ -179,7 +179,9 @@ def resolved_paths(paths) -> list[str]:
     """os.path.realpath of every non-empty path. Banks can hold millions of rows, so no path costs a system call of
     its own: the common case (absolute paths in real folders without links) is recognised as a whole and returned
     as it is; otherwise each folder is resolved and listed once (for the files in it that are symbolic links)."""
-    paths = [p for p in paths if p]  # rows without an image file (e.g. synthetic prototypes) cannot overlap anything
+    paths = paths if isinstance(paths, list) else list(paths)
+    if "" in paths or None in paths:  # rows without an image file (e.g. synthetic prototypes) overlap nothing
+        paths = [p for p in paths if p]
     if _already_real(paths):
         return paths
     folders: dict[str, tuple[str, frozenset[str]]] = {}
@@ -196,12 +198,14 @@ def resolved_paths(paths) -> list[str]:
     return out
 
 
-def check_disjoint(method: str, fit_paths: set[str], fit_name: str, data: FeatureSet) -> None:
+def check_disjoint(method: str, fit_paths: list[str], fit_name: str, data: FeatureSet) -> None:
     """Fail if `data` shares an image (after realpath) with the store a detector was fitted on (`fit_paths`, as
-    returned by resolved_paths): fitting on the scored images would leak them."""
+    returned by resolved_paths): fitting on the scored images would leak them. Only the scored paths become a set:
+    the fit bank, often far larger, is only iterated (its strings keep their hashes between calls)."""
     scored = resolved_paths(data.paths)
-    if not fit_paths.isdisjoint(scored):
-        shared = [p for p in scored if p in fit_paths]
+    if not set(scored).isdisjoint(fit_paths):
+        fit = set(fit_paths)
+        shared = [p for p in scored if p in fit]
         raise ValueError(
             f"{method}: {len(shared)} image(s) of {data.name!r} are also in the reference bank {fit_name!r} "
             f"(first: {shared[:3]}); the bank must be the ID training store, disjoint from scored data"

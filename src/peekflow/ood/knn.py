@@ -79,7 +79,7 @@ class KNN(Detector):
         self._note_missing_classes(train, rows if self.samples_per_class is not None else None, len(features))
         self._search = NeighbourSearch(as_unit_rows(features), self.backend, self.batch_size)
         self._bank_name = train.name
-        self._bank_paths = set(resolved_paths(paths))
+        self._bank_paths = resolved_paths(paths)
         log.info("%s: bank %r of %d x %d, %s backend on %s", self.name, train.name, *features.shape,
                  self._search.backend, self._search.where)
         return self

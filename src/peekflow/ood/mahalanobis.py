@@ -91,7 +91,7 @@ class Mahalanobis(Detector):
                         dims, int(known.sum()), len(classes), dims + len(classes), rank)
         self._whitened_means = means @ self._w
         self._means_sq = (self._whitened_means**2).sum(1)
-        self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))
+        self._fit_name, self._fit_paths = train.name, resolved_paths(train.paths)
         log.info("%s: %d classes, %d x %d features of %r, covariance rank %d", self.name, len(classes),
                  int(known.sum()), x.shape[1], train.name, self._w.shape[1])
         return self

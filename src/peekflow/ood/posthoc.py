@@ -117,7 +117,7 @@ class Fitted(Detector):
 
     def fit(self, train: FeatureSet) -> "Fitted":
         self._fit(train)
-        self._fit_name, self._fit_paths = train.name, set(resolved_paths(train.paths))
+        self._fit_name, self._fit_paths = train.name, resolved_paths(train.paths)
         log.info("%s: fitted on %r (%d rows)", self.name, train.name, len(train.labels))
         return self
 
