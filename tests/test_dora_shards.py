@@ -8,6 +8,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import TINY_MODEL
 from peekflow.cli import main
@@ -91,3 +92,40 @@ def test_a_killed_job_resumes_from_its_last_finished_batch(tmp_path, tiny_checkp
     assert again.returncode == 0 and f"starting afresh: partial file {partial} was made with other settings" in \
         again.stderr
     assert out.read_bytes() == whole.read_bytes()
+
+
+def test_the_workflow_plans_one_job_per_shard_and_refuses_too_many(tmp_path):
+    from workflow import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["labels"]["dora"]["batch_size"] = 4  # layer4's 16 neurons: 4 batches
+    config["labels"]["shards"] = {"dora": 4}
+    target = "results/neurons/tiny_resnet/layer4/dora.csv"
+    planned = planned_jobs(snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config)))
+    assert planned.get("synthesize_dora_signal_shard") == 4 and planned.get("merge_dora_signal_shards") == 1
+    assert "find_outlier_neurons" not in planned
+    config["labels"]["shards"] = {"dora": 5}
+    refused = snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config))
+    assert refused.returncode != 0
+    assert ("labels.shards.dora: 5 shards, but the 16 neurons of tiny_resnet's layer4 make 4 batch(es) of 4 s-AMS "
+            "(1 per neuron): choose at most 4") in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+def test_sharded_workflow_output_equals_the_one_job_table(tmp_path):
+    from workflow import snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["labels"]["dora"]["batch_size"] = 4
+    config["labels"]["shards"] = {"dora": 2}
+    target = "results/neurons/tiny_resnet/layer4/dora.csv"
+    done = snakemake(tmp_path, "--cores", "2", target, config=write_config(tmp_path, config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list((tmp_path / "results/neurons/tiny_resnet/layer4").glob("dora/*.h5"))  # temp() shards
+    spec = {"name": "tiny_resnet", **{k: v for k, v in config["models"]["tiny_resnet"].items()
+                                      if k in ("arch", "num_classes", "arch_kwargs", "preprocessing")}}
+    one = tmp_path / "one.csv"
+    assert main(["dora", "--checkpoint", str(tmp_path / "results/models/tiny_resnet/model.pt"), "--model",
+                 json.dumps(spec), "--layer", "layer4", "--settings", json.dumps(config["labels"]["dora"]),
+                 "--device", "cpu", "--threads", "1", "--out", str(one)]) == 0
+    assert one.read_bytes() == (tmp_path / target).read_bytes()

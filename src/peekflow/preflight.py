@@ -192,6 +192,40 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
     return problems
 
 
+def dora_shard_problems(config: dict, name: str) -> list[str]:
+    """labels.shards.dora: DORA is run, in at most as many shards as the s-AMS of each labelled layer of target
+    `name` make render batches (which hold whole neurons when there are several)."""
+    from peekflow.neurons.dora import DoraSettings, check_dora_batches, layer_channels, resolve_neurons
+
+    labels = config.get("labels", {})
+    count = labels.get("shards", {}).get("dora", 1)
+    if count == 1:
+        return []
+    if "dora" not in labels:
+        return ["labels.shards.dora: there is no labels.dora to shard"]
+    target, s = config["models"][name], DoraSettings(**labels["dora"])
+    prep = target.get("preprocessing") or default_preprocessing(target)
+    size = s.size or prep.get("crop") or prep.get("resize")  # as DORA's resolve_size
+    if not size:
+        return []  # the job's own check names the missing size
+    model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+    problems = []
+    for layer in labels.get("layers", []):
+        if layer not in set(layer_names(model)):
+            continue  # named by the layer checks
+        try:
+            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size), "cpu"), layer)
+            batches = check_dora_batches(s, len(neurons))
+        except (KeyError, ValueError) as err:
+            problems.append(f"labels.dora: {err}")
+            continue
+        if count > batches:
+            problems.append(f"labels.shards.dora: {count} shards, but the {len(neurons)} neurons of {name}'s "
+                            f"{layer} make {batches} batch(es) of {s.batch_size} s-AMS ({s.per_neuron} per neuron): "
+                            f"choose at most {batches}")
+    return list(dict.fromkeys(problems))
+
+
 def shape_problems(config: dict, name: str) -> list[str]:
     """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
     map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
@@ -264,7 +298,7 @@ def input_problems(config: dict) -> list[str]:
         problems += prototype_problems(config, target)
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
             try:
-                problems += shape_problems(config, target)
+                problems += shape_problems(config, target) + dora_shard_problems(config, target)
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "

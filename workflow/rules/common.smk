@@ -214,6 +214,23 @@ def dora_settings():
     return settings_json(config["labels"]["dora"])
 
 
+def dora_shards():
+    """How many jobs render the DORA signals of a layer (labels.shards.dora; 1: one job writes its table)."""
+    return config.get("labels", {}).get("shards", {}).get("dora", 1)
+
+
+def dora_layers_pattern(sharded):
+    """Regex of the layers whose DORA signals are rendered in shards (sharded=True) or by one job."""
+    return "[^/]+" if (dora_shards() > 1) == sharded else "^$"
+
+
+def dora_shard_files(wildcards):
+    """The signal files that merge_dora_signal_shards joins, in shard order."""
+    n = dora_shards()
+    stem = f"results/neurons/{wildcards.model}/{wildcards.layer}/dora"
+    return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
+
+
 def invert_store(wildcards):
     return feature_store(wildcards.model, config["labels"]["invert"]["dataset"])
 
