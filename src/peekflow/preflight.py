@@ -172,6 +172,7 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
+    from peekflow.prototypes.caricature import CaricatureSettings
     from peekflow.prototypes.deepdream import DreamSettings, dream_targets
     from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
 
@@ -181,10 +182,14 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
         if method not in methods:
             problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
             continue
-        cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
-            (DreamSettings, dream_targets)
-        s = cls(**methods[method])
-        n = len(targets(s, num_classes))
+        if method == "caricature":  # per_class references of each class (the job names a class with fewer)
+            s = CaricatureSettings(**{k: v for k, v in methods[method].items() if k != "dataset"})
+            n = s.per_class * num_classes
+        else:
+            cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
+                (DreamSettings, dream_targets)
+            s = cls(**methods[method])
+            n = len(targets(s, num_classes))
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "

@@ -186,13 +186,18 @@ def score_fit_args(wildcards, input):
 
 def prototype_shards(method):
     """How many jobs render prototype method `method` (prototypes.shards; 1: one job writes its file)."""
-    return config["prototypes"].get("shards", {}).get(method, 1)
+    return config.get("prototypes", {}).get("shards", {}).get(method, 1)
 
 
 def prototypes_pattern(sharded):
     """Regex of the prototype methods rendered in shards (sharded=True) or by one job."""
     names = [m for m in ("deepdream", "deepinversion") if (prototype_shards(m) > 1) == sharded]
     return "|".join(names) or "^$"
+
+
+def caricature_pattern(sharded):
+    """Regex matching "caricature" where caricatures are made in shards (sharded=True) or by one job; else nothing."""
+    return "caricature" if (prototype_shards("caricature") > 1) == sharded else "^$"
 
 
 def prototype_shard_files(wildcards):
