@@ -197,6 +197,40 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
     return problems
 
 
+def dataset_size(config: dict, name: str) -> int | None:
+    """Images of data set `name`: a generated split's planned count (per class x classes for shapes, else the
+    total), or the images of a folder of the user's own; None where it cannot be known yet (a folder not there)."""
+    spec = config["datasets"][name]
+    if "generated" in spec:
+        block = config.get("generate", {}).get("sets", {}).get(spec["generated"], {})
+        count = block.get("splits", {}).get(spec.get("split"))
+        if not isinstance(count, int):
+            return None  # named by the reference checks
+        return count * len(block.get("classes") or []) if block.get("kind") == "shapes" else count
+    from peekflow.data.folder import list_images
+
+    try:
+        return len(list_images(spec["path"]))
+    except (FileNotFoundError, ValueError):
+        return None  # named by the image-folder check
+
+
+def extract_shard_problems(config: dict) -> list[str]:
+    """extract.shards: each sharded data set in at most as many shards as its images make extraction batches."""
+    block = config.get("extract", {})
+    problems = []
+    for name, count in block.get("shards", {}).items():
+        if count == 1 or name not in config["datasets"]:
+            continue
+        n = dataset_size(config, name)
+        batch_size = block.get("batch_size", 128)
+        batches = -(-n // batch_size) if n else None
+        if batches is not None and count > batches:
+            problems.append(f"extract.shards.{name}: {count} shards, but its {n} images make {batches} batch(es) "
+                            f"of {batch_size} (extract.batch_size): choose at most {batches}")
+    return problems
+
+
 def dora_shard_problems(config: dict, name: str) -> list[str]:
     """labels.shards.dora: DORA is run, in at most as many shards as the s-AMS of each labelled layer of target
     `name` make render batches (which hold whole neurons when there are several)."""
@@ -308,7 +342,7 @@ def input_problems(config: dict) -> list[str]:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
                                 f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems + last_layer_problems(config)))
+    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)))
 
 
 def last_layer_problems(config: dict) -> list[str]:
