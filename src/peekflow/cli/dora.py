@@ -75,8 +75,8 @@ def run(args) -> None:
     signals = dora_signals(model, args.layer, spec.preprocess(), settings, device=args.device, plan=plan)
     if args.shard[1] > 1:
         total = len(dora_neurons(model, args.layer, spec.preprocess(), settings, args.device)) * settings.per_neuron
-        recorded = {"model": spec.name, "layer": args.layer, "dora": asdict(settings),
-                    **plan.attrs(total, settings.batch_size)}
+        recorded = {"model": spec.name, "checkpoint": str(args.checkpoint), "layer": args.layer,
+                    "dora": asdict(settings), **plan.attrs(total, settings.batch_size)}
         write_signals(args.out, signals, recorded)
     else:
         write_table(args.out, args.figure, dora_outliers(signals, args.layer, settings),

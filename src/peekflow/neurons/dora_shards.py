@@ -2,7 +2,7 @@
 (`peekflow dora --shard I/S`), and their merge into the signals of a one-job run (`peekflow merge-dora`).
 
 File: datasets `neurons` [n], `images` [n * per_neuron, 3, H, W], `representations` [n, C], `start_activation` [n],
-`activated` [n]; attribute `settings` (JSON): model, layer, the DORA settings and the shard
+`activated` [n]; attribute `settings` (JSON): model, checkpoint, layer, the DORA settings and the shard
 ({"index", "count", "rows": [start, stop] of the s-AMS, "of": N}, as prototypes/shards.py records it).
 """
 
