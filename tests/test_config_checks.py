@@ -201,3 +201,36 @@ def test_embedded_default_repeats_no_default():
         if filled == value and value != {}:
             repeated.append(".".join(path))
     assert repeated == [], repeated
+
+
+def test_extract_shards_must_not_outnumber_the_batches(tmp_path):
+    config = validated(tiny_config())  # shapes_train: 3 classes x 24 images = 72
+    config["extract"].update(batch_size=8, shards={"shapes_train": 9})
+    assert preflight.extract_shard_problems(config) == []
+    config["extract"]["shards"] = {"shapes_train": 10}
+    assert preflight.extract_shard_problems(config) == [
+        "extract.shards.shapes_train: 10 shards, but its 72 images make 9 batch(es) of 8 (extract.batch_size): "
+        "choose at most 9"]
+    folder = tmp_path / "mine"
+    for i in range(5):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (folder / f"c{i % 2}" / f"{i}.png").write_bytes(b"")
+    config["datasets"]["mine"] = {"path": str(folder)}
+    config["extract"].update(batch_size=2, shards={"mine": 4})  # a folder of one's own: its 5 images counted
+    assert preflight.extract_shard_problems(config) == [
+        "extract.shards.mine: 4 shards, but its 5 images make 3 batch(es) of 2 (extract.batch_size): choose at most 3"]
+
+
+def test_dora_shards_must_not_outnumber_a_layers_batches():
+    config = validated(tiny_config())  # layer4: 16 channels
+    config["labels"]["dora"].update(batch_size=4)
+    config["labels"]["shards"] = {"dora": 4}
+    assert preflight.dora_shard_problems(config, "tiny_resnet") == []
+    config["labels"]["shards"] = {"dora": 5}
+    assert preflight.dora_shard_problems(config, "tiny_resnet") == [
+        "labels.shards.dora: 5 shards, but the 16 neurons of tiny_resnet's layer4 make 4 batch(es) of 4 s-AMS "
+        "(1 per neuron): choose at most 4"]
+    config["labels"]["dora"].update(per_neuron=3)  # 48 s-AMS in batches of 4 would split neurons
+    assert preflight.dora_shard_problems(config, "tiny_resnet") == [
+        "labels.dora: DORA: batch_size 4 must be a multiple of per_neuron 3 when the 16 neurons take more than one "
+        "batch"]

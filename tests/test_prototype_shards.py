@@ -145,5 +145,27 @@ def test_caricature_shards_join_into_the_one_job_file(tmp_path, tiny_checkpoint)
     assert caricature(tmp_path / "whole.h5", "0/1") == 0
     shards = [tmp_path / f"s{i}.h5" for i in range(2)]
     assert all(caricature(path, f"{i}/2") == 0 for i, path in enumerate(shards))
-    assert main(["merge-prototypes", "--shards", *map(str, shards), "--out", str(tmp_path / "merged.h5")]) == 0
+    grid = tmp_path / "merged.png"
+    assert main(["merge-prototypes", "--shards", *map(str, shards), "--out", str(tmp_path / "merged.h5"),
+                 "--grid", str(grid)]) == 1  # a caricature grid needs the model's preprocessing
+    assert main(["merge-prototypes", "--shards", *map(str, shards), "--out", str(tmp_path / "merged.h5"),
+                 "--model", json.dumps(TINY_MODEL), "--grid", str(grid)]) == 0
     assert_same_file(tmp_path / "merged.h5", tmp_path / "whole.h5")
+    assert grid.read_bytes() == (tmp_path / "whole.png").read_bytes()  # references beside their caricatures
+
+
+def test_the_workflow_plans_caricature_shards_and_refuses_too_many(tmp_path):
+    from workflow import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["prototypes"]["methods"]["caricature"].update(per_class=2, batch_size=2)  # 3 classes x 2: 3 batches
+    config["prototypes"]["shards"] = {"caricature": 3}
+    target = "results/prototypes/tiny_resnet/caricature.h5"
+    planned = planned_jobs(snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config)))
+    assert planned.get("synthesize_caricature_shard") == 3 and planned.get("merge_caricature_shards") == 1
+    assert "synthesize_caricatures" not in planned
+    config["prototypes"]["shards"] = {"caricature": 4}
+    refused = snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config))
+    assert refused.returncode != 0
+    assert ("prototypes.shards.caricature: 4 shards, but its 6 prototypes make 3 batch(es) of 2: choose at most 3"
+            in refused.stdout + refused.stderr)

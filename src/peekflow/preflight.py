@@ -172,6 +172,7 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
+    from peekflow.prototypes.caricature import CaricatureSettings
     from peekflow.prototypes.deepdream import DreamSettings, dream_targets
     from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
 
@@ -181,15 +182,87 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
         if method not in methods:
             problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
             continue
-        cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
-            (DreamSettings, dream_targets)
-        s = cls(**methods[method])
-        n = len(targets(s, num_classes))
+        if method == "caricature":  # per_class references of each class (the job names a class with fewer)
+            s = CaricatureSettings(**{k: v for k, v in methods[method].items() if k != "dataset"})
+            n = s.per_class * num_classes
+        else:
+            cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
+                (DreamSettings, dream_targets)
+            s = cls(**methods[method])
+            n = len(targets(s, num_classes))
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "
                             f"batch(es) of {s.batch_size}: choose at most {batches}")
     return problems
+
+
+def dataset_size(config: dict, name: str) -> int | None:
+    """Images of data set `name`: a generated split's planned count (per class x classes for shapes, else the
+    total), or the images of a folder of the user's own; None where it cannot be known yet (a folder not there)."""
+    spec = config["datasets"][name]
+    if "generated" in spec:
+        block = config.get("generate", {}).get("sets", {}).get(spec["generated"], {})
+        count = block.get("splits", {}).get(spec.get("split"))
+        if not isinstance(count, int):
+            return None  # named by the reference checks
+        return count * len(block.get("classes") or []) if block.get("kind") == "shapes" else count
+    from peekflow.data.folder import list_images
+
+    try:
+        return len(list_images(spec["path"]))
+    except (FileNotFoundError, ValueError):
+        return None  # named by the image-folder check
+
+
+def extract_shard_problems(config: dict) -> list[str]:
+    """extract.shards: each sharded data set in at most as many shards as its images make extraction batches."""
+    block = config.get("extract", {})
+    problems = []
+    for name, count in block.get("shards", {}).items():
+        if count == 1 or name not in config["datasets"]:
+            continue
+        n = dataset_size(config, name)
+        batch_size = block.get("batch_size", 128)
+        batches = -(-n // batch_size) if n else None
+        if batches is not None and count > batches:
+            problems.append(f"extract.shards.{name}: {count} shards, but its {n} images make {batches} batch(es) "
+                            f"of {batch_size} (extract.batch_size): choose at most {batches}")
+    return problems
+
+
+def dora_shard_problems(config: dict, name: str) -> list[str]:
+    """labels.shards.dora: DORA is run, in at most as many shards as the s-AMS of each labelled layer of target
+    `name` make render batches (which hold whole neurons when there are several)."""
+    from peekflow.neurons.dora import DoraSettings, check_dora_batches, layer_channels, resolve_neurons
+
+    labels = config.get("labels", {})
+    count = labels.get("shards", {}).get("dora", 1)
+    if count == 1:
+        return []
+    if "dora" not in labels:
+        return ["labels.shards.dora: there is no labels.dora to shard"]
+    target, s = config["models"][name], DoraSettings(**labels["dora"])
+    prep = target.get("preprocessing") or default_preprocessing(target)
+    size = s.size or prep.get("crop") or prep.get("resize")  # as DORA's resolve_size
+    if not size:
+        return []  # the job's own check names the missing size
+    model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+    problems = []
+    for layer in labels.get("layers", []):
+        if layer not in set(layer_names(model)):
+            continue  # named by the layer checks
+        try:
+            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size), "cpu"), layer)
+            batches = check_dora_batches(s, len(neurons))
+        except (KeyError, ValueError) as err:
+            problems.append(f"labels.dora: {err}")
+            continue
+        if count > batches:
+            problems.append(f"labels.shards.dora: {count} shards, but the {len(neurons)} neurons of {name}'s "
+                            f"{layer} make {batches} batch(es) of {s.batch_size} s-AMS ({s.per_neuron} per neuron): "
+                            f"choose at most {batches}")
+    return list(dict.fromkeys(problems))
 
 
 def shape_problems(config: dict, name: str) -> list[str]:
@@ -264,12 +337,12 @@ def input_problems(config: dict) -> list[str]:
         problems += prototype_problems(config, target)
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
             try:
-                problems += shape_problems(config, target)
+                problems += shape_problems(config, target) + dora_shard_problems(config, target)
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
                                 f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems + last_layer_problems(config)))
+    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)))
 
 
 def last_layer_problems(config: dict) -> list[str]:

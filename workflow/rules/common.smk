@@ -186,13 +186,18 @@ def score_fit_args(wildcards, input):
 
 def prototype_shards(method):
     """How many jobs render prototype method `method` (prototypes.shards; 1: one job writes its file)."""
-    return config["prototypes"].get("shards", {}).get(method, 1)
+    return config.get("prototypes", {}).get("shards", {}).get(method, 1)
 
 
 def prototypes_pattern(sharded):
     """Regex of the prototype methods rendered in shards (sharded=True) or by one job."""
     names = [m for m in ("deepdream", "deepinversion") if (prototype_shards(m) > 1) == sharded]
     return "|".join(names) or "^$"
+
+
+def caricature_pattern(sharded):
+    """Regex matching "caricature" where caricatures are made in shards (sharded=True) or by one job; else nothing."""
+    return "caricature" if (prototype_shards("caricature") > 1) == sharded else "^$"
 
 
 def prototype_shard_files(wildcards):
@@ -212,6 +217,23 @@ def caricature_dataset():
 
 def dora_settings():
     return settings_json(config["labels"]["dora"])
+
+
+def dora_shards():
+    """How many jobs render the DORA signals of a layer (labels.shards.dora; 1: one job writes its table)."""
+    return config.get("labels", {}).get("shards", {}).get("dora", 1)
+
+
+def dora_layers_pattern(sharded):
+    """Regex of the layers whose DORA signals are rendered in shards (sharded=True) or by one job."""
+    return "[^/]+" if (dora_shards() > 1) == sharded else "^$"
+
+
+def dora_shard_files(wildcards):
+    """The signal files that merge_dora_signal_shards joins, in shard order."""
+    n = dora_shards()
+    stem = f"results/neurons/{wildcards.model}/{wildcards.layer}/dora"
+    return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
 
 
 def invert_store(wildcards):

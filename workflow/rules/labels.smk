@@ -18,6 +18,8 @@ rule find_outlier_neurons:
         "logs/neurons/{model}/{layer}/dora.log",
     benchmark:
         "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
+    wildcard_constraints:
+        layer=dora_layers_pattern(sharded=False),
     threads: config.get("labels", {}).get("threads", 1)
     params:
         device=config["device"],
@@ -27,6 +29,54 @@ rule find_outlier_neurons:
         "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.csv} --figure {output.figure}"
         " > {log} 2>&1"
+
+
+# labels.shards.dora: one job per contiguous range of the render batches of a layer's s-AMS; a killed shard leaves
+# <file>.partial (not an output, so Snakemake keeps it) and its rerun continues from its last finished batch.
+rule synthesize_dora_signal_shard:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+    output:
+        signals=temp("results/neurons/{model}/{layer}/dora/shard_{shard}_of_{shards}.h5"),
+    log:
+        "logs/neurons/{model}/{layer}/dora/shard_{shard}_of_{shards}.log",
+    benchmark:
+        "results/benchmarks/synthesize_dora_signal_shard/{model}/{layer}/shard_{shard}_of_{shards}.tsv"
+    wildcard_constraints:
+        layer=dora_layers_pattern(sharded=True),
+        shard=r"\d+",
+        shards=r"\d+",
+    threads: config.get("labels", {}).get("threads", 1)
+    params:
+        device=config["device"],
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: dora_settings(),
+    shell:
+        "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
+        " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
+        " --out {output.signals} > {log} 2>&1"
+
+
+rule merge_dora_signal_shards:
+    input:
+        shards=dora_shard_files,
+    output:
+        csv="results/neurons/{model}/{layer}/dora.csv",
+        figure=report(
+            "results/neurons/{model}/{layer}/dora.png",
+            caption="../report/dora.rst",
+            category="5. Neuron labels",
+            subcategory="{model}: {layer}",
+            labels={"method": "DORA outlier neurons"},
+        ),
+    log:
+        "logs/neurons/{model}/{layer}/dora.log",
+    benchmark:
+        "results/benchmarks/merge_dora_signal_shards/{model}/{layer}.tsv"
+    wildcard_constraints:
+        layer=dora_layers_pattern(sharded=True),
+    shell:
+        "peekflow merge-dora --shards {input.shards} --out {output.csv} --figure {output.figure} > {log} 2>&1"
 
 
 rule label_neurons:

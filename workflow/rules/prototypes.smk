@@ -87,18 +87,20 @@ rule synthesize_caricatures:
         checkpoint=lambda w: model_checkpoint(w.model),
         images=lambda w: dataset_input(caricature_dataset()),
     output:
-        prototypes=prototype_file("{model}", "caricature"),
+        prototypes=prototype_file("{model}", "{proto}"),
         grid=report(
-            "results/prototypes/{model}/caricature.png",
+            "results/prototypes/{model}/{proto}.png",
             caption="../report/caricature.rst",
             category="2. Prototypes",
             subcategory="{model}",
             labels={"method": "caricature"},
         ),
     log:
-        "logs/prototypes/{model}/caricature.log",
+        "logs/prototypes/{model}/{proto}.log",
     benchmark:
-        "results/benchmarks/synthesize_caricatures/{model}.tsv"
+        "results/benchmarks/synthesize_caricatures/{model}/{proto}.tsv"
+    wildcard_constraints:
+        proto=caricature_pattern(sharded=False),
     threads: config["prototypes"]["threads"]
     params:
         device=config["device"],
@@ -109,6 +111,57 @@ rule synthesize_caricatures:
         "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
+
+
+# prototypes.shards.caricature: as synthesize_prototype_shard, for the caricatures of the reference images.
+rule synthesize_caricature_shard:
+    input:
+        checkpoint=lambda w: model_checkpoint(w.model),
+        images=lambda w: dataset_input(caricature_dataset()),
+    output:
+        prototypes=temp("results/prototypes/{model}/caricature/shard_{shard}_of_{shards}.h5"),
+    log:
+        "logs/prototypes/{model}/caricature/shard_{shard}_of_{shards}.log",
+    benchmark:
+        "results/benchmarks/synthesize_caricature_shard/{model}/shard_{shard}_of_{shards}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+        shards=r"\d+",
+    threads: config["prototypes"]["threads"]
+    params:
+        device=config["device"],
+        model=lambda w: model_spec(w.model),
+        images=lambda w: dataset_images(caricature_dataset()),
+        settings=lambda w: prototype_settings("caricature"),
+    shell:
+        "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q} --device {params.device}"
+        " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
+        " --out {output.prototypes} > {log} 2>&1"
+
+
+rule merge_caricature_shards:
+    input:
+        shards=prototype_shard_files,
+    output:
+        prototypes=prototype_file("{model}", "{proto}"),
+        grid=report(
+            "results/prototypes/{model}/{proto}.png",
+            caption="../report/caricature.rst",
+            category="2. Prototypes",
+            subcategory="{model}",
+            labels={"method": "caricature"},
+        ),
+    log:
+        "logs/prototypes/{model}/{proto}.log",
+    benchmark:
+        "results/benchmarks/merge_caricature_shards/{model}/{proto}.tsv"
+    wildcard_constraints:
+        proto=caricature_pattern(sharded=True),
+    params:
+        model=lambda w: model_spec(w.model),
+    shell:
+        "peekflow merge-prototypes --shards {input.shards} --model {params.model:q} --out {output.prototypes}"
+        " --grid {output.grid} > {log} 2>&1"
 
 
 rule evaluate_prototypes:

@@ -27,6 +27,7 @@ STAGES = {
     "topn": "top-N images per channel of a layer by spatial-max activation (from a feature store)",
     "patches": "top-k patches per channel among its top-N images (receptive-field map or sliding window)",
     "dora": "DORA: outlier neurons of a layer from their synthetic activation-maximisation signals",
+    "merge-dora": "join the signal files of a sharded DORA run into its outlier table and figure",
     "invert": "INVERT: label each neuron of a layer with a boolean concept formula (AUC, Mann-Whitney p)",
     "score": "fit an OOD detector and score feature stores",
     "gather-scores": "join one OOD method's score files (one per data set) into its score file",

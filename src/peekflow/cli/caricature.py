@@ -25,6 +25,17 @@ def add_arguments(p) -> None:
     p.add_argument("--images", required=True, help="image folder (<class>/<image>) the references are drawn from")
 
 
+def write_caricature_grid(path, protos, preprocessing, grid_classes: int) -> None:
+    """Each reference (loaded with the model's `preprocessing`) beside its caricature, for the first caricatures."""
+    shown = min(len(protos.targets), 2 * grid_classes)
+    first = protos.settings.get("shard", {"rows": [0]})["rows"][0]  # a shard's references start there
+    refs = load_references(protos.settings["references"][first:first + shown], preprocessing, protos.images.shape[-1])
+    pairs = np.stack([refs.numpy(), protos.images[:shown]], axis=1).reshape(-1, *protos.images.shape[1:])
+    names = [protos.classes[t] for t in protos.targets[:shown]]
+    save_grid(path, pairs, ncol=8 if shown >= 4 else 2 * shown,
+              labels=[x for n in names for x in (n, f"{n} x{protos.settings['amplify']:g}")])
+
+
 def run(args) -> None:
     set_threads(args.threads)
     spec = parse_settings(ModelSpec, args.model, "--model")
@@ -37,14 +48,7 @@ def run(args) -> None:
     write_prototypes(args.out, protos)
     plan.partial.unlink(missing_ok=True)
     if args.grid:
-        shown = min(len(protos.targets), 2 * args.grid_classes)
-        first = protos.settings.get("shard", {"rows": [0]})["rows"][0]  # a shard's references start there
-        refs = load_references(protos.settings["references"][first:first + shown], spec.preprocess(),
-                               protos.images.shape[-1])
-        pairs = np.stack([refs.numpy(), protos.images[:shown]], axis=1).reshape(-1, *protos.images.shape[1:])
-        names = [protos.classes[t] for t in protos.targets[:shown]]
-        save_grid(args.grid, pairs, ncol=8 if shown >= 4 else 2 * shown,
-                  labels=[x for n in names for x in (n, f"{n} x{settings.amplify:g}")])
+        write_caricature_grid(args.grid, protos, spec.preprocess(), args.grid_classes)
     logging.getLogger("peekflow").info("wrote %s: %d caricatures at layer %s, mean final loss %.4g", args.out,
                                        len(protos.targets), settings.layer, float(np.mean(protos.losses)))
 

@@ -1,10 +1,12 @@
-"""`peekflow dora`: DORA outlier neurons of one layer -> dora.csv (one row per neuron) and a figure."""
+"""`peekflow dora`: DORA outlier neurons of one layer -> dora.csv (one row per neuron) and a figure; with --shard I/S
+(S > 1), the signals of shard I of the neurons -> a signal file that `peekflow merge-dora` joins."""
 
 from __future__ import annotations
 
 import logging
 
 from peekflow.cli import add_device_argument, add_settings_argument, stage_main
+from peekflow.cli.extract import shard_arg
 
 HELP = """DORA: synthetic activation-maximisation signals (s-AMS) per neuron of a layer, the extreme-activation
 distance between neurons, and outlier neurons by LocalOutlierFactor.
@@ -13,7 +15,9 @@ Writes a CSV (neuron, lof, outlier, rank, x, y, self_activation; most outlying f
 Example:
   peekflow dora --model '{"name": "m", "arch": "small_resnet", "num_classes": 10, ...}' \\
       --checkpoint results/models/m/model.pt --layer layer4 --settings '{"steps": 48}' \\
-      --out results/neurons/m/layer4/dora.csv --figure results/neurons/m/layer4/dora.png"""
+      --out results/neurons/m/layer4/dora.csv --figure results/neurons/m/layer4/dora.png
+With --shard 1/4, --out is the signal file of the second of 4 contiguous ranges of render batches; a killed job
+resumes from <out>.partial; `peekflow merge-dora --shards <4 files> --out dora.csv` gives the one-job CSV."""
 
 
 def add_arguments(p) -> None:
@@ -25,31 +29,59 @@ def add_arguments(p) -> None:
     add_settings_argument(p, DoraSettings)
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--shard", default="0/1", type=shard_arg,
+                   help="render only shard I of S (I/S) of the neurons' batches into the signal file --out")
+    p.add_argument("--out", required=True, help="CSV to write (with --shard I/S, S > 1: the shard's signal file)")
     p.add_argument("--figure", default=None, help="PNG to write")
 
 
-def run(args) -> None:
-    from peekflow.device import set_threads
+def write_table(out, figure, result, title: str) -> None:
     from peekflow.io import atomic_path
-    from peekflow.models.spec import ModelSpec, load_spec
-    from peekflow.neurons.dora import DoraSettings, dora_table, run_dora
+    from peekflow.neurons.dora import dora_table
     from peekflow.neurons.label_figures import plot_dora
+
+    table = dora_table(result)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    if figure:
+        plot_dora(figure, result, title=title)
+    flagged = table.loc[table["outlier"], "neuron"].tolist()
+    logging.getLogger("peekflow").info("wrote %s: %d neurons, %d LOF outliers %s; most outlying: %s", out,
+                                       len(table), len(flagged), flagged[:10], table["neuron"].head(5).tolist())
+
+
+def run(args) -> None:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from peekflow.device import resolve_device, set_threads
+    from peekflow.models.checkpoint import weights_digest
+    from peekflow.models.spec import ModelSpec, load_spec
+    from peekflow.neurons.dora import DoraSettings, dora_neurons, dora_outliers, dora_signals
+    from peekflow.neurons.dora_shards import write_signals
+    from peekflow.prototypes.shards import BatchPlan
     from peekflow.settings import parse_settings
 
     set_threads(args.threads)
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(DoraSettings, args.settings, "--settings")
+    if args.shard[1] > 1 and args.figure:
+        raise ValueError("--figure: a shard writes signals only; `peekflow merge-dora` draws the figure")
     model, _ = load_spec(spec, args.checkpoint)
-    result = run_dora(model, args.layer, spec.preprocess(), settings, device=args.device)
-    table = dora_table(result)
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    if args.figure:
-        plot_dora(args.figure, result, title=f"DORA: {spec.name} {args.layer}")
-    flagged = table.loc[table["outlier"], "neuron"].tolist()
-    logging.getLogger("peekflow").info("wrote %s: %d neurons, %d LOF outliers %s; most outlying: %s", args.out,
-                                       len(table), len(flagged), flagged[:10], table["neuron"].head(5).tolist())
+    key = {"model weights": weights_digest(model), "layer": args.layer, "settings": asdict(settings),
+           "shard": list(args.shard), "device": str(resolve_device(args.device))}
+    partial = Path(args.out).with_name(Path(args.out).name + ".partial")
+    plan = BatchPlan(shard=args.shard, partial=partial, key=key)
+    signals = dora_signals(model, args.layer, spec.preprocess(), settings, device=args.device, plan=plan)
+    if args.shard[1] > 1:
+        total = len(dora_neurons(model, args.layer, spec.preprocess(), settings, args.device)) * settings.per_neuron
+        recorded = {"model": spec.name, "checkpoint": str(args.checkpoint), "layer": args.layer,
+                    "dora": asdict(settings), **plan.attrs(total, settings.batch_size)}
+        write_signals(args.out, signals, recorded)
+    else:
+        write_table(args.out, args.figure, dora_outliers(signals, args.layer, settings),
+                    title=f"DORA: {spec.name} {args.layer}")
+    partial.unlink(missing_ok=True)  # the finished batches are in the output now
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ neurons form a tight cluster of near-identical noise responses whose neighbours 
 init_std (noisier starting images) leaves fewer of them: on the embedded default's layer4, 0.3 rather than 0.01
 leaves 4 of 128 neurons instead of 55.
 
+Sharding (labels.shards.dora): the s-AMS are rendered in batches of batch_size images (whole neurons); batch j
+depends only on the settings and j -- its starting images are seeded from (seed, i), its transforms from seed + j,
+and its restarts render its own unraised neurons together -- so shards of whole batches (dora_signals with a
+BatchPlan; `peekflow merge-dora` joins their signal files) give a one-job run's output bit for bit on the CPU.
+
 Unlike the original, the optimiser settings (lr, steps, optimizer, schedule) reach the render loop, and the channel
 is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean per channel, then channel c_i).
 """
@@ -38,6 +43,7 @@ from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.models.layers import pool, record_layers
 from peekflow.prototypes.batching import per_image_param, render_in_batches, repeat_each, resolve_size
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.settings import redefault, setting
 from peekflow.synthesis.objectives import channel
 from peekflow.synthesis.settings import RenderSettings, scaled_jitter
@@ -61,6 +67,17 @@ class DoraSettings(RenderSettings):
     n_neighbors: int = setting(10, "LOF neighbours (at most neurons - 1)", minimum=1)
     contamination: str | float = setting("auto", 'LOF\'s flag: "auto" or the expected share of outliers',
                                          choices=["auto"], exclusive_minimum=0, maximum=0.5)
+
+
+@dataclass
+class DoraSignals:
+    """What the network stage makes for some neurons (a shard's, or all): the rest of DORA needs no model."""
+
+    neurons: np.ndarray  # [n] channel indices
+    images: np.ndarray  # [n * per_neuron, 3, H, W] s-AMS in [0,1], neuron-major
+    representations: np.ndarray  # [n, C]
+    start_activation: np.ndarray  # [n]
+    activated: np.ndarray  # [n] bool
 
 
 @dataclass
@@ -140,58 +157,114 @@ def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
 
 
 def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: Preprocessing, s: DoraSettings,
-              size: int, device) -> np.ndarray:
-    """s-AMS of `neurons`, neuron-major: [len(neurons) * per_neuron, 3, size, size] in [0,1]."""
+              size: int, device, plan: BatchPlan | None = None) -> np.ndarray:
+    """s-AMS of `neurons`, neuron-major: [len(neurons) * per_neuron, 3, size, size] in [0,1] (with a `plan`: the
+    rows of its shard)."""
 
     def objective_for(batch):
         goal = channel(layer, batch)
         return goal + s.tv * tv_l2() if s.tv else goal
 
     images, _, _ = render_in_batches(repeat_each(neurons, s.per_neuron), objective_for, model, preprocessing, s,
-                                     size=size, device=device, what=f"dora s-AMS {layer}")
+                                     size=size, device=device, what=f"dora s-AMS {layer}", plan=plan)
     return images
 
 
-def starting_images(count: int, s: DoraSettings, size: int) -> np.ndarray:
-    """The images make_sams starts from (render_in_batches seeds image i from (seed, i))."""
+def starting_images(count: int, s: DoraSettings, size: int, first: int = 0) -> np.ndarray:
+    """The images make_sams starts from, rows first:first + count (render_in_batches seeds image i from (seed, i))."""
     with torch.no_grad():
-        param = per_image_param(s.param, list(range(count)), size, s.seed, s.init_std, "cpu")
+        param = per_image_param(s.param, list(range(first, first + count)), size, s.seed, s.init_std, "cpu")
         return param.image_fn().clamp(0, 1).numpy().astype(np.float32)
 
 
-def _sams_and_responses(model, layer, neurons, preprocessing, s: DoraSettings, size: int, device):
-    """s-AMS of `neurons` and, per neuron, the layer's mean response to them [n, C], its own response to its starting
-    images [n] and whether the s-AMS raised it above that (activated [n])."""
-    n, rows = len(neurons), np.arange(len(neurons))
-    images = make_sams(model, layer, neurons, preprocessing, s, size, device)
+def _sams_and_responses(model, layer, neurons, preprocessing, s: DoraSettings, size: int, device, batch=(0, 1)):
+    """s-AMS of the neurons of render batch `batch` (j, of B; (0, 1): all `neurons`) and, per neuron, the layer's
+    mean response to them [n, C], its own response to its starting images [n] and whether the s-AMS raised it above
+    that (activated [n])."""
+    plan = BatchPlan(shard=batch)
+    first, stop = plan.rows(len(neurons) * s.per_neuron, s.batch_size, f"dora s-AMS {layer}")
+    mine = neurons[first // s.per_neuron:stop // s.per_neuron]
+    n, rows = len(mine), np.arange(len(mine))
+    images = make_sams(model, layer, neurons, preprocessing, s, size, device, plan)
     reps = encode(model, layer, images, preprocessing, device).reshape(n, s.per_neuron, -1).mean(1)
-    start = encode(model, layer, starting_images(len(images), s, size), preprocessing, device)
-    start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, neurons]
-    return images, reps, start, reps[rows, neurons] > start
+    start = encode(model, layer, starting_images(len(images), s, size, first), preprocessing, device)
+    start = start.reshape(n, s.per_neuron, -1).mean(1)[rows, mine]
+    return images, reps, start, reps[rows, mine] > start
 
 
-def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings,
-             device="auto") -> DoraResult:
-    """s-AMS, representations, distances, LOF and map (module doc). A neuron whose s-AMS did not raise it above its
-    response at the start (a ReLU unit off for the starting images gets no gradient) has no meaningful s-AMS: it is
-    reported with activated=False and left out of the distances, LOF and map."""
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    size = resolve_size(s.size, preprocessing)
-    neurons = resolve_neurons(s.neurons, layer_channels(model, layer, size, device), layer)
-    images, reps, start, activated = _sams_and_responses(model, layer, neurons, preprocessing, s, size, device)
+def batch_signals(model, layer, neurons, batch, preprocessing, s: DoraSettings, size: int, device) -> dict:
+    """Render batch `batch` = (j, B) of the s-AMS of `neurons`, with restarts for its neurons the s-AMS did not
+    raise: {images, representations, start_activation, activated} of the batch's neurons. It depends on the
+    settings and j only (restarts render the batch's unraised neurons together), never on how batches are shared
+    out among jobs."""
+    images, reps, start, activated = _sams_and_responses(model, layer, neurons, preprocessing, s, size, device, batch)
+    first = batch[0] * s.batch_size // s.per_neuron
+    mine = neurons[first:first + len(activated)]
     for r in range(1, s.restarts + 1):  # a unit off for its starting images gets no gradient: start elsewhere
         again = np.flatnonzero(~activated)
         if not len(again):
             break
         retry = dataclasses.replace(s, seed=s.seed + 1000 * r, init_std=s.init_std * 2**r)
-        out = _sams_and_responses(model, layer, [neurons[i] for i in again], preprocessing, retry, size, device)
+        out = _sams_and_responses(model, layer, [mine[i] for i in again], preprocessing, retry, size, device)
         won = again[out[3]]
-        log.info("DORA: restart %d (seed %d, init_std %g) raised %d of %d neurons of %r left", r, retry.seed,
-                 retry.init_std, len(won), len(again), layer)
+        log.info("DORA: restart %d (seed %d, init_std %g) raised %d of %d neurons of %r left in batch %d", r,
+                 retry.seed, retry.init_std, len(won), len(again), layer, batch[0] + 1)
         rows = (won[:, None] * s.per_neuron + np.arange(s.per_neuron)).ravel()
         images[rows] = out[0].reshape(-1, s.per_neuron, *images.shape[1:])[out[3]].reshape(-1, *images.shape[1:])
         reps[won], start[won], activated[won] = out[1][out[3]], out[2][out[3]], True
+    return {"images": images, "representations": reps, "start_activation": start, "activated": activated}
+
+
+def check_dora_batches(s: DoraSettings, neurons: int) -> int:
+    """The render batches of `neurons` s-AMS runs; a batch must hold whole neurons when there are several."""
+    batches = -(-neurons * s.per_neuron // s.batch_size)
+    if batches > 1 and s.batch_size % s.per_neuron:
+        raise ValueError(f"DORA: batch_size {s.batch_size} must be a multiple of per_neuron {s.per_neuron} when "
+                         f"the {neurons} neurons take more than one batch")
+    return batches
+
+
+def dora_neurons(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings, device) -> list[int]:
+    """The channels of `layer` that DORA analyses (s.neurons)."""
+    device = resolve_device(device)
+    size = resolve_size(s.size, preprocessing)
+    return resolve_neurons(s.neurons, layer_channels(model.to(device).eval(), layer, size, device), layer)
+
+
+def dora_signals(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings, device="auto",
+                 plan: BatchPlan | None = None) -> DoraSignals:
+    """The s-AMS, representations and start responses of the layer's neurons (with a `plan`: of its shard's render
+    batches, finished ones read back from its partial file)."""
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    size = resolve_size(s.size, preprocessing)
+    neurons = dora_neurons(model, layer, preprocessing, s, device)
+    batches = check_dora_batches(s, len(neurons))
+    plan = plan or BatchPlan()
+    first, stop = plan.rows(len(neurons) * s.per_neuron, s.batch_size, f"dora {layer}")
+    parts, kept = [], plan.open()
+    try:
+        for j in range(first // s.batch_size, -(-stop // s.batch_size)):
+            done = kept.get(j)
+            if done is None:
+                arrays = batch_signals(model, layer, neurons, (j, batches), preprocessing, s, size, device)
+                kept.put(j, arrays, {})
+            else:
+                arrays = done[0]
+            parts.append(arrays)
+            log.info("dora %s: batch %d/%d done (%d neurons, %d raised)", layer, j + 1, batches,
+                     len(arrays["activated"]), int(arrays["activated"].sum()))
+    finally:
+        kept.close(finished=False)  # the caller deletes the partial file once its output is written
+    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    mine = np.asarray(neurons[first // s.per_neuron:stop // s.per_neuron], dtype=np.int64)
+    return DoraSignals(neurons=mine, **joined)
+
+
+def dora_outliers(signals: DoraSignals, layer: str, s: DoraSettings) -> DoraResult:
+    """Distances, LOF and map of the neurons whose s-AMS raised them (module doc); the others are reported with
+    activated=False and left out."""
+    neurons, reps, activated = signals.neurons, signals.representations, signals.activated
     n = len(neurons)
     if not activated.all():
         log.warning("DORA: the s-AMS of %d of %d neurons of %r did not raise them above their starting response "
@@ -207,7 +280,14 @@ def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: Dora
     rank[np.flatnonzero(activated)[np.argsort(-scores[activated], kind="stable")]] = np.arange(1, activated.sum() + 1)
     coords = np.full((n, 2), np.nan)
     coords[activated] = classical_mds(distances)
-    return DoraResult(np.asarray(neurons), images, reps, activated, start, distances, scores, outlier, rank, coords)
+    return DoraResult(np.asarray(neurons), signals.images, reps, activated, signals.start_activation, distances,
+                      scores, outlier, rank, coords)
+
+
+def run_dora(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings,
+             device="auto") -> DoraResult:
+    """s-AMS, representations, distances, LOF and map of every selected neuron of `layer` (module doc)."""
+    return dora_outliers(dora_signals(model, layer, preprocessing, s, device), layer, s)
 
 
 def dora_table(r: DoraResult) -> pd.DataFrame:

@@ -13,7 +13,6 @@ DeepInversion's batch-norm statistics, the images depend on `batch_size` but nev
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Sequence
 
 import numpy as np
@@ -115,22 +114,21 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
     images, losses, settings = [], [], {}
     starts = range(first, stop, batch_size)
     kept = plan.open()
-    kill_after, rendered = int(os.environ.get("PEEKFLOW_TEST_KILL_AFTER_BATCHES", 0)), 0
     try:
         for start in starts:
             j = start // batch_size  # the batch's number in a one-job run: its seed
             idx = list(range(start, min(start + batch_size, len(targets))))
             done = kept.get(j)
-            if done is None:
+            if done is not None:
+                done = done[0]["images"], done[0]["losses"], done[1]
+            else:
                 result = render(objective_for([targets[i] for i in idx]), model,
                                 per_image_param(s.param, idx, size, s.seed, s.init_std, device),
                                 normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
                                 seed=s.seed + j, device=device, **render_options(s))
                 done = (result.images.float().cpu().clamp(0, 1).numpy(), result.losses.float().cpu().numpy(),
                         result.settings)
-                kept.put(j, *done)
-                if kill_after and (rendered := rendered + 1) == kill_after:
-                    os._exit(137)  # test only: die like a killed job, this batch kept
+                kept.put(j, {"images": done[0], "losses": done[1]}, done[2])
             images.append(done[0])
             losses.append(done[1])
             settings = settings or done[2]
