@@ -41,6 +41,20 @@ def test_ea_distance_is_sqrt_of_half_one_minus_cosine():
     assert np.allclose(d, d.T) and np.all(np.diag(d) == 0)
 
 
+def test_mds_map_keeps_distances_and_does_not_depend_on_eigenvector_signs(monkeypatch):
+    """The map's distances equal the input's (points that are truly 2-D), and its axes do not flip with the sign
+    eigh happens to give an eigenvector (seen between processes with other thread counts)."""
+    from peekflow.neurons.dora import classical_mds
+
+    points = np.random.default_rng(0).normal(size=(12, 2)) * [3.0, 1.0]
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    coords = classical_mds(distances)
+    assert np.allclose(np.linalg.norm(coords[:, None] - coords[None], axis=-1), distances)
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: (lambda w, v: (w, -v))(*eigh(a)))
+    assert np.allclose(classical_mds(distances), coords)
+
+
 def test_lof_ranks_an_isolated_point_highest():
     points = np.r_[np.random.default_rng(0).normal(size=(20, 2)) * 0.1, [[3.0, 3.0]]]
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)

@@ -153,7 +153,10 @@ def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
     values, vectors = np.linalg.eigh(gram)
     top = np.argsort(values)[::-1][:dims]
     coords = vectors[:, top] * np.sqrt(np.clip(values[top], 0, None))
-    return coords * np.where(coords.sum(0) < 0, -1, 1)  # fixed signs: same input, same picture
+    # fixed signs (same input, same picture): eigh may return either sign of an eigenvector, and the coordinates are
+    # centred (each column sums to ~0), so each axis is turned to make its largest-magnitude entry positive
+    largest = coords[np.abs(coords).argmax(0), np.arange(coords.shape[1])]
+    return coords * np.where(largest < 0, -1, 1)
 
 
 def make_sams(model: nn.Module, layer: str, neurons: list[int], preprocessing: Preprocessing, s: DoraSettings,
