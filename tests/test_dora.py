@@ -53,6 +53,10 @@ def test_mds_map_keeps_distances_and_does_not_depend_on_eigenvector_signs(monkey
     eigh = np.linalg.eigh
     monkeypatch.setattr(np.linalg, "eigh", lambda a: (lambda w, v: (w, -v))(*eigh(a)))
     assert np.allclose(classical_mds(distances), coords)
+    monkeypatch.undo()
+    for seed in range(10):  # rounding-sized changes of the input (another thread count) keep the picture
+        noise = np.random.default_rng(seed).normal(scale=1e-12, size=distances.shape)
+        assert np.allclose(classical_mds(distances + (noise + noise.T) * (1 - np.eye(12))), coords)
 
 
 def test_lof_ranks_an_isolated_point_highest():
