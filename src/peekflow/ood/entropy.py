@@ -24,5 +24,5 @@ class Entropy(Detector):
         pass
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        shifted, e, total = softmax_parts(stored_logits(data))
+        shifted, e, total, _ = softmax_parts(stored_logits(data))
         return np.einsum("ij,ij->i", e, shifted, dtype=np.float64) / total - np.log(total)

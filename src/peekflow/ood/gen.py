@@ -28,7 +28,7 @@ class GEN(Detector):
         self.top = int(positive_number(top, "gen: top", integer=True))
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        _, e, total = softmax_parts(checked_logits(data))  # float64: p^gamma magnifies tiny p
+        _, e, total, _ = softmax_parts(checked_logits(data))  # float64: p^gamma magnifies tiny p
         if self.top < e.shape[1]:
             e = -np.partition(-e, self.top - 1, axis=1)[:, : self.top]
         p, q = e / total[:, None], (total[:, None] - e) / total[:, None]  # q = 1 - p, exact where p ~ 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import register_with_banks, stored_logits
-from peekflow.ood.posthoc import Fitted, logits64, row_chunks, softmax_parts
+from peekflow.ood.posthoc import CHUNK, Fitted, logits64, row_chunks, softmax_parts
 
 
 @register_with_banks("klmatching")
@@ -33,10 +33,10 @@ class KLMatching(Fitted):
         # `top` rises (a streaming log-sum-exp). log p comes from the stored float32 logits, as precise as they are.
         k = stored_logits(train).shape[1]
         top, sums, counts = np.full((k, k), -np.inf), np.zeros((k, k)), np.zeros(k)
-        for rows in row_chunks(len(train.logits)):
-            shifted, _, total = softmax_parts(stored_logits(train)[rows])
-            order = np.argsort(shifted.argmax(axis=1), kind="stable")
-            classes, starts, n = np.unique(shifted[order].argmax(axis=1), return_index=True, return_counts=True)
+        for rows in row_chunks(len(train.logits), 4 * CHUNK):
+            shifted, _, total, predicted = softmax_parts(stored_logits(train)[rows])
+            order = np.argsort(predicted, kind="stable")
+            classes, starts, n = np.unique(predicted[order], return_index=True, return_counts=True)
             log_p = shifted[order] - np.log(total[order, None]).astype(shifted.dtype)
             new_top = np.maximum(top[classes], np.maximum.reduceat(log_p, starts, axis=0))
             terms = np.exp(log_p - np.repeat(new_top, n, axis=0).astype(log_p.dtype))
@@ -49,7 +49,7 @@ class KLMatching(Fitted):
     def _score(self, data: FeatureSet) -> np.ndarray:
         out = np.empty(len(stored_logits(data)))
         for rows in row_chunks(len(out)):
-            shifted, e, total = softmax_parts(logits64(data, rows))
+            shifted, e, total, _ = softmax_parts(logits64(data, rows))
             p = e / total[:, None]
             log_p = shifted - np.log(total)[:, None]
             kl = np.einsum("ij,ij->i", p, log_p)[:, None] - p @ self._log_templates.T
