@@ -38,8 +38,8 @@ def patches(checkpoint, topn, out, shard="0/1", env=None, **extra):
 
 
 def same_folders(a, b):
-    """patches.h5's data sets and attributes, and every PNG's bytes, equal."""
-    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    """patches.h5's data sets and attributes, and every PNG's bytes, equal (Snakemake's hidden marker aside)."""
+    assert sorted(p.name for p in a.glob("[!.]*")) == sorted(p.name for p in b.glob("[!.]*"))
     with h5py.File(a / "patches.h5") as x, h5py.File(b / "patches.h5") as y:
         assert sorted(x) == sorted(y) and dict(x.attrs) == dict(y.attrs)
         for name in x:
@@ -109,3 +109,39 @@ def test_a_killed_job_resumes_from_its_last_finished_batch(tmp_path, tiny_checkp
     assert again.returncode == 0 and f"starting afresh: partial file {partial} was made with other settings" in \
         again.stderr
     same_folders(out, whole)
+
+
+def test_the_workflow_plans_one_job_per_shard_and_refuses_too_many(tmp_path):
+    from workflow import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["neurons"]["patches"] = {"channels": "0:4", "k": 2, "channel_batch": 1}  # 4 batches of 1 channel
+    config["neurons"]["shards"] = {"patches": 4}
+    target = "results/neurons/tiny_resnet/layer4/patches"
+    planned = planned_jobs(snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config)))
+    assert planned.get("extract_patch_shard") == 4 and planned.get("merge_patch_shards") == 1
+    assert "extract_patches" not in planned
+    config["neurons"]["shards"] = {"patches": 5}
+    refused = snakemake(tmp_path, "-n", target, config=write_config(tmp_path, config))
+    assert refused.returncode != 0
+    assert ("neurons.shards.patches: 5 shards, but the 4 selected channels of tiny_resnet's layer4 make 4 batch(es) "
+            "of 1 (neurons.patches.channel_batch): choose at most 4") in refused.stdout + refused.stderr
+
+
+def test_sharded_workflow_output_equals_the_one_job_folder(tmp_path, monkeypatch):
+    from workflow import snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["neurons"]["patches"] = {"channels": "0:4", "k": 2, "channel_batch": 2}
+    config["neurons"]["shards"] = {"patches": 2}
+    target = "results/neurons/tiny_resnet/layer4/patches"
+    done = snakemake(tmp_path, "--cores", "2", target, config=write_config(tmp_path, config))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list((tmp_path / "results/neurons/tiny_resnet/layer4").glob("patch_shards/*.h5"))  # temp() shards
+    spec = {"name": "tiny_resnet", **{k: v for k, v in config["models"]["tiny_resnet"].items()
+                                      if k in ("arch", "num_classes", "arch_kwargs", "preprocessing")}}
+    monkeypatch.chdir(tmp_path)  # the paths as the rule gives them: the folder records them
+    assert main(["patches", "--checkpoint", "results/models/tiny_resnet/model.pt", "--model", json.dumps(spec),
+                 "--topn", "results/neurons/tiny_resnet/layer4/topn.h5", "--settings",
+                 json.dumps(config["neurons"]["patches"]), "--device", "cpu", "--threads", "1", "--out", "one"]) == 0
+    same_folders(tmp_path / target, tmp_path / "one")

@@ -2,8 +2,9 @@
 
 patches.h5: `channels` [S], `pixels` [S,k,3,P,P] uint8 (model input after resize/crop, normalisation undone),
 `paths` [S,k], `rows` [S,k] (rows of the source feature store), `boxes` [S,k,4] (top, left, bottom, right in input
-pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, mode, settings and receptive field (JSON),
-the top-N file, `complete=True` last. channel_<c>.png: the k patches of channel c, best first. overview.png: the best
+pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, model, settings and info (JSON: mode,
+receptive field, the check against the store; no timing, which goes to the log), the top-N file, `complete=True`
+last. A shard file of `peekflow patches --shard` has this layout and a `shard` attribute (neurons/patch_shards.py). channel_<c>.png: the k patches of channel c, best first. overview.png: the best
 patch of every selected channel. The folder is built under a temporary name and renamed when whole.
 """
 
