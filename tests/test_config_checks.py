@@ -221,6 +221,24 @@ def test_extract_shards_must_not_outnumber_the_batches(tmp_path):
         "extract.shards.mine: 4 shards, but its 5 images make 3 batch(es) of 2 (extract.batch_size): choose at most 3"]
 
 
+def test_patch_shards_must_not_outnumber_a_layers_channel_batches():
+    config = validated(tiny_config())  # neuron layers layer3, layer4: 16 channels each
+    config["neurons"]["patches"] = {"channels": "all", "k": 2, "channel_batch": 5}  # 4 batches (5, 5, 5, 1)
+    config["neurons"]["shards"] = {"patches": 4}
+    assert preflight.patch_shard_problems(config, "tiny_resnet") == []
+    config["neurons"]["shards"] = {"patches": 5}
+    assert preflight.patch_shard_problems(config, "tiny_resnet") == [
+        f"neurons.shards.patches: 5 shards, but the 16 selected channels of tiny_resnet's {layer} make 4 batch(es) "
+        "of 5 (neurons.patches.channel_batch): choose at most 4" for layer in ("layer3", "layer4")]
+    config["neurons"]["patches"]["channels"] = [3, 16]
+    assert preflight.patch_shard_problems(config, "tiny_resnet") == [
+        "neurons.patches.channels: patches: channel(s) [16] out of range: layer 'layer3' has 16 channels",
+        "neurons.patches.channels: patches: channel(s) [16] out of range: layer 'layer4' has 16 channels"]
+    del config["neurons"]["patches"]
+    assert preflight.patch_shard_problems(config, "tiny_resnet") == [
+        "neurons.shards.patches: there is no neurons.patches to shard"]
+
+
 def test_dora_shards_must_not_outnumber_a_layers_batches():
     config = validated(tiny_config())  # layer4: 16 channels
     config["labels"]["dora"].update(batch_size=4)

@@ -265,6 +265,41 @@ def dora_shard_problems(config: dict, name: str) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def patch_shard_problems(config: dict, name: str) -> list[str]:
+    """neurons.shards.patches: patches are searched, in at most as many shards as the selected channels of each
+    neuron layer of target `name` make channel batches (neurons.patches.channel_batch)."""
+    from peekflow.config_checks import neuron_dataset, neuron_layers
+    from peekflow.neurons.dora import layer_channels
+    from peekflow.neurons.patches import PatchSettings, select_channels
+
+    neurons = config.get("neurons", {})
+    count = neurons.get("shards", {}).get("patches", 1)
+    if count == 1:
+        return []
+    if "patches" not in neurons:
+        return ["neurons.shards.patches: there is no neurons.patches to shard"]
+    target, s = config["models"][name], PatchSettings(**neurons["patches"])
+    size = input_size(config, neuron_dataset(config), target)
+    if not size:
+        return []  # the job counts the batches itself
+    model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+    problems = []
+    for layer in neuron_layers(config, name):
+        if layer not in set(layer_names(model)):
+            continue  # named by the layer checks
+        try:
+            channels = len(select_channels(s.channels, layer_channels(model, layer, size, "cpu"), layer))
+        except ValueError as err:
+            problems.append(f"neurons.patches.channels: {err}")
+            continue
+        batches = -(-channels // s.channel_batch)
+        if count > batches:
+            problems.append(f"neurons.shards.patches: {count} shards, but the {channels} selected channels of "
+                            f"{name}'s {layer} make {batches} batch(es) of {s.channel_batch} "
+                            f"(neurons.patches.channel_batch): choose at most {batches}")
+    return list(dict.fromkeys(problems))
+
+
 def shape_problems(config: dict, name: str) -> list[str]:
     """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
     map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
@@ -337,7 +372,8 @@ def input_problems(config: dict) -> list[str]:
         problems += prototype_problems(config, target)
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
             try:
-                problems += shape_problems(config, target) + dora_shard_problems(config, target)
+                problems += (shape_problems(config, target) + dora_shard_problems(config, target)
+                             + patch_shard_problems(config, target))
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "

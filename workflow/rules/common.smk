@@ -258,6 +258,23 @@ def patch_settings():
     return settings_json(config["neurons"]["patches"])
 
 
+def patch_shards():
+    """How many jobs search the patches of a layer (neurons.shards.patches; 1: one job writes its folder)."""
+    return config.get("neurons", {}).get("shards", {}).get("patches", 1)
+
+
+def patch_layers_pattern(sharded):
+    """Regex of the layers whose patches are searched in shards (sharded=True) or by one job."""
+    return "[^/]+" if (patch_shards() > 1) == sharded else "^$"
+
+
+def patch_shard_files(wildcards):
+    """The shard files that merge_patch_shards joins, in shard order."""
+    n = patch_shards()
+    stem = f"results/neurons/{wildcards.model}/{wildcards.layer}/patch_shards"
+    return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
+
+
 def patch_figure_labels(wildcards):
     """Report label of a PNG in a patch folder: the overview first, then the channels in numeric order (the report
     sorts labels as text, hence the zero padding)."""

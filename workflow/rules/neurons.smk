@@ -35,6 +35,8 @@ rule extract_patches:
         "logs/neurons/{model}/{layer}/patches.log",
     benchmark:
         "results/benchmarks/extract_patches/{model}/{layer}.tsv"
+    wildcard_constraints:
+        layer=patch_layers_pattern(sharded=False),
     threads: config.get("neurons", {}).get("threads", 1)
     params:
         device=config["device"],
@@ -43,3 +45,53 @@ rule extract_patches:
     shell:
         "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.patches} > {log} 2>&1"
+
+
+# neurons.shards.patches: one job per contiguous range of a layer's channel batches (patches.channel_batch); a killed
+# shard leaves <file>.partial (not an output, so Snakemake keeps it) and its rerun continues from its last finished
+# batch.
+rule extract_patch_shard:
+    input:
+        topn="results/neurons/{model}/{layer}/topn.h5",
+        checkpoint=lambda w: model_checkpoint(w.model),
+    output:
+        patches=temp("results/neurons/{model}/{layer}/patch_shards/shard_{shard}_of_{shards}.h5"),
+    log:
+        "logs/neurons/{model}/{layer}/patch_shards/shard_{shard}_of_{shards}.log",
+    benchmark:
+        "results/benchmarks/extract_patch_shard/{model}/{layer}/shard_{shard}_of_{shards}.tsv"
+    wildcard_constraints:
+        layer=patch_layers_pattern(sharded=True),
+        shard=r"\d+",
+        shards=r"\d+",
+    threads: config.get("neurons", {}).get("threads", 1)
+    params:
+        device=config["device"],
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: patch_settings(),
+    shell:
+        "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q} --device {params.device}"
+        " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
+        " --out {output.patches} > {log} 2>&1"
+
+
+rule merge_patch_shards:
+    input:
+        shards=patch_shard_files,
+    output:
+        patches=report(
+            directory("results/neurons/{model}/{layer}/patches"),
+            patterns=["{figure}.png"],
+            caption="../report/patches.rst",
+            category="4. Neuron patches",
+            subcategory="{model}: {layer}",
+            labels=patch_figure_labels,
+        ),
+    log:
+        "logs/neurons/{model}/{layer}/patches.log",
+    benchmark:
+        "results/benchmarks/merge_patch_shards/{model}/{layer}.tsv"
+    wildcard_constraints:
+        layer=patch_layers_pattern(sharded=True),
+    shell:
+        "peekflow merge-patches --shards {input.shards} --out {output.patches} > {log} 2>&1"

@@ -26,6 +26,7 @@ STAGES = {
     "caricature": "caricatures: images whose layer response matches an amplified real image's",
     "topn": "top-N images per channel of a layer by spatial-max activation (from a feature store)",
     "patches": "top-k patches per channel among its top-N images (receptive-field map or sliding window)",
+    "merge-patches": "join the shard files of a sharded patch search into its patch folder",
     "dora": "DORA: outlier neurons of a layer from their synthetic activation-maximisation signals",
     "merge-dora": "join the signal files of a sharded DORA run into its outlier table and figure",
     "invert": "INVERT: label each neuron of a layer with a boolean concept formula (AUC, Mann-Whitney p)",

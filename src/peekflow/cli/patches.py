@@ -1,4 +1,6 @@
-"""`peekflow patches`: top-k patches per channel of a layer among its top-N images -> patch folder (h5 + PNGs)."""
+"""`peekflow patches`: top-k patches per channel of a layer among its top-N images -> patch folder (h5 + PNGs); with
+--shard I/S (S > 1), the patches of shard I of the channel batches -> a shard file that `peekflow merge-patches`
+joins."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import logging
 import time
 
 from peekflow.cli import add_device_argument, add_settings_argument, stage_main
+from peekflow.cli.extract import shard_arg
 from peekflow.device import resolve_device, set_threads
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.neurons.patches import PatchSettings
@@ -22,7 +25,10 @@ Writes <out>/patches.h5 (pixels, paths, rows, boxes, activations), <out>/channel
 Example:
   peekflow patches --model '{"name": "m", "arch": "small_resnet", "num_classes": 10}' --checkpoint m.pt \\
       --topn results/neurons/m/layer4/topn.h5 --settings '{"channels": "0:16", "k": 8}' \\
-      --out results/neurons/m/layer4/patches"""
+      --out results/neurons/m/layer4/patches
+Channels are searched in batches of channel_batch; a killed job resumes from <out>.partial. With --shard 1/4, --out is
+the shard file (.h5) of the second of 4 contiguous ranges of those batches; `peekflow merge-patches --shards <4 files>
+--out <folder>` writes the one-job folder. The search time goes to the log, not the folder."""
 
 
 def add_arguments(p) -> None:
@@ -32,13 +38,31 @@ def add_arguments(p) -> None:
     add_settings_argument(p, PatchSettings)
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--out", required=True, help="patch folder to write (replaced when complete)")
+    p.add_argument("--shard", default="0/1", type=shard_arg,
+                   help="search only shard I of S (I/S) of the channel batches, into the shard file --out")
+    p.add_argument("--out", required=True,
+                   help="patch folder to write (replaced when complete; with --shard I/S, S > 1: the shard file)")
+
+
+def topn_digest(topn) -> str:
+    """SHA-256 of a top-N file's ranking (indices, activations, paths): what a resumed job must share."""
+    import hashlib
+
+    digest = hashlib.sha256(topn.indices.tobytes() + topn.activations.tobytes())
+    digest.update("\n".join(map(str, topn.paths.ravel())).encode())
+    return digest.hexdigest()
 
 
 def run(args) -> None:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from peekflow.models.checkpoint import weights_digest
     from peekflow.neurons.patch_files import write_patch_folder
-    from peekflow.neurons.patches import find_patches
+    from peekflow.neurons.patch_shards import write_patch_shard
+    from peekflow.neurons.patches import find_patches, select_channels
     from peekflow.neurons.topn import read_topn
+    from peekflow.prototypes.shards import BatchPlan
 
     set_threads(args.threads)
     spec = parse_settings(ModelSpec, args.model, "--model")
@@ -52,15 +76,25 @@ def run(args) -> None:
                          f"{spec.name!r} is configured with {json.dumps(preprocessing.as_dict())}")
     model, _ = load_spec(spec, args.checkpoint)
     device = resolve_device(args.device)
+    key = {"model weights": weights_digest(model), "top-N": topn_digest(topn), "layer": layer,
+           "preprocessing": preprocessing.as_dict(), "settings": asdict(settings), "shard": list(args.shard),
+           "device": str(device)}
+    partial = Path(args.out).with_name(Path(args.out).name + ".partial")
+    plan = BatchPlan(shard=args.shard, partial=partial, key=key)
     start = time.perf_counter()
-    patches, info = find_patches(model, layer, topn, settings, preprocessing, device)
-    info["seconds"] = round(time.perf_counter() - start, 3)
+    patches, info = find_patches(model, layer, topn, settings, preprocessing, device, plan=plan)
+    seconds = time.perf_counter() - start
     attrs = {"layer": layer, "model": spec.name, "topn": str(args.topn), "checkpoint": str(args.checkpoint),
              "source_store": topn.attrs.get("source_store", ""), "settings": to_json(settings), "info": info}
-    write_patch_folder(args.out, patches, attrs)
+    if args.shard[1] > 1:
+        selected = len(select_channels(settings.channels, topn.indices.shape[0], layer))
+        write_patch_shard(args.out, patches, {**attrs, **plan.attrs(selected, settings.channel_batch)})
+    else:
+        write_patch_folder(args.out, patches, attrs)
+    partial.unlink(missing_ok=True)  # the finished batches are in the output now
     logging.getLogger("peekflow").info("wrote %s: %d patches for each of %d channels of %s (%s mode, %.1fs); %s",
                                        args.out, patches.rows.shape[1], len(patches.channels), layer,
-                                       settings.mode, info["seconds"], json.dumps(info))
+                                       settings.mode, seconds, json.dumps(info))
 
 
 if __name__ == "__main__":

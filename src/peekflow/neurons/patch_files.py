@@ -2,8 +2,9 @@
 
 patches.h5: `channels` [S], `pixels` [S,k,3,P,P] uint8 (model input after resize/crop, normalisation undone),
 `paths` [S,k], `rows` [S,k] (rows of the source feature store), `boxes` [S,k,4] (top, left, bottom, right in input
-pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, mode, settings and receptive field (JSON),
-the top-N file, `complete=True` last. channel_<c>.png: the k patches of channel c, best first. overview.png: the best
+pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, model, settings and info (JSON: mode,
+receptive field, the check against the store; no timing, which goes to the log), the top-N file, `complete=True`
+last. A shard file of `peekflow patches --shard` has this layout and a `shard` attribute (neurons/patch_shards.py). channel_<c>.png: the k patches of channel c, best first. overview.png: the best
 patch of every selected channel. The folder is built under a temporary name and renamed when whole.
 """
 
@@ -24,20 +25,26 @@ from peekflow.io import open_complete_h5, plain_attrs
 from peekflow.neurons.patches import Patches
 
 
+def write_patch_h5(path, p: Patches, attrs: dict) -> None:
+    """patches.h5 (or a shard file of `peekflow patches --shard`: the same layout); attributes that are not plain
+    values are stored as JSON."""
+    with h5py.File(path, "w") as h5:
+        h5["channels"] = p.channels
+        h5.create_dataset("pixels", data=p.pixels, compression="gzip", compression_opts=4)
+        h5.create_dataset("paths", data=p.paths.astype(object), dtype=STR)
+        h5["rows"], h5["boxes"], h5["activations"] = p.rows, p.boxes, p.activations
+        for key, value in attrs.items():
+            h5.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+        h5.attrs["complete"] = True
+
+
 def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48) -> None:
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        with h5py.File(tmp / "patches.h5", "w") as h5:
-            h5["channels"] = p.channels
-            h5.create_dataset("pixels", data=p.pixels, compression="gzip", compression_opts=4)
-            h5.create_dataset("paths", data=p.paths.astype(object), dtype=STR)
-            h5["rows"], h5["boxes"], h5["activations"] = p.rows, p.boxes, p.activations
-            for key, value in attrs.items():
-                h5.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
-            h5.attrs["complete"] = True
+        write_patch_h5(tmp / "patches.h5", p, attrs)
         # one channel's patches in float at a time: a float copy of all of them is 4x the uint8 pixels
         scale = int(min(8, max(1, np.ceil(64 / max(p.pixels.shape[-2:])))))
         for s, c in enumerate(p.channels):
@@ -60,7 +67,11 @@ def _resized(img: np.ndarray, cell: int) -> np.ndarray:
 
 
 def read_patches(folder) -> tuple[Patches, dict]:
-    with open_complete_h5(Path(folder) / "patches.h5", "patch file", "rerun `peekflow patches`") as h5:
+    return read_patch_h5(Path(folder) / "patches.h5")
+
+
+def read_patch_h5(path) -> tuple[Patches, dict]:
+    with open_complete_h5(path, "patch file", "rerun `peekflow patches`") as h5:
         patches = Patches(
             channels=h5["channels"][:], rows=h5["rows"][:], boxes=h5["boxes"][:], activations=h5["activations"][:],
             paths=np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(h5["paths"][:]),

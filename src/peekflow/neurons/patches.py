@@ -17,7 +17,13 @@ independent check no more), and a shifted border window is no unit's field.
 
 Boxes are (top, left, bottom, right) in the model's input pixels (after resize/crop), bottom/right exclusive.
 Per channel: at most `per_image` patches from one image; the best `k` of all candidates by activation, ties by the
-image's top-N rank, then by position (row-major unit or window order).
+image's top-N rank, then by position (row-major unit or window order). Every patch has the size of the boxes of the
+first channel's best image (images of other sizes give patches resized to it).
+
+The selected channels are searched in batches of `channel_batch` (a batch runs the union of its channels' top-N
+images once), so a batch's patches depend only on the settings and the batch: a `BatchPlan` (prototypes/shards.py)
+runs a shard of the batches and keeps finished ones in its partial file, and shards joined in order
+(neurons/patch_shards.py) equal a one-job run bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from peekflow.data.folder import Preprocessing
 from peekflow.neurons.receptive_field import ReceptiveField, forward_to, receptive_field
 from peekflow.neurons.topn import TopN
 from peekflow.progress import progress
+from peekflow.prototypes.shards import BatchPlan
 from peekflow.settings import Settings, setting
 
 log = logging.getLogger("peekflow")
@@ -55,6 +62,8 @@ class PatchSettings(Settings):
     window_fill: str = setting("pad", "window mode: pad (in place on a zero canvas) or resize (to the input size)",
                                choices=FILLS)
     batch_size: int = setting(64, "images (map) or windows (window) per forward pass", minimum=1)
+    channel_batch: int = setting(64, "channels searched together (their top-N images run once per batch): the unit "
+                                 "a killed job resumes from and shards split between", minimum=1)
 
 
 @dataclass
@@ -222,8 +231,9 @@ def _path_lookup(topn: TopN) -> dict[int, str]:
 
 
 def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preprocessing: Preprocessing,
-                 device) -> tuple[Patches, dict]:
-    """The best `k` patches of each selected channel; returns them and a summary (receptive field, timings)."""
+                 device, plan: BatchPlan | None = None) -> tuple[Patches, dict]:
+    """The best `k` patches of each selected channel (with a `plan`: of its shard's channel batches, finished ones
+    read back from its partial file); returns them and a summary (receptive field, check against the store)."""
     channels = select_channels(settings.channels, topn.indices.shape[0], layer)
     n = topn.indices.shape[1]
     if settings.k > n * settings.per_image:
@@ -241,14 +251,42 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
                     "x".join(map(str, first.shape[1:])))
         info["whole_image_patches"] = True
     if settings.mode == "map":
-        cand = map_candidates(model, layer, topn, channels, rf, settings, preprocessing, device)
-        # one forward pass per image reproduces the store's spatial max (a check that images and model still match)
-        tops = np.array([cand.best(s, 1)[0][0] for s in range(len(channels))])
-        info["max_abs_diff_to_topn"] = float(np.abs(tops - topn.activations[channels, 0]).max())
+        size = tuple(min(f, side) for f, side in zip(rf.size, first.shape[1:]))
     else:
         boxes = window_grid(settings, rf, *first.shape[1:])
         info["windows"] = {"size": [boxes[0][2], boxes[0][3]], "per_image": len(boxes)}  # of the first image
-        cand = window_candidates(model, layer, topn, channels, rf, settings, preprocessing, device)
+        size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+    plan, step = plan or BatchPlan(), settings.channel_batch
+    start, stop = plan.rows(len(channels), step, f"patches {layer}", unit="channels")
+    batches, parts, kept = -(-len(channels) // step), [], plan.open()
+    try:
+        for j in range(start // step, -(-stop // step)):
+            done = kept.get(j)
+            if done is None:
+                arrays = batch_patches(model, layer, topn, channels[j * step:(j + 1) * step], rf, settings,
+                                       preprocessing, device, size)
+                kept.put(j, arrays, {})
+            else:
+                arrays = done[0]
+            parts.append(arrays)
+            log.info("patches %s: channel batch %d/%d done (channels %d..%d)", layer, j + 1, batches,
+                     arrays["channels"][0], arrays["channels"][-1])
+    finally:
+        kept.close(finished=False)  # the caller deletes the partial file once its output is written
+    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    path_of = _path_lookup(topn)
+    patches = Patches(**joined, paths=np.vectorize(path_of.__getitem__, otypes=[object])(joined["rows"]))
+    if settings.mode == "map":  # one forward pass per image reproduces the store's spatial max (a check that images
+        # and model still match); a max over channels, so the shards' maxima give the one-job figure
+        store = topn.activations[patches.channels, 0].astype(np.float64)
+        info["max_abs_diff_to_topn"] = float(np.abs(patches.activations[:, 0].astype(np.float64) - store).max())
+    return patches, info
+
+
+def batch_patches(model, layer, topn, channels, rf, settings, preprocessing, device, size) -> dict:
+    """The arrays of `Patches` (less the paths) of one batch of channels."""
+    search = map_candidates if settings.mode == "map" else window_candidates
+    cand = search(model, layer, topn, channels, rf, settings, preprocessing, device)
     best = [cand.best(s, settings.k) for s in range(len(channels))]
     short = [int(channels[s]) for s, b in enumerate(best) if len(b) < settings.k]
     if short:
@@ -256,11 +294,12 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
                          f"(too few units or windows per image for per_image={settings.per_image})")
     path_of = _path_lookup(topn)
     rows = np.array([[b[3] for b in items] for items in best], dtype=np.int64)
-    patches = Patches(channels=channels, rows=rows, paths=np.vectorize(path_of.__getitem__, otypes=[object])(rows),
-                      boxes=np.array([[b[4] for b in items] for items in best], dtype=np.int64),
-                      activations=np.array([[b[0] for b in items] for items in best], dtype=np.float32))
-    patches.pixels = crop_patches(patches, preprocessing, cand.images)
-    return patches, info
+    p = Patches(channels=np.asarray(channels, dtype=np.int64), rows=rows,
+                paths=np.vectorize(path_of.__getitem__, otypes=[object])(rows),
+                boxes=np.array([[b[4] for b in items] for items in best], dtype=np.int64),
+                activations=np.array([[b[0] for b in items] for items in best], dtype=np.float32))
+    return {"channels": p.channels, "rows": p.rows, "boxes": p.boxes, "activations": p.activations,
+            "pixels": crop_patches(p, preprocessing, cand.images, size)}
 
 
 def to_uint8(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
@@ -270,10 +309,12 @@ def to_uint8(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
     return (x * std + mean).clamp(0, 1).mul(255).round().byte().numpy()
 
 
-def crop_patches(p: Patches, preprocessing: Preprocessing, cache: dict | None = None) -> np.ndarray:
-    """[S, k, 3, ph, pw] uint8 pixels of every box, from the preprocessed image (cached, or loaded again)."""
+def crop_patches(p: Patches, preprocessing: Preprocessing, cache: dict | None = None,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """[S, k, 3, ph, pw] uint8 pixels of every box, from the preprocessed image (cached, or loaded again); (ph, pw):
+    `size`, or the largest box's; boxes of another size are resized to it."""
     heights, widths = p.boxes[..., 2] - p.boxes[..., 0], p.boxes[..., 3] - p.boxes[..., 1]
-    ph, pw = int(heights.max()), int(widths.max())
+    ph, pw = size or (int(heights.max()), int(widths.max()))
     out = np.zeros((*p.rows.shape, 3, ph, pw), np.uint8)
     for row in np.unique(p.rows):
         img = (cache or {}).get(int(row))

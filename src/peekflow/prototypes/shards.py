@@ -27,11 +27,11 @@ log = logging.getLogger("peekflow")
 SHARD_KEY = "shard"  # in a shard file's settings: {"index", "count", "rows": [start, stop], "of": N}
 
 
-def check_shard(shard: tuple[int, int], n: int, batch_size: int, what: str) -> None:
+def check_shard(shard: tuple[int, int], n: int, batch_size: int, what: str, unit: str = "images") -> None:
     index, count = shard
     batches = -(-n // batch_size)
     if not 0 <= index < count <= batches:
-        raise ValueError(f"{what}: shard {index}/{count} needs 0 <= I < S <= {batches} (its {n} images make "
+        raise ValueError(f"{what}: shard {index}/{count} needs 0 <= I < S <= {batches} (its {n} {unit} make "
                          f"{batches} batches of {batch_size})")
 
 
@@ -43,8 +43,8 @@ class BatchPlan:
     partial: Path | None = None
     key: dict | None = None
 
-    def rows(self, n: int, batch_size: int, what: str) -> tuple[int, int]:
-        check_shard(self.shard, n, batch_size, what)
+    def rows(self, n: int, batch_size: int, what: str, unit: str = "images") -> tuple[int, int]:
+        check_shard(self.shard, n, batch_size, what, unit)
         return shard_rows(n, *self.shard, batch_size)
 
     def open(self) -> "FinishedBatches":
