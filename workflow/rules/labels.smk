@@ -19,6 +19,8 @@ rule find_outlier_neurons:
     benchmark:
         "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
     threads: config.get("labels", {}).get("threads", 1)
+    resources:
+        **job_resources("find_outlier_neurons"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -46,6 +48,8 @@ rule label_neurons:
         "logs/neurons/{model}/{layer}/invert.log",
     benchmark:
         "results/benchmarks/label_neurons/{model}/{layer}.tsv"
+    resources:
+        **job_resources("label_neurons"),
     params:
         settings=lambda w: invert_settings(),
     shell:

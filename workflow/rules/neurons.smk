@@ -11,6 +11,8 @@ rule rank_top_images:
         "logs/neurons/{model}/{layer}/topn.log",
     benchmark:
         "results/benchmarks/rank_top_images/{model}/{layer}.tsv"
+    resources:
+        **job_resources("rank_top_images"),
     params:
         n=lambda w: config["neurons"]["topn"],
     shell:
@@ -36,6 +38,8 @@ rule extract_patches:
     benchmark:
         "results/benchmarks/extract_patches/{model}/{layer}.tsv"
     threads: config.get("neurons", {}).get("threads", 1)
+    resources:
+        **job_resources("extract_patches"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),

@@ -21,6 +21,8 @@ rule synthesize_prototypes:
     wildcard_constraints:
         proto=prototypes_pattern(sharded=False),
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_prototypes"),
     params:
         device=config["device"],
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
@@ -48,6 +50,8 @@ rule synthesize_prototype_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_prototype_shard"),
     params:
         device=config["device"],
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
@@ -77,6 +81,8 @@ rule merge_prototype_shards:
         "results/benchmarks/merge_prototype_shards/{model}/{proto}.tsv"
     wildcard_constraints:
         proto=prototypes_pattern(sharded=True),
+    resources:
+        **job_resources("merge_prototype_shards"),
     shell:
         "peekflow merge-prototypes --shards {input.shards} --out {output.prototypes} --grid {output.grid}"
         " > {log} 2>&1"
@@ -100,6 +106,8 @@ rule synthesize_caricatures:
     benchmark:
         "results/benchmarks/synthesize_caricatures/{model}.tsv"
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_caricatures"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -123,6 +131,8 @@ rule evaluate_prototypes:
     benchmark:
         "results/benchmarks/evaluate_prototypes/{model}/{proto}.tsv"
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("evaluate_prototypes"),
     params:
         model=lambda w: model_spec(w.model),
         probe_model=lambda w: model_spec(config["probe_model"]),
