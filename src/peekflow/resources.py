@@ -3,22 +3,25 @@
 Pure functions of counts and sizes; the workflow (workflow/rules/common.smk: job_resources) feeds them from the
 config and the job's inputs. Each estimate is the work in seconds of one CPU thread, spread over the job's threads
 (or a GPU), times a safety margin, then floored, multiplied by the attempt (a retry gets more) and capped.
-`python -m peekflow.resources CONFIG [CONFIG...]` prints a markdown table of the requests a dry run plans.
+`python -m peekflow.resource_table` tabulates the requests a dry run plans (README: "Resource requests come from the
+data"). A rule's costs are ResNet-50's per pixel, so smaller networks get generous requests.
 """
 
 from __future__ import annotations
 
 import math
 
-# Measured figures (this project's runs; benchmarks/README.md and the issue that introduced this module)
+# Measured figures (README "Running on real data", benchmarks/README.md: store_size.py, extract_224.py)
 STORE_KB_PER_IMAGE = 28.7  # feature store of ImageNet / ResNet-50 (layer3 + layer4 features and maxima, logits)
-EXTRACT_S_PER_IMAGE = 65 * 3600 / 1.38e6  # ImageNet extraction: ~65 CPU-hours for ~1.38M images at 224 px
+EXTRACT_S_PER_IMAGE = 65 * 3600 / 1.38e6  # ~65 CPU-hours for ImageNet's ~1.38M images at 224 px: 0.17 s per image
+# (ODIN's forward-backward-forward, measured at 0.59 s per image, is close to 3 of these)
 STEP_S_PER_IMAGE = 0.33  # DeepInversion, ResNet-50, 224 px, one CPU thread: seconds per optimiser step per image
 REFERENCE_SIDE = 224  # the pixel side of both figures; other sides scale with the pixel count
 
 # Assumptions (not measured here; each errs towards asking more)
 TRAIN_COST = 3.0  # a training step (forward + backward + update) per image, in forward passes
-GPU_SPEEDUP = 50.0  # one GPU against one CPU thread on convolutional networks
+GPU_SPEEDUP = 50.0  # one GPU against one CPU thread on convolutional networks (README's decoding-bound estimate
+# for extraction with 8 loader workers, ~2,200 images/s, is 7x this: the request errs long)
 THREAD_EFFICIENCY = 0.7  # share of a linear speed-up that each further thread gives
 KNN_FLOPS_PER_S = 2e10  # float32 matrix products per CPU thread (KNN's distances)
 READ_S_PER_MB = 0.05  # reading and fitting stored features, per MB
