@@ -402,7 +402,7 @@ RULE_WORK = {
             model_config(w.model)["train"]["settings"].get("batch_size", 64),
         ),
         True,
-        config["extract"]["num_workers"],
+        model_config(w.model)["train"]["settings"].get("num_workers", 0),
     ),
     "extract_features": lambda w, i: (
         *costs.forward(dataset_image_count(w.dataset), image_side(w.model, w.dataset), config["extract"]["batch_size"]),
