@@ -104,7 +104,8 @@ def slurm_run(slurm_cluster, tmp_path_factory):
         "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-keep-successful-logs", TARGET,  # the target after a flag: options before it take lists
     ]
-    dry_run = snakemake(work, "-n", *through_slurm, config=config)  # each job's request, as the real run plans it
+    # each job's request, as the real run plans it: threads uncapped by this machine's cores, as for Slurm jobs
+    dry_run = snakemake(work, "-n", "--cores", "1024", *through_slurm, config=config)
     planned = planned_jobs(dry_run)
     assert planned, "the dry run planned no jobs"
     before = max((int(job["JobId"]) for job in slurm_jobs()), default=0)
@@ -128,17 +129,19 @@ def test_tiny_workflow_through_the_profile_gives_a_complete_ood_table(slurm_run)
 def test_every_job_ran_as_a_slurm_job_with_the_workflows_request(slurm_run):
     jobs = slurm_run.jobs
     network_rules = {r for r, b in rule_blocks().items() if runs_a_network(b)}
-    requests = {}  # rule -> the (cpus, MB) the dry run planned for its jobs
+    cpus, mem = {}, {}  # rule -> the CPUs and MB the dry run planned for its jobs
     for rule, req in slurm_run.requests:
-        requests.setdefault(rule, set()).add((req["cpus_per_task"], req["mem_mb"]))
+        cpus.setdefault(rule, set()).add(req["cpus_per_task"])
+        mem.setdefault(rule, []).append(req["mem_mb"])
     by_rule = {}
     for job in jobs:
         rule = rule_of(job["Comment"], slurm_run.planned)
         by_rule[rule] = by_rule.get(rule, 0) + 1
         assert job["JobState"] == "COMPLETED", job
         assert job["Partition"] == "debug"
-        asked = (int(job["MinCPUsNode"]), megabytes(job["MinMemoryNode"]))
-        assert asked in requests[rule], (rule, asked, requests[rule])
+        assert int(job["MinCPUsNode"]) in cpus[rule], (rule, job["MinCPUsNode"], cpus[rule])
+        # inputs that exist when a job is submitted (not yet in the dry run) can only raise its memory, a little here
+        assert min(mem[rule]) <= megabytes(job["MinMemoryNode"]) <= 2 * max(mem[rule]), (rule, job["MinMemoryNode"])
         gpu = "gpu" in job.get("TresPerJob", "")
         odin_score = rule == "score_ood" and "odin" in job["Comment"]  # not gather_ood_scores of odin: no network
         assert gpu == (rule in network_rules or odin_score), (rule, job.get("TresPerJob"))
