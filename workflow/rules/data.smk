@@ -9,6 +9,8 @@ rule generate_dataset:
     benchmark:
         "results/benchmarks/generate_dataset/{generated}.tsv"
     threads: 2  # worker processes; the images do not depend on their number
+    resources:
+        **job_resources("generate_dataset"),
     params:
         kind=lambda w: config["generate"]["sets"][w.generated]["kind"],
         settings=lambda w: generate_settings(w.generated),

@@ -15,6 +15,8 @@ rule extract_emergence_maps:
     benchmark:
         "results/benchmarks/extract_emergence_maps/{model}.tsv"
     threads: config["extract"]["threads"]
+    resources:
+        **job_resources("extract_emergence_maps"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -59,6 +61,8 @@ rule analyse_emergence:
     benchmark:
         "results/benchmarks/analyse_emergence/{model}.tsv"
     threads: config.get("emergence", {}).get("threads", 1)
+    resources:
+        **job_resources("analyse_emergence"),
     params:
         device=config["device"],
         layers=lambda w: " ".join(emergence_layers()),
@@ -87,6 +91,8 @@ rule trace_emergence_attack:
     benchmark:
         "results/benchmarks/trace_emergence_attack/{model}.tsv"
     threads: config.get("emergence", {}).get("threads", 1)
+    resources:
+        **job_resources("trace_emergence_attack"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),

@@ -15,6 +15,8 @@ rule extract_features:
     wildcard_constraints:
         dataset=datasets_pattern(sharded=False),
     threads: config["extract"]["threads"]
+    resources:
+        **job_resources("extract_features"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -42,6 +44,8 @@ rule extract_feature_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config["extract"]["threads"]
+    resources:
+        **job_resources("extract_feature_shard"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -64,5 +68,7 @@ rule merge_feature_shards:
         "results/benchmarks/merge_feature_shards/{model}/{dataset}.tsv"
     wildcard_constraints:
         dataset=datasets_pattern(sharded=True),
+    resources:
+        **job_resources("merge_feature_shards"),
     shell:
         "peekflow merge-features --shards {input.shards} --out {output.store} > {log} 2>&1"

@@ -21,6 +21,8 @@ rule find_outlier_neurons:
     wildcard_constraints:
         layer=dora_layers_pattern(sharded=False),
     threads: config.get("labels", {}).get("threads", 1)
+    resources:
+        **job_resources("find_outlier_neurons"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -47,6 +49,8 @@ rule synthesize_dora_signal_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config.get("labels", {}).get("threads", 1)
+    resources:
+        **job_resources("synthesize_dora_signal_shard"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -75,6 +79,8 @@ rule merge_dora_signal_shards:
         "results/benchmarks/merge_dora_signal_shards/{model}/{layer}.tsv"
     wildcard_constraints:
         layer=dora_layers_pattern(sharded=True),
+    resources:
+        **job_resources("merge_dora_signal_shards"),
     shell:
         "peekflow merge-dora --shards {input.shards} --out {output.csv} --figure {output.figure} > {log} 2>&1"
 
@@ -96,6 +102,8 @@ rule label_neurons:
         "logs/neurons/{model}/{layer}/invert.log",
     benchmark:
         "results/benchmarks/label_neurons/{model}/{layer}.tsv"
+    resources:
+        **job_resources("label_neurons"),
     params:
         settings=lambda w: invert_settings(),
     shell:

@@ -13,6 +13,8 @@ rule train_model:
     benchmark:
         "results/benchmarks/train_model/{model}.tsv"
     threads: lambda w: model_config(w.model)["train"]["threads"]
+    resources:
+        **job_resources("train_model"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),

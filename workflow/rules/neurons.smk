@@ -11,6 +11,8 @@ rule rank_top_images:
         "logs/neurons/{model}/{layer}/topn.log",
     benchmark:
         "results/benchmarks/rank_top_images/{model}/{layer}.tsv"
+    resources:
+        **job_resources("rank_top_images"),
     params:
         n=lambda w: config["neurons"]["topn"],
     shell:
@@ -38,6 +40,8 @@ rule extract_patches:
     wildcard_constraints:
         layer=patch_layers_pattern(sharded=False),
     threads: config.get("neurons", {}).get("threads", 1)
+    resources:
+        **job_resources("extract_patches"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -65,6 +69,8 @@ rule extract_patch_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config.get("neurons", {}).get("threads", 1)
+    resources:
+        **job_resources("extract_patch_shard"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -93,5 +99,7 @@ rule merge_patch_shards:
         "results/benchmarks/merge_patch_shards/{model}/{layer}.tsv"
     wildcard_constraints:
         layer=patch_layers_pattern(sharded=True),
+    resources:
+        **job_resources("merge_patch_shards"),
     shell:
         "peekflow merge-patches --shards {input.shards} --out {output.patches} > {log} 2>&1"

@@ -13,6 +13,8 @@ rule score_ood:
     benchmark:
         "results/benchmarks/score_ood/{model}/{method}/{dataset}.tsv"
     threads: config["ood"]["threads"]
+    resources:
+        **job_resources("score_ood"),
     params:
         method=lambda w: ood_run_method(w.method),
         settings=lambda w: ood_method_settings(w.method),
@@ -36,6 +38,8 @@ rule gather_ood_scores:
         "logs/ood/{model}/scores/{method}.log",
     benchmark:
         "results/benchmarks/gather_ood_scores/{model}/{method}.tsv"
+    resources:
+        **job_resources("gather_ood_scores"),
     shell:
         "peekflow gather-scores --parts {input.parts} --out {output.scores} > {log} 2>&1"
 
@@ -50,6 +54,8 @@ rule make_ood_table:
         "logs/ood/table.log",
     benchmark:
         "results/benchmarks/make_ood_table.tsv"
+    resources:
+        **job_resources("make_ood_table"),
     params:
         scores=lambda w, input: " ".join(
             f"--scores {model}/{method}={path}"

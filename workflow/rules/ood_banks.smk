@@ -12,6 +12,8 @@ rule extract_prototype_features:
     benchmark:
         "results/benchmarks/extract_prototype_features/{model}/{proto}.tsv"
     threads: config["extract"]["threads"]
+    resources:
+        **job_resources("extract_prototype_features"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),

@@ -23,6 +23,8 @@ rule plot_ood:
         "logs/ood/{model}/figures/{method}.log",
     benchmark:
         "results/benchmarks/plot_ood/{model}/{method}.tsv"
+    resources:
+        **job_resources("plot_ood"),
     params:
         id_test=config["ood"]["id_test"],
         ood_sets=" ".join(config["ood"]["ood_sets"]),

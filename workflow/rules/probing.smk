@@ -23,6 +23,8 @@ rule probe_prototypes:
     wildcard_constraints:
         probe="|".join(config["models"]),
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("probe_prototypes"),
     params:
         probe_model=lambda w: model_spec(w.probe),
         layer=lambda w: model_config(w.probe)["penultimate"],

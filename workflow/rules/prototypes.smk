@@ -21,6 +21,8 @@ rule synthesize_prototypes:
     wildcard_constraints:
         proto=prototypes_pattern(sharded=False),
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_prototypes"),
     params:
         device=config["device"],
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
@@ -48,6 +50,8 @@ rule synthesize_prototype_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_prototype_shard"),
     params:
         device=config["device"],
         command=lambda w: PROTOTYPE_COMMANDS[w.proto],
@@ -77,6 +81,8 @@ rule merge_prototype_shards:
         "results/benchmarks/merge_prototype_shards/{model}/{proto}.tsv"
     wildcard_constraints:
         proto=prototypes_pattern(sharded=True),
+    resources:
+        **job_resources("merge_prototype_shards"),
     shell:
         "peekflow merge-prototypes --shards {input.shards} --out {output.prototypes} --grid {output.grid}"
         " > {log} 2>&1"
@@ -102,6 +108,8 @@ rule synthesize_caricatures:
     wildcard_constraints:
         proto=caricature_pattern(sharded=False),
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_caricatures"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -128,6 +136,8 @@ rule synthesize_caricature_shard:
         shard=r"\d+",
         shards=r"\d+",
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("synthesize_caricature_shard"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
@@ -157,6 +167,8 @@ rule merge_caricature_shards:
         "results/benchmarks/merge_caricature_shards/{model}/{proto}.tsv"
     wildcard_constraints:
         proto=caricature_pattern(sharded=True),
+    resources:
+        **job_resources("merge_caricature_shards"),
     params:
         model=lambda w: model_spec(w.model),
     shell:
@@ -176,6 +188,8 @@ rule evaluate_prototypes:
     benchmark:
         "results/benchmarks/evaluate_prototypes/{model}/{proto}.tsv"
     threads: config["prototypes"]["threads"]
+    resources:
+        **job_resources("evaluate_prototypes"),
     params:
         model=lambda w: model_spec(w.model),
         probe_model=lambda w: model_spec(config["probe_model"]),

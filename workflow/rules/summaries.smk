@@ -12,6 +12,8 @@ rule summarise_ood:
         "logs/summaries/ood.log",
     benchmark:
         "results/benchmarks/summarise_ood.tsv"
+    resources:
+        **job_resources("summarise_ood"),
     shell:
         "peekflow summarise --table {input.table} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
@@ -26,6 +28,8 @@ rule summarise_prototypes:
         "logs/summaries/prototypes.log",
     benchmark:
         "results/benchmarks/summarise_prototypes.tsv"
+    resources:
+        **job_resources("summarise_prototypes"),
     params:
         reports=lambda w, input: named_reports("prototypes", input.reports),
         summarised="target_accuracy probe_accuracy",
@@ -44,6 +48,8 @@ rule summarise_probing:
         "logs/summaries/probing.log",
     benchmark:
         "results/benchmarks/summarise_probing.tsv"
+    resources:
+        **job_resources("summarise_probing"),
     params:
         reports=lambda w, input: named_reports("probing", input.reports),
         summarised="accuracy hungarian_accuracy",
