@@ -22,10 +22,14 @@ from peekflow.ood.base import Detector, register
 from peekflow.ood.posthoc import checked_percentile, head_energy
 
 
+def kept(d: int, percentile: float) -> int:
+    """How many of a row's d entries a pruning at `percentile` keeps: d - round(d * percentile / 100)."""
+    return d - int(np.round(d * percentile / 100))
+
+
 def top_mask(x: np.ndarray, percentile: float) -> np.ndarray:
-    """Boolean [n,D]: the D - round(D * percentile / 100) largest entries of each row."""
-    d = x.shape[1]
-    keep = d - int(np.round(d * percentile / 100))
+    """Boolean [n,D]: the kept(D, percentile) largest entries of each row."""
+    keep = kept(x.shape[1], percentile)
     mask = np.zeros(x.shape, dtype=bool)
     if keep > 0:
         np.put_along_axis(mask, np.argpartition(-x, keep - 1, axis=1)[:, :keep], True, axis=1)
@@ -42,7 +46,10 @@ class _ASH(Detector):
         self.percentile = checked_percentile(percentile, f"{self.name}: percentile")
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        return head_energy(self.name, data, lambda x: self.shape(x, top_mask(x, self.percentile)))
+        return head_energy(self.name, data, self.shaped)
+
+    def shaped(self, x: np.ndarray):
+        return self.shape(x, top_mask(x, self.percentile))
 
     def shape(self, x: np.ndarray, mask: np.ndarray):
         """The shaped rows of the float32 chunk `x`, or (rows, per-row scale [n] float64)."""

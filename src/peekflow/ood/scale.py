@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from peekflow.ood.ash import _ASH
+from peekflow.ood.ash import _ASH, kept
 from peekflow.ood.base import register
 
 
@@ -25,6 +25,9 @@ class SCALE(_ASH):
     def __init__(self, percentile: float = 85.0):
         super().__init__(percentile)
 
-    def shape(self, x, mask):
-        kept = np.where(mask, x, np.float32(0)).sum(axis=1, dtype=np.float64)
-        return x, np.exp(x.sum(axis=1, dtype=np.float64) / kept)
+    def shaped(self, x):
+        """(x, exp(s1 / s2)): only the sum of the largest entries is needed, so a partition of the values (no mask)."""
+        d = x.shape[1]
+        keep = kept(d, self.percentile)
+        s2 = np.partition(x, d - keep, axis=1)[:, d - keep:].sum(axis=1, dtype=np.float64) if keep else 0.0
+        return x, np.exp(x.sum(axis=1, dtype=np.float64) / s2)
