@@ -59,6 +59,21 @@ def test_profile_asks_for_every_rule_and_a_gpu_only_where_a_network_runs():
             assert asked.get("gpu") in (None, 0) or " if " in str(asked["gpu"]), rule
 
 
+def test_score_jobs_ask_a_gpu_exactly_for_the_methods_it_speeds_up():
+    """The profile's expression for score_ood and the detectors' own `gpu_helps` (which sizes the job) agree for
+    every registered method, sweep suffixes included."""
+    from argparse import Namespace
+
+    from peekflow.ood.base import available, detector_class
+
+    expression = profile()["set-resources"]["score_ood"]["gpu"]
+    for name in available():
+        for method in (name, f"{name}_k5"):
+            asked = eval(expression, {}, {"wildcards": Namespace(method=method)})  # noqa: S307 (our profile)
+            assert bool(asked) == detector_class(name).gpu_helps, method
+    assert {m for m in available() if detector_class(m).gpu_helps} >= {"odin", "knn", "knn_deepinversion"}
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster():
     started = subprocess.run(["bash", str(START)], capture_output=True, text=True)
@@ -143,8 +158,9 @@ def test_every_job_ran_as_a_slurm_job_with_the_workflows_request(slurm_run):
         # inputs that exist when a job is submitted (not yet in the dry run) can only raise its memory, a little here
         assert min(mem[rule]) <= megabytes(job["MinMemoryNode"]) <= 2 * max(mem[rule]), (rule, job["MinMemoryNode"])
         gpu = "gpu" in job.get("TresPerJob", "")
-        odin_score = rule == "score_ood" and "odin" in job["Comment"]  # not gather_ood_scores of odin: no network
-        assert gpu == (rule in network_rules or odin_score), (rule, job.get("TresPerJob"))
+        # ODIN's and KNN's score jobs (not their gather_ood_scores jobs) get a GPU
+        gpu_score = rule == "score_ood" and any(m in job["Comment"] for m in ("odin", "knn"))
+        assert gpu == (rule in network_rules or gpu_score), (rule, job.get("TresPerJob"))
         # the plugin's per-job log, kept by --slurm-keep-successful-logs
         assert list((slurm_run.work / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob(f"{job['JobId']}.log"))
     assert by_rule == slurm_run.planned, "Slurm jobs per rule != the jobs planned"

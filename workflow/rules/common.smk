@@ -485,7 +485,7 @@ RULE_WORK = {
         True,
         0,
     ),
-    "score_ood": lambda w, i: (*score_work(w, i), detector_class(ood_run_method(w.method)).needs_images, 0),
+    "score_ood": lambda w, i: (*score_work(w, i), detector_class(ood_run_method(w.method)).gpu_helps, 0),
     "rank_top_images": lambda w, i: (
         *costs.files(
             max(existing_mb(i), dataset_image_count(neuron_dataset()) * costs.STORE_KB_PER_IMAGE / 1000), held=0

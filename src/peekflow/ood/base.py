@@ -36,6 +36,7 @@ class Detector:
     uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
     needs_last_layer: ClassVar[bool] = False  # needs the classifier's last layer W, b recorded in the stores
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
+    gpu_helps: ClassVar[bool] = False  # a GPU in its job speeds it up (the SLURM profile asks one for score_ood)
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
     sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value

@@ -54,6 +54,8 @@ class KNN(Detector):
                      "batch_size": "queries searched together"}
     sweeps = ("k",)
 
+    gpu_helps = True  # the neighbour search runs on a GPU where the job has one (faiss-gpu, else torch)
+
     def __init__(self, k: int = 50, samples_per_class: int | None = None, seed: int = 0, backend: str = "auto",
                  batch_size: int = 4096):
         self.k = int(positive_number(k, f"{self.name}: k", integer=True))

@@ -42,6 +42,7 @@ def odin_scores(model, x, std, temperature: float, epsilon: float) -> np.ndarray
 @register("odin")
 class ODIN(Detector):
     needs_images = True
+    gpu_helps = True  # forward, backward, forward through the model
     settings_help = {"temperature": "softmax temperature T", "epsilon": "input perturbation step, normalised-input units",
                      "batch_size": "images per forward and backward pass"}
 
