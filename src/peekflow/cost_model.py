@@ -10,9 +10,11 @@ read back from its runtime request (peekflow.resources.request): runtime x 60 / 
 per-step costs; jobs at the 5-minute floor count as at most that (an upper bound). Which jobs hold a GPU comes from
 the SLURM profile (`gpu:` under set-resources, ODIN's expression included).
 
-GPU time is an estimate until measured on one (benchmarks/gpu_check.py): the CPU work scaled by FLOPs, i.e. divided
-by (sustained GPU FLOP/s) / (one CPU thread's FLOP/s measured on ResNet-50 at 224 px). The request's GPU_SPEEDUP
-is deliberately longer (a job must not run out of time); this model is the expected figure.
+GPU time: the CPU work divided by a GPU's speed-up over one CPU thread, from rates that benchmarks/gpu_check.py measured
+on an H200 with a ResNet-50 at 224 px (benchmarks/README.md): synthesis (DeepInversion, bf16 autocast) and forward
+passes (extraction with autocast), each against this machine's CPU cost of the same unit. Other GPUs, other networks
+and the changes made since that run move these figures: they are estimates until gpu_check runs again. The request's
+GPU_SPEEDUP is deliberately lower (a job must not run out of time); this model is the expected figure.
 
 Wall time: list scheduling of the job graph (a job's inputs made by another job are its dependencies), longest path
 to the end first; GPU jobs on `--gpus` GPUs, CPU jobs on as many CPU nodes as are ready (the queue's CPU side is
@@ -31,11 +33,19 @@ import yaml
 from peekflow import resources as costs
 
 PROFILE = Path(__file__).resolve().parents[2] / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"
-GPU_TFLOPS = 25.0  # assumed sustained rate of one data-center GPU on ResNet-50-class networks with AMP (an A100
-# runs PyTorch ResNet-50 training at roughly 2,500 images/s x 24.6 GFLOP: ~60 TFLOP/s; half of that for hooks,
-# small batches and input gradients, half again as margin)
-RESNET50_GFLOP = 8.2  # one forward pass at 224 px (4.1 G multiply-adds)
-CPU_GFLOPS = RESNET50_GFLOP / costs.EXTRACT_S_PER_IMAGE  # one CPU thread, measured: ~48 GFLOP/s
+# Measured on an NVIDIA H200 (benchmarks/README.md, gpu_check, ResNet-50 at 224 px): DeepInversion with bf16 autocast
+# renders 11.6 prototypes/s at 100 steps each; extraction with autocast reads 2,106-2,196 images/s (0-4 loader
+# workers; its bare forward pass: 10,675 images/s)
+GPU_IMAGE_STEPS_PER_S = 1160.0
+GPU_IMAGES_PER_S = 2100.0
+GPU_SPEEDUP = {"synthesis": GPU_IMAGE_STEPS_PER_S * costs.STEP_S_PER_IMAGE,  # ~380 CPU threads
+               "forward": GPU_IMAGES_PER_S * costs.EXTRACT_S_PER_IMAGE}  # ~360 CPU threads
+SYNTHESIS_RULES = ("synthesize_", "find_outlier_neurons")  # prefixes of the rules that optimise images
+
+
+def speedup(rule: str) -> float:
+    """A GPU's measured speed-up over one CPU thread for the work of `rule`."""
+    return GPU_SPEEDUP["synthesis" if rule.startswith(SYNTHESIS_RULES) else "forward"]
 
 
 class Job:
@@ -90,11 +100,11 @@ def holds_gpu(job: Job, rules: dict[str, object]) -> bool:
     return bool(int(entry))
 
 
-def hours(job: Job, gpu: bool, gpu_tflops: float) -> float:
-    """Expected hours of the job: on a GPU, its CPU work scaled by FLOPs; else its threads' time."""
+def hours(job: Job, gpu: bool) -> float:
+    """Expected hours of the job: on a GPU, its CPU work over the GPU's measured speed-up; else its threads' time."""
     seconds = job.work_seconds(gpu)
     if gpu:
-        return seconds / (gpu_tflops * 1e3 / CPU_GFLOPS) / 3600
+        return seconds / speedup(job.rule) / 3600
     return seconds / (1 + costs.THREAD_EFFICIENCY * (max(job.threads, 1) - 1)) / 3600
 
 
@@ -149,12 +159,12 @@ def topological(needs: list[set[int]]) -> list[int]:
     return order
 
 
-def cost_table(dry_run: str, gpus: int = 16, gpu_tflops: float = GPU_TFLOPS, profile: Path = PROFILE) -> str:
+def cost_table(dry_run: str, gpus: int = 16, profile: Path = PROFILE) -> str:
     """Markdown: per rule its jobs, CPU-hours (one thread), estimated GPU-hours; then the run's totals and wall time."""
     jobs = planned_jobs(dry_run)
     rules = gpu_rules(profile)
     on_gpu = [holds_gpu(job, rules) for job in jobs]
-    durations = [hours(job, g, gpu_tflops) for job, g in zip(jobs, on_gpu)]
+    durations = [hours(job, g) for job, g in zip(jobs, on_gpu)]
     per_rule: dict[str, list] = {}
     for job, g, h in zip(jobs, on_gpu, durations):
         row = per_rule.setdefault(job.rule, [0, 0.0, 0.0, 0.0])
@@ -169,8 +179,9 @@ def cost_table(dry_run: str, gpus: int = 16, gpu_tflops: float = GPU_TFLOPS, pro
     total = [sum(r[k] for r in per_rule.values()) for k in range(4)]
     lines.append(f"| **all** | {total[0]:,} | {total[1]:,.1f} | {cell(total[2])} | {cell(total[3])} |")
     wall = wall_hours(jobs, durations, on_gpu, gpus)
-    lines += ["", f"Wall time on {gpus} GPUs (CPU jobs beside them): **{wall:,.1f} h** (estimate: GPU work scaled by "
-              f"FLOPs at {gpu_tflops:g} TFLOP/s sustained against one CPU thread's measured {CPU_GFLOPS:.0f} GFLOP/s)."]
+    lines += ["", f"Wall time on {gpus} GPUs (CPU jobs beside them): **{wall:,.1f} h** (estimate: a GPU does the work "
+              f"of {GPU_SPEEDUP['synthesis']:.0f} CPU threads in synthesis, {GPU_SPEEDUP['forward']:.0f} in forward "
+              "passes, as measured on an H200)."]
     return "\n".join(lines)
 
 
@@ -178,9 +189,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dry_run", help="a dry run's saved output (planned with device: cuda)")
     parser.add_argument("--gpus", type=int, default=16, help="GPUs the wall time is computed for")
-    parser.add_argument("--gpu-tflops", type=float, default=GPU_TFLOPS, help="assumed sustained GPU rate")
     args = parser.parse_args(argv)
-    print(cost_table(Path(args.dry_run).read_text(), args.gpus, args.gpu_tflops))
+    print(cost_table(Path(args.dry_run).read_text(), args.gpus))
 
 
 if __name__ == "__main__":
