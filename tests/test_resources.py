@@ -70,8 +70,9 @@ def test_imagenet_asks_more_for_its_big_rules(default_dry_run, imagenet_dry_run)
     small, big = largest(default_dry_run[1]), largest(imagenet_dry_run[1])
     for rule in ["extract_features", "synthesize_prototypes", "score_ood", "extract_prototype_features"]:
         assert big[rule]["mem_mb"] > small[rule]["mem_mb"], rule
-    for rule in ["extract_features", "synthesize_prototypes", "score_ood"]:
+    for rule in ["extract_features", "synthesize_prototypes"]:
         assert big[rule]["runtime"] > 10 * small[rule]["runtime"], rule
+    assert big["score_ood"]["runtime"] > small["score_ood"]["runtime"]  # KNN on the GPU: minutes, not hours
     assert big["extract_features"]["cpus_per_task"] == 9  # extract.num_workers 8 + the main process
     assert big["score_ood"]["mem_mb"] > 16_000  # KNN's bank: 1.28M x 2048 float32 and the logits
     assert "| score_ood |" in table({"default": default_dry_run[0], "imagenet": imagenet_dry_run[0]})
