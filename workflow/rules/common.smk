@@ -288,6 +288,20 @@ def patch_figure_labels(wildcards):
     return {"figure": f"all channels ({name})"}
 
 
+def atlas_layers(model):
+    """Layer -> the neuron outputs the atlas of `model` shows: top-N, patches and, on labelled layers, DORA, INVERT."""
+    return targets.atlas_layers(config, model)
+
+
+def atlas_files(wildcards):
+    return [path for files in atlas_layers(wildcards.model).values() for path in files.values()]
+
+
+def atlas_mb(input):
+    """MB the atlas job reads: its input files and the patches.h5 of its patch folders."""
+    return existing_mb(input) + existing_mb([os.path.join(p, "patches.h5") for p in input if os.path.isdir(p)])
+
+
 # emergence section: keys that are not settings of `peekflow emergence`
 EMERGENCE_RULE_KEYS = ("dataset", "layers", "threads", "trajectory")
 
@@ -502,6 +516,7 @@ RULE_WORK = {
         False,
         0,
     ),
+    "build_atlas": lambda w, i: (*costs.files(atlas_mb(i), held=1), False, 0),
     "extract_emergence_maps": lambda w, i: (
         *costs.forward(
             emergence_images(w.model), image_side(w.model, emergence_dataset()), config["extract"]["batch_size"]

@@ -103,3 +103,22 @@ rule merge_patch_shards:
         **job_resources("merge_patch_shards"),
     shell:
         "peekflow merge-patches --shards {input.shards} --out {output.patches} > {log} 2>&1"
+
+
+# The neuron atlas: a static site of every neuron layer of a model (top-N images with the patch boxes, patches, DORA's
+# LOF score and neighbours, INVERT's formula), opened from results/atlas/<model>/index.html without a server.
+rule build_atlas:
+    input:
+        atlas_files,
+    output:
+        atlas=directory("results/atlas/{model}"),
+    log:
+        "logs/atlas/{model}.log",
+    benchmark:
+        "results/benchmarks/build_atlas/{model}.tsv"
+    resources:
+        **job_resources("build_atlas"),
+    params:
+        layers=lambda w: as_json(atlas_layers(w.model)),
+    shell:
+        "peekflow atlas --model {wildcards.model:q} --layers {params.layers:q} --out {output.atlas} > {log} 2>&1"
