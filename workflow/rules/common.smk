@@ -280,12 +280,9 @@ def patch_shard_files(wildcards):
 
 
 def patch_figure_labels(wildcards):
-    """Report label of a PNG in a patch folder: the overview first, then the channels in numeric order (the report
-    sorts labels as text, hence the zero padding)."""
-    name = wildcards.figure
-    if name.startswith("channel_"):
-        return {"figure": f"channel {int(name.removeprefix('channel_')):04d}"}
-    return {"figure": f"all channels ({name})"}
+    """Report label of a patch folder's figure: only overview.png is a report item (the per-channel grids are in the
+    neuron atlas)."""
+    return {"figure": f"all channels ({wildcards.figure})"}
 
 
 def atlas_layers(model):

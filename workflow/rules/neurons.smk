@@ -1,5 +1,6 @@
 # Neurons of a model's layer: the top-N images of each channel (from a feature store's spatial maxima) and the top-k
-# patches inside them (receptive field of the arg-max unit, or the original's sliding window).
+# patches inside them (receptive field of the arg-max unit, or the original's sliding window). The report shows a
+# layer's overview.png; the per-channel grids are browsed in the neuron atlas (rule build_atlas), not the report.
 
 
 rule rank_top_images:
@@ -27,7 +28,7 @@ rule extract_patches:
     output:
         patches=report(
             directory("results/neurons/{model}/{layer}/patches"),
-            patterns=["{figure}.png"],
+            patterns=["{figure,overview}.png"],
             caption="../report/patches.rst",
             category="4. Neuron patches",
             subcategory="{model}: {layer}",
@@ -87,7 +88,7 @@ rule merge_patch_shards:
     output:
         patches=report(
             directory("results/neurons/{model}/{layer}/patches"),
-            patterns=["{figure}.png"],
+            patterns=["{figure,overview}.png"],
             caption="../report/patches.rst",
             category="4. Neuron patches",
             subcategory="{model}: {layer}",
