@@ -182,7 +182,8 @@ def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_r
                      f"<figcaption>{act:.4g}</figcaption></figure>")
     rows = []
     if invert_row is not None:
-        rows += [("INVERT formula", invert_row.formula), ("INVERT AUC", f"{invert_row.auc:.4g}"),
+        formula = "(none)" if pd.isna(invert_row.formula) else invert_row.formula
+        rows += [("INVERT formula", formula), ("INVERT AUC", f"{invert_row.auc:.4g}"),
                  ("INVERT p-value", f"{invert_row.p_value:.3g}")]
     if dora_row is not None:
         rows += [("DORA LOF score", f"{dora_row.lof:.4g}"), ("DORA outlier", "yes" if dora_row.outlier else "no"),
