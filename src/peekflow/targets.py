@@ -65,6 +65,28 @@ def neuron_outputs(config: dict) -> list[str]:
                                layer=neuron_layers(config, model), out=["topn.h5", "patches"])]
 
 
+def atlas_layers(config: dict, model: str) -> dict[str, dict[str, str]]:
+    """Layer -> the files the neuron atlas of `model` shows: every neuron layer's top-N and patches, and on layers
+    that are also labelled, DORA's table and figure and INVERT's table (`peekflow atlas --layers`)."""
+    labels = config.get("labels") or {}
+    out = {}
+    for layer in neuron_layers(config, model):
+        stem = f"results/neurons/{model}/{layer}"
+        files = {"topn": f"{stem}/topn.h5", "patches": f"{stem}/patches"}
+        if layer in labels.get("layers", []):
+            if "dora" in labels:
+                files.update(dora=f"{stem}/dora.csv", dora_figure=f"{stem}/dora.png")
+            if "invert" in labels:
+                files["invert"] = f"{stem}/invert.csv"
+        out[layer] = files
+    return out
+
+
+def atlas_outputs(config: dict) -> list[str]:
+    """The neuron atlas of each target (a folder: index.html, a page per neuron), when neurons are configured."""
+    return _paths("results/atlas/{model}", model=config["target_models"]) if "neurons" in config else []
+
+
 def emergence_outputs(config: dict) -> list[str]:
     """Per-layer files and figures, the knowledge-point curve, the PGD trajectory."""
     if "emergence" not in config:
@@ -93,4 +115,5 @@ def all_outputs(config: dict) -> list[str]:
     """Everything `rule all` asks for."""
     models = _paths("results/models/{model}/metrics.json", model=trained_models(config))
     return [*ood_outputs(config), *summaries(config), *models, *prototype_outputs(config), *probing_outputs(config),
-            *label_outputs(config), *neuron_outputs(config), *emergence_outputs(config)]
+            *label_outputs(config), *neuron_outputs(config), *atlas_outputs(config),
+            *emergence_outputs(config)]

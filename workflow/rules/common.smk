@@ -280,12 +280,23 @@ def patch_shard_files(wildcards):
 
 
 def patch_figure_labels(wildcards):
-    """Report label of a PNG in a patch folder: the overview first, then the channels in numeric order (the report
-    sorts labels as text, hence the zero padding)."""
-    name = wildcards.figure
-    if name.startswith("channel_"):
-        return {"figure": f"channel {int(name.removeprefix('channel_')):04d}"}
-    return {"figure": f"all channels ({name})"}
+    """Report label of a patch folder's figure: only overview.png is a report item (the per-channel grids are in the
+    neuron atlas)."""
+    return {"figure": f"all channels ({wildcards.figure})"}
+
+
+def atlas_layers(model):
+    """Layer -> the neuron outputs the atlas of `model` shows: top-N, patches and, on labelled layers, DORA, INVERT."""
+    return targets.atlas_layers(config, model)
+
+
+def atlas_files(wildcards):
+    return [path for files in atlas_layers(wildcards.model).values() for path in files.values()]
+
+
+def atlas_mb(input):
+    """MB the atlas job reads: its input files and the patches.h5 of its patch folders."""
+    return existing_mb(input) + existing_mb([os.path.join(p, "patches.h5") for p in input if os.path.isdir(p)])
 
 
 # emergence section: keys that are not settings of `peekflow emergence`
@@ -502,6 +513,7 @@ RULE_WORK = {
         False,
         0,
     ),
+    "build_atlas": lambda w, i: (*costs.files(atlas_mb(i), held=1), False, 0),
     "extract_emergence_maps": lambda w, i: (
         *costs.forward(
             emergence_images(w.model), image_side(w.model, emergence_dataset()), config["extract"]["batch_size"]

@@ -1,5 +1,6 @@
 # Neurons of a model's layer: the top-N images of each channel (from a feature store's spatial maxima) and the top-k
-# patches inside them (receptive field of the arg-max unit, or the original's sliding window).
+# patches inside them (receptive field of the arg-max unit, or the original's sliding window). The report shows a
+# layer's overview.png; the per-channel grids are browsed in the neuron atlas (rule build_atlas), not the report.
 
 
 rule rank_top_images:
@@ -27,7 +28,7 @@ rule extract_patches:
     output:
         patches=report(
             directory("results/neurons/{model}/{layer}/patches"),
-            patterns=["{figure}.png"],
+            patterns=["{figure,overview}.png"],
             caption="../report/patches.rst",
             category="4. Neuron patches",
             subcategory="{model}: {layer}",
@@ -87,7 +88,7 @@ rule merge_patch_shards:
     output:
         patches=report(
             directory("results/neurons/{model}/{layer}/patches"),
-            patterns=["{figure}.png"],
+            patterns=["{figure,overview}.png"],
             caption="../report/patches.rst",
             category="4. Neuron patches",
             subcategory="{model}: {layer}",
@@ -103,3 +104,22 @@ rule merge_patch_shards:
         **job_resources("merge_patch_shards"),
     shell:
         "peekflow merge-patches --shards {input.shards} --out {output.patches} > {log} 2>&1"
+
+
+# The neuron atlas: a static site of every neuron layer of a model (top-N images with the patch boxes, patches, DORA's
+# LOF score and neighbours, INVERT's formula), opened from results/atlas/<model>/index.html without a server.
+rule build_atlas:
+    input:
+        atlas_files,
+    output:
+        atlas=directory("results/atlas/{model}"),
+    log:
+        "logs/atlas/{model}.log",
+    benchmark:
+        "results/benchmarks/build_atlas/{model}.tsv"
+    resources:
+        **job_resources("build_atlas"),
+    params:
+        layers=lambda w: as_json(atlas_layers(w.model)),
+    shell:
+        "peekflow atlas --model {wildcards.model:q} --layers {params.layers:q} --out {output.atlas} > {log} 2>&1"

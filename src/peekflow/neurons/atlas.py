@@ -1,0 +1,208 @@
+"""The neuron atlas: a static site (results/atlas/<model>/, opened from the file system, no server, no network) built
+from a layer's existing neuron outputs -- top-N images (topn.h5), top-k patches (patches/patches.h5), and, where the
+layer is labelled, DORA (dora.csv, dora.png) and INVERT (invert.csv).
+
+<out>/index.html                  the layers
+<out>/<layer>/index.html          a grid of the layer's neurons (those with patches), one lazy-loaded thumbnail each
+                                  (the best patch, `thumb` px), filtered by INVERT formula text and DORA outlier flag
+<out>/<layer>/neuron_<c>.html     the top-N images (model input view) with the neuron's patch boxes drawn on them,
+                                  the patches, LOF score / flag / rank, INVERT formula / AUC / p-value, and the
+                                  nearest neurons in DORA's 2-D map (dora.csv holds MDS coordinates of the
+                                  extreme-activation distances, not the distances: neighbours are by distance in that
+                                  map); the layer's DORA figure (map + s-AMS) is linked: per-neuron s-AMS are not kept
+<out>/<layer>/img/*.png           every image as a PNG file beside the pages (none inlined)
+
+All text is escaped (html.escape). The folder is built under a temporary name and renamed when whole.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from peekflow.data.folder import Preprocessing
+from peekflow.neurons.patch_files import read_patches
+from peekflow.neurons.topn import read_topn
+
+THUMB = 64  # px of an index thumbnail: a 2,048-neuron index stays light (and its thumbnails load lazily)
+NEIGHBOURS = 6
+MIN_SIDE = 128  # top-N images smaller than this are enlarged (nearest) so their boxes stay visible
+STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}.grid{display:flex;flex-wrap:wrap;"
+         "gap:6px}.n{display:inline-block;text-align:center;font-size:11px;text-decoration:none;color:#222}"
+         ".n.out{outline:2px solid #c00}figure{display:inline-block;margin:4px}td,th{padding:2px 8px;text-align:left}")
+FILTER_JS = """
+function applyFilter() {
+  var q = document.getElementById('concept').value.toLowerCase();
+  var only = document.getElementById('outliers').checked;
+  var shown = 0;
+  document.querySelectorAll('.n').forEach(function (e) {
+    var ok = e.getAttribute('data-concept').indexOf(q) >= 0 && (!only || e.getAttribute('data-outlier') === '1');
+    e.style.display = ok ? '' : 'none';
+    if (ok) shown++;
+  });
+  document.getElementById('shown').textContent = shown;
+}
+document.getElementById('concept').addEventListener('input', applyFilter);
+document.getElementById('outliers').addEventListener('change', applyFilter);
+"""
+
+
+@dataclass
+class LayerInputs:
+    topn: str
+    patches: str
+    dora: str | None = None  # dora.csv
+    dora_figure: str | None = None  # dora.png
+    invert: str | None = None  # invert.csv
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def save_png(array: np.ndarray, path: Path, side: int | None = None) -> None:
+    """[3,h,w] uint8 -> PNG; resized to `side` px (nearest when enlarging) if given."""
+    img = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)))
+    if side:
+        img = img.resize((side, side), Image.NEAREST if max(img.size) <= side else Image.BILINEAR)
+    img.save(path, optimize=True)
+
+
+def boxed_image(path: str, preprocessing: Preprocessing, boxes) -> Image.Image:
+    """The model's view of an image (resize/crop, no normalisation) with `boxes` (top, left, bottom, right) drawn."""
+    with Image.open(path) as src:
+        pixels = preprocessing.pixels(src.convert("RGB"))
+    img = Image.fromarray((pixels.mul(255).round().byte().permute(1, 2, 0).numpy()))
+    scale = max(1, -(-MIN_SIDE // max(img.size)))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    for t, left, b, r in boxes:
+        draw.rectangle([left * scale, t * scale, r * scale - 1, b * scale - 1], outline=(255, 255, 0), width=2)
+    return img
+
+
+def neighbours(dora: pd.DataFrame | None, k: int = NEIGHBOURS) -> dict[int, list[tuple[int, float]]]:
+    """Neuron -> its k nearest activated neurons by Euclidean distance in DORA's 2-D map (x, y)."""
+    if dora is None:
+        return {}
+    placed = dora[dora["activated"].astype(bool) & dora[["x", "y"]].notna().all(axis=1)]
+    ids, xy = placed["neuron"].to_numpy(int), placed[["x", "y"]].to_numpy(float)
+    dist = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    out = {}
+    for i, n in enumerate(ids):
+        order = [j for j in np.argsort(dist[i], kind="stable") if j != i][:k]
+        out[int(n)] = [(int(ids[j]), float(dist[i, j])) for j in order]
+    return out
+
+
+def build_atlas(out, model: str, layers: dict[str, LayerInputs], thumb: int = THUMB) -> dict:
+    """Write the atlas of `model` into the folder `out` (replaced when whole); returns {layer: neurons}."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        counts = {layer: build_layer(tmp / layer, model, layer, inputs, thumb) for layer, inputs in layers.items()}
+        items = "".join(f'<li><a href="{esc(layer)}/index.html">{esc(layer)}</a> ({n} neurons)</li>'
+                        for layer, n in counts.items())
+        (tmp / "index.html").write_text(page(f"{model}: neuron atlas",
+                                             f"<h1>Neuron atlas of {esc(model)}</h1><ul>{items}</ul>"))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def _table(path: str | None) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path else None
+
+
+def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb: int) -> int:
+    (folder / "img").mkdir(parents=True)
+    topn, (patches, _) = read_topn(inputs.topn), read_patches(inputs.patches)
+    preprocessing = Preprocessing(**json.loads(topn.attrs["preprocessing"]))
+    dora, invert = _table(inputs.dora), _table(inputs.invert)
+    dora_rows = {int(r.neuron): r for r in dora.itertuples()} if dora is not None else {}
+    invert_rows = {int(r.neuron): r for r in invert.itertuples()} if invert is not None else {}
+    near = neighbours(dora)
+    pages = {int(c) for c in patches.channels}
+    if inputs.dora_figure:
+        shutil.copyfile(inputs.dora_figure, folder / "img" / "dora.png")
+    cells = []
+    for s, c in enumerate(patches.channels):
+        c = int(c)
+        save_png(patches.pixels[s, 0], folder / "img" / f"thumb_{c}.png", thumb)
+        d, i = dora_rows.get(c), invert_rows.get(c)
+        concept = "" if i is None or pd.isna(i.formula) else str(i.formula)
+        outlier = d is not None and bool(d.outlier)
+        cells.append(f'<a class="n{" out" if outlier else ""}" href="neuron_{c}.html" data-concept="{esc(concept.lower())}"'
+                     f' data-outlier="{int(outlier)}" title="{esc(concept)}"><img src="img/thumb_{c}.png" '
+                     f'loading="lazy" width="{thumb}" height="{thumb}" alt="neuron {c}"><br>{c}</a>')
+        neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, d, i, near.get(c, []), pages,
+                    bool(inputs.dora_figure))
+    dora_link = ' &middot; <a href="img/dora.png">DORA map and s-AMS</a>' if inputs.dora_figure else ""
+    body = (f'<p><a href="../index.html">{esc(model)}</a>{dora_link}</p><h1>{esc(layer)}: {len(cells)} neurons</h1>'
+            '<p><input id="concept" type="search" placeholder="INVERT concept contains..."> '
+            '<label><input id="outliers" type="checkbox"> DORA outliers only</label> '
+            f'<span id="shown">{len(cells)}</span> shown</p>'
+            f'<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
+    (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
+    return len(cells)
+
+
+def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_row, invert_row, near, pages,
+                has_figure) -> None:
+    img = folder / "img"
+    top = []
+    for j, (row, path, act) in enumerate(zip(topn.indices[c], topn.paths[c], topn.activations[c])):
+        boxes = patches.boxes[s][patches.rows[s] == row]
+        boxed_image(path, preprocessing, boxes).save(img / f"c{c}_top{j}.png", optimize=True)
+        top.append(f'<figure><img src="img/c{c}_top{j}.png" loading="lazy" alt="top image {j + 1}">'
+                   f"<figcaption>{act:.4g}<br>{esc(Path(path).name)}</figcaption></figure>")
+    side = max(MIN_SIDE // 2, *patches.pixels.shape[-2:])
+    crops = []
+    for j, act in enumerate(patches.activations[s]):
+        save_png(patches.pixels[s, j], img / f"c{c}_patch{j}.png", side)
+        crops.append(f'<figure><img src="img/c{c}_patch{j}.png" loading="lazy" alt="patch {j + 1}">'
+                     f"<figcaption>{act:.4g}</figcaption></figure>")
+    rows = []
+    if invert_row is not None:
+        formula = "(none)" if pd.isna(invert_row.formula) else invert_row.formula
+        rows += [("INVERT formula", formula), ("INVERT AUC", f"{invert_row.auc:.4g}"),
+                 ("INVERT p-value", f"{invert_row.p_value:.3g}")]
+    if dora_row is not None:
+        rows += [("DORA LOF score", f"{dora_row.lof:.4g}"), ("DORA outlier", "yes" if dora_row.outlier else "no"),
+                 ("DORA rank", dora_row.rank), ("s-AMS raised the neuron", "yes" if dora_row.activated else "no")]
+    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) or "<tr><td>not labelled</td></tr>"
+    links = ", ".join((f'<a href="neuron_{n}.html">{n}</a>' if n in pages else str(n)) + f" ({dist:.3g})"
+                      for n, dist in near)
+    body = (f'<p><a href="index.html">{esc(model)} {esc(layer)}</a></p><h1>{esc(layer)}, neuron {c}</h1>'
+            f"<table>{table}</table>"
+            + (f"<p>Nearest neurons in DORA's 2-D map (distance in the map): {links}</p>" if near else "")
+            + ('<p><a href="img/dora.png">DORA map and s-AMS of the layer</a></p>' if has_figure else "")
+            + f"<h2>Top-{len(top)} images (patch boxes in yellow)</h2>{''.join(top)}"
+            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}")
+    (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body))
+
+
+def page_weight(folder) -> dict:
+    """Bytes of HTML and of images under an atlas folder, and of one layer index with its thumbnails."""
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    html_bytes = sum(p.stat().st_size for p in files if p.suffix == ".html")
+    image_bytes = sum(p.stat().st_size for p in files if p.suffix == ".png")
+    return {"files": len(files), "html_bytes": html_bytes, "image_bytes": image_bytes}

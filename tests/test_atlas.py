@@ -1,0 +1,126 @@
+"""The neuron atlas (rule build_atlas, peekflow.neurons.atlas): a real tiny Snakemake run builds it for one layer;
+its pages' images exist, a neuron page shows that neuron's INVERT formula and LOF score, text is escaped, and (slow)
+headless Chromium loads every image of the index and of a neuron page."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from workflow import snakemake, tiny_config, write_config
+
+MODEL, LAYER = "tiny_resnet", "layer4"
+
+
+@pytest.fixture(scope="module")
+def atlas_run(tmp_path_factory):
+    """A tiny config cut to what the atlas of one layer needs, run up to results/atlas/<model>."""
+    config = tiny_config()
+    for key in ("prototypes", "probing", "emergence"):
+        config.pop(key)
+    config["ood"]["methods"] = {"msp": {}}
+    config["neurons"]["layers"] = [LAYER]
+    work = tmp_path_factory.mktemp("atlas")
+    write_config(work, config)
+    result = snakemake(work, "--cores", "2", f"results/atlas/{MODEL}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def img_sources(path) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', path.read_text())
+
+
+def test_atlas_pages_images_labels_and_filters(atlas_run):
+    atlas = atlas_run / "results" / "atlas" / MODEL
+    layer = atlas / LAYER
+    assert f'href="{LAYER}/index.html"' in (atlas / "index.html").read_text()
+    index = (layer / "index.html").read_text()
+    assert 'id="concept"' in index and 'type="checkbox"' in index and "applyFilter" in index
+    thumbs = img_sources(layer / "index.html")
+    assert len(thumbs) == 2 and index.count('loading="lazy"') == 2  # neurons.patches.channels "0:2"
+    invert = pd.read_csv(atlas_run / "results" / "neurons" / MODEL / LAYER / "invert.csv").set_index("neuron")
+    dora = pd.read_csv(atlas_run / "results" / "neurons" / MODEL / LAYER / "dora.csv").set_index("neuron")
+    page = layer / "neuron_1.html"
+    sources = img_sources(page)
+    assert len(sources) == 4 + 2  # top-N 4 images with boxes, k=2 patches
+    for src in thumbs + sources:
+        assert not src.startswith("data:") and (layer / src).is_file(), src
+    text = page.read_text()
+    assert html.escape(invert.loc[1, "formula"]) in text
+    assert f"{dora.loc[1, 'lof']:.4g}" in text and 'href="img/dora.png"' in text and (layer / "img/dora.png").is_file()
+    assert f'data-concept="{html.escape(invert.loc[1, "formula"].lower())}"' in index
+    assert not list(atlas_run.glob("results/atlas/.*tmp*"))  # the temporary folder was renamed
+
+
+def test_text_is_escaped(atlas_run, tmp_path, monkeypatch):
+    from peekflow.neurons.atlas import LayerInputs, build_atlas
+
+    monkeypatch.chdir(atlas_run)  # the top-N file's image paths are relative to the working directory
+    stem = atlas_run / "results" / "neurons" / MODEL / LAYER
+    invert = pd.read_csv(stem / "invert.csv")
+    invert.loc[invert["neuron"] == 0, "formula"] = '<script>alert("x")</script> & shape=circle'
+    invert.to_csv(tmp_path / "invert.csv", index=False)
+    inputs = LayerInputs(topn=str(stem / "topn.h5"), patches=str(stem / "patches"), invert=str(tmp_path / "invert.csv"))
+    build_atlas(tmp_path / "atlas", "m<1>", {LAYER: inputs})
+    page = (tmp_path / "atlas" / LAYER / "neuron_0.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; shape" in page
+    assert "m&lt;1&gt;" in (tmp_path / "atlas" / "index.html").read_text()
+
+
+# After the page has loaded: every image made eager, then, once all are complete, [src, naturalWidth] of each image
+# and the number of neurons the filter shows for a concept no neuron has, written into <body data-probe>.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var imgs = [].slice.call(document.images);
+  imgs.forEach(function (i) { i.loading = 'eager'; });
+  var t = setInterval(function () {
+    if (!imgs.every(function (i) { return i.complete; })) return;
+    clearInterval(t);
+    var shown = null, box = document.getElementById('concept');
+    if (box) { box.value = 'no concept is called this'; applyFilter(); shown = document.getElementById('shown').textContent; }
+    document.body.setAttribute('data-probe', JSON.stringify({images: imgs.map(function (i) {
+      return [i.getAttribute('src'), i.naturalWidth]; }), shown: shown}));
+  }, 50);
+});
+</script></body>"""
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it as root)")
+    return exe
+
+
+def headless(exe: str, *args: str) -> str:
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,2000", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["index.html", "neuron_0.html"])
+def test_chromium_loads_every_image(atlas_run, tmp_path, page):
+    exe = chromium()
+    layer = atlas_run / "results" / "atlas" / MODEL / LAYER
+    probe = layer / f"_probe_{page}"  # beside the page, so its relative image paths resolve
+    probe.write_text((layer / page).read_text().replace("</body>", PROBE))
+    try:
+        dom = headless(exe, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    finally:
+        probe.unlink()
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, dom[-2000:]
+    result = json.loads(html.unescape(found.group(1)))
+    assert result["images"] and all(width > 0 for _, width in result["images"]), result
+    if page == "index.html":
+        assert result["shown"] == "0"
+    shot = tmp_path / f"{page}.png"
+    headless(exe, f"--screenshot={shot}", (layer / page).as_uri())
+    assert shot.is_file() and shot.stat().st_size > 1000
