@@ -101,9 +101,14 @@ def extract_settings(model, layers=None, maps=None):
     return settings_json({**config["extract"], **settings}, drop=("threads", "shards"))
 
 
+def shards(section, name):
+    """How many jobs share stage `name` of config section `section` (<section>.shards.<name>; 1: one job)."""
+    return config.get(section, {}).get("shards", {}).get(name, 1)
+
+
 def extract_shards(dataset):
     """How many jobs extract data set `dataset` (extract.shards; 1: one job writes its store)."""
-    return config["extract"].get("shards", {}).get(dataset, 1)
+    return shards("extract", dataset)
 
 
 def datasets_pattern(sharded):
@@ -190,7 +195,7 @@ def score_fit_args(wildcards, input):
 
 def prototype_shards(method):
     """How many jobs render prototype method `method` (prototypes.shards; 1: one job writes its file)."""
-    return config.get("prototypes", {}).get("shards", {}).get(method, 1)
+    return shards("prototypes", method)
 
 
 def prototypes_pattern(sharded):
@@ -225,7 +230,7 @@ def dora_settings():
 
 def dora_shards():
     """How many jobs render the DORA signals of a layer (labels.shards.dora; 1: one job writes its table)."""
-    return config.get("labels", {}).get("shards", {}).get("dora", 1)
+    return shards("labels", "dora")
 
 
 def dora_layers_pattern(sharded):
@@ -264,7 +269,7 @@ def patch_settings():
 
 def patch_shards():
     """How many jobs search the patches of a layer (neurons.shards.patches; 1: one job writes its folder)."""
-    return config.get("neurons", {}).get("shards", {}).get("patches", 1)
+    return shards("neurons", "patches")
 
 
 def patch_layers_pattern(sharded):
@@ -338,18 +343,11 @@ wildcard_constraints:
 # raise them. device: cuda sizes network rules for a GPU; auto and cpu for the CPU (a job never runs out of time for
 # lack of a GPU).
 @functools.lru_cache(maxsize=None)
-def folder_images(path):
-    """Files under an image folder (0 where it does not exist yet)."""
-    return sum(len(names) for _, _, names in os.walk(path))
-
-
 def dataset_image_count(name):
-    spec = config["datasets"][name]
-    if "path" in spec:
-        return spec.get("images") or folder_images(spec["path"])
-    gen = config["generate"]["sets"][spec["generated"]]
-    per = gen["splits"][spec["split"]]
-    return per * len(gen["classes"]) if "classes" in gen else per
+    """Images of data set `name`: datasets.<name>.images where given, else as the checks before any job count them
+    (a generated split's plan, a folder's images; 0 where the folder is not there yet). Cached: a folder is listed
+    once per Snakemake process."""
+    return config["datasets"][name].get("images") or preflight.dataset_size(config, name) or 0
 
 
 def generated_image_count(generated):
