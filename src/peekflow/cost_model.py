@@ -55,8 +55,7 @@ class Job:
 
     def work_seconds(self, gpu: bool) -> float:
         """One-thread CPU seconds of the job, read back from its runtime request."""
-        speed = costs.GPU_SPEEDUP if gpu else 1 + costs.THREAD_EFFICIENCY * (max(self.threads, 1) - 1)
-        return self.runtime * 60 / costs.SAFETY * speed
+        return self.runtime * 60 / costs.SAFETY * costs.speed(self.threads, gpu)
 
 
 def planned_jobs(dry_run: str) -> list[Job]:
@@ -105,7 +104,7 @@ def hours(job: Job, gpu: bool) -> float:
     seconds = job.work_seconds(gpu)
     if gpu:
         return seconds / speedup(job.rule) / 3600
-    return seconds / (1 + costs.THREAD_EFFICIENCY * (max(job.threads, 1) - 1)) / 3600
+    return seconds / costs.speed(job.threads) / 3600
 
 
 def wall_hours(jobs: list[Job], durations: list[float], on_gpu: list[bool], gpus: int) -> float:

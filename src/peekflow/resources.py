@@ -49,12 +49,16 @@ def batch_mb(batch_size: int, side: int, factor: float) -> float:
     return batch_size * 3 * side * side * 4 * factor / 1e6
 
 
+def speed(threads: int = 1, gpu: bool = False) -> float:
+    """How many CPU threads' work a job does per second: GPU_SPEEDUP on a GPU, else its threads' sub-linear speed-up."""
+    return GPU_SPEEDUP if gpu else 1 + THREAD_EFFICIENCY * (max(threads, 1) - 1)
+
+
 def request(seconds: float, mem_mb: float, *, threads: int = 1, gpu: bool = False, workers: int = 0,
             attempt: int = 1) -> dict[str, int]:
     """{mem_mb, runtime, cpus_per_task} of `seconds` of one-thread work using `mem_mb`, on `threads` threads (or a
     GPU) with `workers` loader processes; retries (attempt 2, 3, ...) get `attempt` times the memory and time."""
-    speed = GPU_SPEEDUP if gpu else 1 + THREAD_EFFICIENCY * (max(threads, 1) - 1)
-    minutes = math.ceil(max(seconds / speed * SAFETY / 60, MIN_MINUTES)) * attempt
+    minutes = math.ceil(max(seconds / speed(threads, gpu) * SAFETY / 60, MIN_MINUTES)) * attempt
     mem = math.ceil(max(mem_mb + workers * WORKER_MB, MIN_MB)) * attempt
     return {
         "mem_mb": int(min(mem, MAX_MB)),
