@@ -26,6 +26,25 @@ def atomic_path(final: str | os.PathLike):
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(final: str | os.PathLike):
+    """Yield a fresh empty folder beside `final`; if the block succeeds, it replaces `final` (an older `final` is
+    removed first); in any case no temporary folder is left."""
+    import shutil
+
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class IncompleteFileError(ValueError):
     """A missing, unreadable or unfinished output of an earlier stage."""
 

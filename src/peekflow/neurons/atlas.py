@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from peekflow.data.folder import Preprocessing
+from peekflow.io import atomic_folder
 from peekflow.neurons.patch_files import read_patches
 from peekflow.neurons.topn import read_topn
 
@@ -110,21 +110,12 @@ def neighbours(dora: pd.DataFrame | None, k: int = NEIGHBOURS) -> dict[int, list
 
 def build_atlas(out, model: str, layers: dict[str, LayerInputs], thumb: int = THUMB) -> dict:
     """Write the atlas of `model` into the folder `out` (replaced when whole); returns {layer: neurons}."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:
         counts = {layer: build_layer(tmp / layer, model, layer, inputs, thumb) for layer, inputs in layers.items()}
         items = "".join(f'<li><a href="{esc(layer)}/index.html">{esc(layer)}</a> ({n} neurons)</li>'
                         for layer, n in counts.items())
         (tmp / "index.html").write_text(page(f"{model}: neuron atlas",
                                              f"<h1>Neuron atlas of {esc(model)}</h1><ul>{items}</ul>"))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return counts
 
 

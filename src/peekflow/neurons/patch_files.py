@@ -11,8 +11,6 @@ patch of every selected channel. The folder is built under a temporary name and 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -21,7 +19,7 @@ from PIL import Image
 
 from peekflow.features.store import STR
 from peekflow.figures import save_grid
-from peekflow.io import open_complete_h5, plain_attrs
+from peekflow.io import atomic_folder, open_complete_h5, plain_attrs
 from peekflow.neurons.patches import Patches
 
 
@@ -39,11 +37,7 @@ def write_patch_h5(path, p: Patches, attrs: dict) -> None:
 
 
 def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmp:
         write_patch_h5(tmp / "patches.h5", p, attrs)
         # one channel's patches in float at a time: a float copy of all of them is 4x the uint8 pixels
         scale = int(min(8, max(1, np.ceil(64 / max(p.pixels.shape[-2:])))))
@@ -52,11 +46,6 @@ def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48)
                       scale=scale, labels=[f"{a:.3g}" for a in p.activations[s]])
         best = np.stack([_resized(img.astype(np.float32) / 255, overview_cell) for img in p.pixels[:, 0]])
         save_grid(tmp / "overview.png", best, labels=[f"c{c}" for c in p.channels], scale=1)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _resized(img: np.ndarray, cell: int) -> np.ndarray:
