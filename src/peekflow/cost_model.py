@@ -189,7 +189,11 @@ def main(argv=None) -> None:
     parser.add_argument("dry_run", help="a dry run's saved output (planned with device: cuda)")
     parser.add_argument("--gpus", type=int, default=16, help="GPUs the wall time is computed for")
     args = parser.parse_args(argv)
-    print(cost_table(Path(args.dry_run).read_text(), args.gpus))
+    text = Path(args.dry_run).read_text()
+    if not planned_jobs(text):
+        raise SystemExit(f"{args.dry_run}: no planned job with a resources line; save the output of a dry run "
+                         "(snakemake -n ... > plan.txt) that has jobs to do")
+    print(cost_table(text, args.gpus))
 
 
 if __name__ == "__main__":
