@@ -30,6 +30,7 @@ STAGES = {
     "dora": "DORA: outlier neurons of a layer from their synthetic activation-maximisation signals",
     "merge-dora": "join the signal files of a sharded DORA run into its outlier table and figure",
     "invert": "INVERT: label each neuron of a layer with a boolean concept formula (AUC, Mann-Whitney p)",
+    "vital": "VITAL: channel visualisations guided by the channel's top patches (relevance-weighted matching)",
     "atlas": "the neuron atlas: a static site of a model's neurons (top images, patches, DORA, INVERT)",
     "score": "fit an OOD detector and score feature stores",
     "gather-scores": "join one OOD method's score files (one per data set) into its score file",
