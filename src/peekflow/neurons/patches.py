@@ -76,7 +76,7 @@ class Patches:
     pixels: np.ndarray | None = None  # [S, k, 3, P, P] uint8, filled by crop_patches
 
 
-def select_channels(spec, n_channels: int, layer: str) -> np.ndarray:
+def select_channels(spec, n_channels: int, layer: str, what: str = "patches") -> np.ndarray:
     """ "all", "start:stop" or a list of ints -> channel indices; fail naming a channel out of range."""
     if spec == "all":
         return np.arange(n_channels)
@@ -85,25 +85,25 @@ def select_channels(spec, n_channels: int, layer: str) -> np.ndarray:
         try:
             chosen = list(range(int(start or 0), int(stop) if stop else n_channels)) if sep else [int(spec)]
         except ValueError:
-            raise ValueError(f"patches: channels {spec!r}: expected \"all\", \"start:stop\" or a list") from None
+            raise ValueError(f"{what}: channels {spec!r}: expected \"all\", \"start:stop\" or a list") from None
     else:
         chosen = [int(c) for c in spec]
     bad = [c for c in chosen if not 0 <= c < n_channels]
     if bad:
-        raise ValueError(f"patches: channel(s) {bad} out of range: layer {layer!r} has {n_channels} channels")
+        raise ValueError(f"{what}: channel(s) {bad} out of range: layer {layer!r} has {n_channels} channels")
     if not chosen or len(set(chosen)) != len(chosen):
-        raise ValueError(f"patches: channels {spec!r} must name at least one channel, each once")
+        raise ValueError(f"{what}: channels {spec!r} must name at least one channel, each once")
     return np.asarray(chosen, dtype=np.int64)
 
 
-def load_images(paths, preprocessing: Preprocessing) -> list[torch.Tensor]:
+def load_images(paths, preprocessing: Preprocessing, source: str = "the top-N file") -> list[torch.Tensor]:
     images = []
     for path in paths:
         try:
             with Image.open(path) as img:
                 images.append(preprocessing(img.convert("RGB")))
         except (OSError, ValueError) as err:
-            raise FileNotFoundError(f"cannot read image {path} (listed in the top-N file): {err}") from None
+            raise FileNotFoundError(f"cannot read image {path} (listed in {source}): {err}") from None
     return images
 
 
@@ -276,8 +276,9 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
     joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     path_of = _path_lookup(topn)
     patches = Patches(**joined, paths=np.vectorize(path_of.__getitem__, otypes=[object])(joined["rows"]))
-    if settings.mode == "map":  # one forward pass per image reproduces the store's spatial max (a check that images
-        # and model still match); a max over channels, so the shards' maxima give the one-job figure
+    if settings.mode == "map" and topn.attrs.get("rank_by", "activation") == "activation":
+        # one forward pass per image reproduces the store's spatial max (a check that images and model still match;
+        # a ranking by relevance holds relevances instead); a max over channels, so the shards' give the one-job one
         store = topn.activations[patches.channels, 0].astype(np.float64)
         info["max_abs_diff_to_topn"] = float(np.abs(patches.activations[:, 0].astype(np.float64) - store).max())
     return patches, info

@@ -17,10 +17,26 @@ import numpy as np
 
 from peekflow.features.store import STR, StoreError, open_store
 from peekflow.io import atomic_path, open_complete_h5, plain_attrs
+from peekflow.settings import Settings, setting
 
 log = logging.getLogger("peekflow")
 
 TIE_BREAK = "higher activation first; equal activations by lower row index"
+RELEVANCE_METHODS = ("epsilon_plus_flat", "guided_backprop", "gradient")  # synthesis.relevance.METHODS (torch-free here)
+
+
+@dataclass
+class RankSettings(Settings):
+    """How the top-N stage ranks (neurons.ranking); rank_by relevance: neurons/relevance_rank.py."""
+
+    rank_by: str = setting("activation", "activation: the channel's spatial max (from the feature store); relevance: "
+                           "its relevance to the explained class (Relevance Maximisation; runs the model)",
+                           choices=("activation", "relevance"))
+    relevance: str = setting("epsilon_plus_flat", "rank_by relevance: the relevance rule (zennit)",
+                             choices=RELEVANCE_METHODS)
+    explain: str = setting("predicted", "rank_by relevance: the class explained, the model's prediction or the "
+                           "image's label", choices=("predicted", "label"))
+    batch_size: int = setting(64, "rank_by relevance: images per forward and backward pass", minimum=1)
 
 
 @dataclass
