@@ -28,6 +28,8 @@ from peekflow.features.extract import ExtractSettings
 from peekflow.neurons.dora import DoraSettings
 from peekflow.neurons.invert import InvertSettings
 from peekflow.neurons.patches import PatchSettings
+from peekflow.neurons.topn import RankSettings
+from peekflow.neurons.vital import VitalSettings
 from peekflow.ood import base as ood
 from peekflow.probing import ProbeSettings
 from peekflow.prototypes.caricature import CaricatureSettings
@@ -76,7 +78,12 @@ BLOCKS = [
     Block("labels.invert", InvertSettings, required=("dataset",), workflow={
         "dataset": dataset("data set of `datasets` whose feature store gives the activations"),
         "attributes": dataset("its attributes.csv (default: the generated set's)")}),
+    Block("neurons.ranking", RankSettings, description="how the top-N images are ranked (`peekflow topn --help`)"),
     Block("neurons.patches", PatchSettings),
+    Block("neurons.vital", VitalSettings, required=("layers",), workflow={
+        "layers": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                   "description": "neuron layers of the target to visualise (their patches are the references)"}},
+          description="VITAL visualisations (`peekflow vital --help`); absent = none"),
     Block("emergence", EmergenceSettings, required=("dataset", "layers"), workflow={
         "dataset": dataset("data set whose images are analysed (a seeded subsample per class)"),
         "layers": {"type": "array", "items": {"type": "string"}, "minItems": 1,

@@ -300,6 +300,46 @@ def patch_shard_problems(config: dict, name: str) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def vital_problems(config: dict, name: str) -> list[str]:
+    """neurons.vital: each VITAL layer is a neuron layer (its patches are the references), its channels exist and
+    are among the patch search's channels, and some match layer comes before it."""
+    from peekflow.config_checks import neuron_dataset, neuron_layers
+    from peekflow.neurons.dora import layer_channels
+    from peekflow.neurons.patches import PatchSettings, select_channels
+    from peekflow.neurons.vital import VitalSettings, match_layers_for
+
+    block = config.get("neurons", {}).get("vital")
+    if not block:
+        return []
+    s = VitalSettings(**{k: v for k, v in block.items() if k != "layers"})
+    target, layers = config["models"][name], neuron_layers(config, name)
+    problems = [f"neurons.vital.layers: {layer!r} is not a neuron layer of {name} ({layers}): its patches are "
+                "VITAL's references" for layer in block["layers"] if layer not in layers]
+    size = input_size(config, neuron_dataset(config), target)
+    model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+    patches = PatchSettings(**config["neurons"].get("patches", {}))
+    for layer in [layer for layer in block["layers"] if layer in layers and layer in set(layer_names(model))]:
+        try:
+            match_layers_for(model, layer, s.match_layers)
+        except ValueError as err:
+            problems.append(f"neurons.vital.match_layers: {err}")
+        if not size:
+            continue  # the job checks the channels
+        n = layer_channels(model, layer, size, "cpu")
+        try:
+            searched = set(select_channels(patches.channels, n, layer).tolist())
+            chosen = sorted(searched) if s.channels == "all" else \
+                select_channels(s.channels, n, layer, "neurons.vital.channels").tolist()
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        missing = [c for c in chosen if c not in searched]
+        if missing:
+            problems.append(f"neurons.vital.channels: channel(s) {missing[:10]} of {name}'s {layer} get no patches "
+                            f"(neurons.patches.channels: {patches.channels!r})")
+    return problems
+
+
 def shape_problems(config: dict, name: str) -> list[str]:
     """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
     map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
@@ -373,7 +413,7 @@ def input_problems(config: dict) -> list[str]:
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
             try:
                 problems += (shape_problems(config, target) + dora_shard_problems(config, target)
-                             + patch_shard_problems(config, target))
+                             + patch_shard_problems(config, target) + vital_problems(config, target))
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "

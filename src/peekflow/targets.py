@@ -65,9 +65,20 @@ def neuron_outputs(config: dict) -> list[str]:
                                layer=neuron_layers(config, model), out=["topn.h5", "patches"])]
 
 
+def vital_layers(config: dict) -> list[str]:
+    return (config.get("neurons", {}).get("vital") or {}).get("layers", [])
+
+
+def vital_outputs(config: dict) -> list[str]:
+    """VITAL's file and grid per configured layer of each target (neurons.vital)."""
+    return _paths("results/neurons/{model}/{layer}/vital.{ext}", model=config["target_models"],
+                  layer=vital_layers(config), ext=["h5", "png"])
+
+
 def atlas_layers(config: dict, model: str) -> dict[str, dict[str, str]]:
     """Layer -> the files the neuron atlas of `model` shows: every neuron layer's top-N and patches, and on layers
-    that are also labelled, DORA's table and figure and INVERT's table (`peekflow atlas --layers`)."""
+    that are also labelled, DORA's table and figure and INVERT's table, and VITAL's file where configured (`peekflow
+    atlas --layers`)."""
     labels = config.get("labels") or {}
     out = {}
     for layer in neuron_layers(config, model):
@@ -78,6 +89,8 @@ def atlas_layers(config: dict, model: str) -> dict[str, dict[str, str]]:
                 files.update(dora=f"{stem}/dora.csv", dora_figure=f"{stem}/dora.png")
             if "invert" in labels:
                 files["invert"] = f"{stem}/invert.csv"
+        if layer in vital_layers(config):
+            files["vital"] = f"{stem}/vital.h5"
         out[layer] = files
     return out
 
@@ -115,5 +128,5 @@ def all_outputs(config: dict) -> list[str]:
     """Everything `rule all` asks for."""
     models = _paths("results/models/{model}/metrics.json", model=trained_models(config))
     return [*ood_outputs(config), *summaries(config), *models, *prototype_outputs(config), *probing_outputs(config),
-            *label_outputs(config), *neuron_outputs(config), *atlas_outputs(config),
+            *label_outputs(config), *neuron_outputs(config), *vital_outputs(config), *atlas_outputs(config),
             *emergence_outputs(config)]

@@ -263,6 +263,21 @@ def neuron_dataset():
     return config_checks.neuron_dataset(config)
 
 
+def ranks_by_relevance():
+    return config["neurons"].get("ranking", {}).get("rank_by") == "relevance"
+
+
+def ranking_args(wildcards, input, threads):
+    """`peekflow topn` ranks by activation from the store alone; by relevance it runs the model (neurons.ranking)."""
+    if not ranks_by_relevance():
+        return ""
+    settings = settings_json(config["neurons"]["ranking"])
+    return (
+        f"--settings {shlex.quote(settings)} --model {shlex.quote(model_spec(wildcards.model))} "
+        f"--checkpoint {shlex.quote(input.checkpoint)} --device {config['device']} --threads {threads}"
+    )
+
+
 def patch_settings():
     return settings_json(config["neurons"]["patches"])
 
@@ -288,6 +303,21 @@ def patch_figure_labels(wildcards):
     """Report label of a patch folder's figure: only overview.png is a report item (the per-channel grids are in the
     neuron atlas)."""
     return {"figure": f"all channels ({wildcards.figure})"}
+
+
+def vital_settings():
+    return settings_json(config["neurons"]["vital"], drop=("layers",))
+
+
+def probe_args(wildcards, input):
+    """VITAL's faithfulness measure reads the probe model's penultimate features (probe_model, when configured)."""
+    probe = config.get("probe_model")
+    if not probe:
+        return ""
+    return (
+        f"--probe-model {shlex.quote(model_spec(probe))} --probe-checkpoint {shlex.quote(input.probe)} "
+        f"--probe-layer {shlex.quote(model_config(probe)['penultimate'])}"
+    )
 
 
 def atlas_layers(model):
@@ -422,12 +452,31 @@ def neuron_channels(w):
     return len(chosen) if isinstance(chosen, list) else layer_channels(w.model, w.layer)
 
 
+def rank_work(w, i):
+    images = dataset_image_count(neuron_dataset())
+    if ranks_by_relevance():  # a forward and a backward pass (about 3 forwards) over the ranked images
+        return costs.forward(images, image_side(w.model, neuron_dataset()), 64, 3)
+    return costs.files(max(existing_mb(i), images * costs.STORE_KB_PER_IMAGE / 1000), held=0)
+
+
 def patch_work(w, shards=1):
     side = image_side(w.model, neuron_dataset())
     patches = config["neurons"]["patches"]
     passes = 29 if patches.get("mode") == "window" else 1  # benchmarks/patches_speed.py
     channels = math.ceil(neuron_channels(w) / shards)
     return costs.forward(channels * config["neurons"]["topn"], side, patches["batch_size"], passes)
+
+
+def vital_work(w):
+    from peekflow.neurons.patches import select_channels
+
+    vital = config["neurons"]["vital"]
+    chosen = vital.get("channels", "all")
+    channels = neuron_channels(w) if chosen == "all" else len(select_channels(chosen, 1 << 30, w.layer))
+    # the plain render and the VITAL render, whose steps also run a relevance pass (about 3x a plain step)
+    return costs.synthesis(
+        4 * channels, vital.get("steps", 96), vital.get("size") or image_side(w.model), vital.get("batch_size", 16)
+    )
 
 
 def dora_work(w, shards=1):
@@ -495,13 +544,7 @@ RULE_WORK = {
         0,
     ),
     "score_ood": lambda w, i: (*score_work(w, i), detector_class(ood_run_method(w.method)).gpu_helps, 0),
-    "rank_top_images": lambda w, i: (
-        *costs.files(
-            max(existing_mb(i), dataset_image_count(neuron_dataset()) * costs.STORE_KB_PER_IMAGE / 1000), held=0
-        ),
-        False,
-        0,
-    ),
+    "rank_top_images": lambda w, i: (*rank_work(w, i), ranks_by_relevance(), 0),
     "extract_patches": lambda w, i: (*patch_work(w), True, 0),
     "extract_patch_shard": lambda w, i: (*patch_work(w, int(w.shards)), True, 0),
     "find_outlier_neurons": lambda w, i: (*dora_work(w), True, 0),
@@ -511,6 +554,7 @@ RULE_WORK = {
         False,
         0,
     ),
+    "run_vital": lambda w, i: (*vital_work(w), True, 0),
     "build_atlas": lambda w, i: (*costs.files(atlas_mb(i), held=1), False, 0),
     "extract_emergence_maps": lambda w, i: (
         *costs.forward(

@@ -1,4 +1,5 @@
-# Neurons of a model's layer: the top-N images of each channel (from a feature store's spatial maxima) and the top-k
+# Neurons of a model's layer: the top-N images of each channel (from a feature store's spatial maxima, or by relevance:
+# neurons.ranking) and the top-k
 # patches inside them (receptive field of the arg-max unit, or the original's sliding window). The report shows a
 # layer's overview.png; the per-channel grids are browsed in the neuron atlas (rule build_atlas), not the report.
 
@@ -6,18 +7,21 @@
 rule rank_top_images:
     input:
         store=lambda w: feature_store(w.model, neuron_dataset()),
+        checkpoint=lambda w: model_checkpoint(w.model) if ranks_by_relevance() else [],
     output:
         topn="results/neurons/{model}/{layer}/topn.h5",
     log:
         "logs/neurons/{model}/{layer}/topn.log",
     benchmark:
         "results/benchmarks/rank_top_images/{model}/{layer}.tsv"
+    threads: config.get("neurons", {}).get("threads", 1) if ranks_by_relevance() else 1
     resources:
         **job_resources("rank_top_images"),
     params:
         n=lambda w: config["neurons"]["topn"],
+        ranking=ranking_args,
     shell:
-        "peekflow topn --store {input.store:q} --layer {wildcards.layer:q} --n {params.n}"
+        "peekflow topn --store {input.store:q} --layer {wildcards.layer:q} --n {params.n} {params.ranking}"
         " --out {output.topn} > {log} 2>&1"
 
 
@@ -123,3 +127,39 @@ rule build_atlas:
         layers=lambda w: as_json(atlas_layers(w.model)),
     shell:
         "peekflow atlas --model {wildcards.model:q} --layers {params.layers:q} --out {output.atlas} > {log} 2>&1"
+
+
+# VITAL (neurons.vital): per channel of the configured layers, a feature visualisation whose relevance-weighted
+# feature distributions are matched to its top patches', beside the plain channel visualisation; the probe model's
+# features measure how close each sits to the patches.
+rule run_vital:
+    input:
+        patches="results/neurons/{model}/{layer}/patches",
+        topn="results/neurons/{model}/{layer}/topn.h5",
+        checkpoint=lambda w: model_checkpoint(w.model),
+        probe=lambda w: model_checkpoint(config["probe_model"]) if config.get("probe_model") else [],
+    output:
+        vital="results/neurons/{model}/{layer}/vital.h5",
+        grid=report(
+            "results/neurons/{model}/{layer}/vital.png",
+            caption="../report/vital.rst",
+            category="4. Neuron patches",
+            subcategory="{model}: {layer}",
+            labels={"figure": "VITAL (plain | VITAL | patches)"},
+        ),
+    log:
+        "logs/neurons/{model}/{layer}/vital.log",
+    benchmark:
+        "results/benchmarks/run_vital/{model}/{layer}.tsv"
+    threads: config.get("neurons", {}).get("threads", 1)
+    resources:
+        **job_resources("run_vital"),
+    params:
+        device=config["device"],
+        model=lambda w: model_spec(w.model),
+        settings=lambda w: vital_settings(),
+        probe=probe_args,
+    shell:
+        "peekflow vital --model {params.model:q} --checkpoint {input.checkpoint:q} --patches {input.patches:q}"
+        " --topn {input.topn:q} --settings {params.settings:q} {params.probe} --device {params.device}"
+        " --threads {threads} --out {output.vital} --grid {output.grid} > {log} 2>&1"
