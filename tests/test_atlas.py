@@ -1,4 +1,5 @@
-"""The neuron atlas (rule build_atlas, peekflow.neurons.atlas): a real tiny Snakemake run builds it for one layer;
+"""The neuron atlas (rule build_atlas, peekflow.neurons.atlas): a real tiny Snakemake run (top-N by relevance, VITAL)
+builds it for one layer;
 its pages' images exist, a neuron page shows that neuron's INVERT formula and LOF score, text is escaped, and (slow)
 headless Chromium loads every image of the index and of a neuron page."""
 
@@ -26,6 +27,7 @@ def atlas_run(tmp_path_factory):
         config.pop(key)
     config["ood"]["methods"] = {"msp": {}}
     config["neurons"]["layers"] = [LAYER]
+    config["neurons"]["ranking"] = {"rank_by": "relevance", "batch_size": 16}  # Relevance Maximisation, run for real
     work = tmp_path_factory.mktemp("atlas")
     write_config(work, config)
     result = snakemake(work, "--cores", "2", f"results/atlas/{MODEL}")
@@ -49,14 +51,41 @@ def test_atlas_pages_images_labels_and_filters(atlas_run):
     dora = pd.read_csv(atlas_run / "results" / "neurons" / MODEL / LAYER / "dora.csv").set_index("neuron")
     page = layer / "neuron_1.html"
     sources = img_sources(page)
-    assert len(sources) == 4 + 2  # top-N 4 images with boxes, k=2 patches
+    assert len(sources) == 4 + 2 + 2  # top-N 4 images with boxes, k=2 patches, plain and VITAL visualisations
     for src in thumbs + sources:
         assert not src.startswith("data:") and (layer / src).is_file(), src
     text = page.read_text()
     assert html.escape(invert.loc[1, "formula"]) in text
     assert f"{dora.loc[1, 'lof']:.4g}" in text and 'href="img/dora.png"' in text and (layer / "img/dora.png").is_file()
     assert f'data-concept="{html.escape(invert.loc[1, "formula"].lower())}"' in index
+    assert 'src="img/c1_plain.png"' in text and 'src="img/c1_vital.png"' in text
+    from peekflow.neurons.vital_files import read_vital
+
+    vital, _ = read_vital(atlas_run / "results" / "neurons" / MODEL / LAYER / "vital.h5")
+    row = vital["channels"].tolist().index(1)
+    assert f"activation {vital['activation/vital'][row]:.4g}" in text
+    assert f"probe similarity {vital['similarity/vital'][row]:.3f}" in text
     assert not list(atlas_run.glob("results/atlas/.*tmp*"))  # the temporary folder was renamed
+    from peekflow.neurons.topn import read_topn
+
+    topn = read_topn(atlas_run / "results" / "neurons" / MODEL / LAYER / "topn.h5")
+    assert topn.attrs["rank_by"] == "relevance" and topn.indices.shape[1] == 4
+
+
+def test_partial_run_shows_what_exists_and_names_what_is_missing(atlas_run, tmp_path, monkeypatch):
+    from peekflow.neurons.atlas import LayerInputs, build_atlas
+
+    monkeypatch.chdir(atlas_run)
+    stem = atlas_run / "results" / "neurons" / MODEL / LAYER
+    inputs = {LAYER: LayerInputs(topn=str(stem / "topn.h5"), patches=str(stem / "patches"),
+                                 dora=str(tmp_path / "not_yet" / "dora.csv"), invert=str(stem / "invert.csv")),
+              "layer3": LayerInputs(topn=str(tmp_path / "layer3_topn.h5"), patches=str(tmp_path / "layer3_patches"))}
+    assert build_atlas(tmp_path / "atlas", MODEL, inputs) == {LAYER: 2, "layer3": 0}
+    page = (tmp_path / "atlas" / LAYER / "neuron_1.html").read_text()
+    assert "Not built yet, so not shown: dora" in page and "not_yet/dora.csv" in page
+    assert "INVERT formula" in page and "DORA LOF score" not in page
+    layer3 = (tmp_path / "atlas" / "layer3" / "index.html").read_text()
+    assert "no neurons yet" in layer3 and "layer3_topn.h5" in layer3 and "layer3_patches" in layer3
 
 
 def test_text_is_escaped(atlas_run, tmp_path, monkeypatch):

@@ -12,6 +12,10 @@ layer is labelled, DORA (dora.csv, dora.png) and INVERT (invert.csv).
                                   map); the layer's DORA figure (map + s-AMS) is linked: per-neuron s-AMS are not kept
 <out>/<layer>/img/*.png           every image as a PNG file beside the pages (none inlined)
 
+Where the layer has VITAL (vital.h5), a neuron page shows its plain and VITAL visualisations with their activation
+and probe similarity. A partial run builds too: an input that does not exist yet is named on the pages it would fill
+("not built yet"), and a layer without top-N images or patches gets an index page saying so and no neuron pages.
+
 All text is escaped (html.escape). The folder is built under a temporary name and renamed when whole.
 """
 
@@ -62,6 +66,11 @@ class LayerInputs:
     dora: str | None = None  # dora.csv
     dora_figure: str | None = None  # dora.png
     invert: str | None = None  # invert.csv
+    vital: str | None = None  # vital.h5
+
+    def missing(self) -> dict[str, str]:
+        """Input -> path, for the inputs given that do not exist (yet)."""
+        return {k: v for k, v in vars(self).items() if v and not Path(v).exists()}
 
 
 def esc(value) -> str:
@@ -123,11 +132,26 @@ def _table(path: str | None) -> pd.DataFrame | None:
     return pd.read_csv(path) if path else None
 
 
+def missing_note(missing: dict[str, str]) -> str:
+    if not missing:
+        return ""
+    items = ", ".join(f"{esc(k)} ({esc(v)})" for k, v in missing.items())
+    return f'<p class="missing">Not built yet, so not shown: {items}.</p>'
+
+
 def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb: int) -> int:
     (folder / "img").mkdir(parents=True)
+    missing = inputs.missing()
+    if "topn" in missing or "patches" in missing:
+        body = (f'<p><a href="../index.html">{esc(model)}</a></p><h1>{esc(layer)}: no neurons yet</h1>'
+                + missing_note(missing))
+        (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
+        return 0
+    inputs = LayerInputs(**{k: (None if k in missing else v) for k, v in vars(inputs).items()})
     topn, (patches, _) = read_topn(inputs.topn), read_patches(inputs.patches)
     preprocessing = Preprocessing(**json.loads(topn.attrs["preprocessing"]))
     dora, invert = _table(inputs.dora), _table(inputs.invert)
+    vital = read_vital_images(inputs.vital)
     dora_rows = {int(r.neuron): r for r in dora.itertuples()} if dora is not None else {}
     invert_rows = {int(r.neuron): r for r in invert.itertuples()} if invert is not None else {}
     near = neighbours(dora)
@@ -145,19 +169,50 @@ def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb
                      f' data-outlier="{int(outlier)}" title="{esc(concept)}"><img src="img/thumb_{c}.png" '
                      f'loading="lazy" width="{thumb}" height="{thumb}" alt="neuron {c}"><br>{c}</a>')
         neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, d, i, near.get(c, []), pages,
-                    bool(inputs.dora_figure))
+                    bool(inputs.dora_figure), vital.get(c), missing_note(missing))
     dora_link = ' &middot; <a href="img/dora.png">DORA map and s-AMS</a>' if inputs.dora_figure else ""
     body = (f'<p><a href="../index.html">{esc(model)}</a>{dora_link}</p><h1>{esc(layer)}: {len(cells)} neurons</h1>'
             '<p><input id="concept" type="search" placeholder="INVERT concept contains..."> '
             '<label><input id="outliers" type="checkbox"> DORA outliers only</label> '
-            f'<span id="shown">{len(cells)}</span> shown</p>'
+            f'<span id="shown">{len(cells)}</span> shown</p>{missing_note(missing)}'
             f'<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
     (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
     return len(cells)
 
 
+def read_vital_images(path: str | None) -> dict[int, dict]:
+    """Channel -> its plain and VITAL images and measurements from vital.h5 (empty without one)."""
+    if not path:
+        return {}
+    from peekflow.neurons.vital_files import read_vital
+
+    data, _ = read_vital(path)
+    out = {}
+    for s, c in enumerate(data["channels"]):
+        values = {key: float(v[s]) for key, v in data.items() if key.startswith(("activation/", "similarity/"))}
+        out[int(c)] = {"plain": data["plain"][s], "vital": data["vital"][s], **values}
+    return out
+
+
+def vital_section(img: Path, c: int, vital: dict | None) -> str:
+    if vital is None:
+        return ""
+    figures = []
+    for kind, title in (("plain", "plain channel visualisation"), ("vital", "VITAL")):
+        save_png(vital[kind], img / f"c{c}_{kind}.png", max(MIN_SIDE // 2, vital[kind].shape[-1]))
+        caption = f"{title}<br>activation {vital[f'activation/{kind}']:.4g}"
+        if f"similarity/{kind}" in vital:
+            caption += f"<br>probe similarity {vital[f'similarity/{kind}']:.3f}"
+        figures.append(f'<figure><img src="img/c{c}_{kind}.png" loading="lazy" alt="{esc(title)}">'
+                       f"<figcaption>{caption}</figcaption></figure>")
+    ref = f"mean activation of the patches: {vital['activation/reference']:.4g}"
+    if "similarity/reference" in vital:
+        ref += f"; their own probe similarity (leave-one-out): {vital['similarity/reference']:.3f}"
+    return f"<h2>Visualisations</h2>{''.join(figures)}<p>{esc(ref)}</p>"
+
+
 def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_row, invert_row, near, pages,
-                has_figure) -> None:
+                has_figure, vital=None, note="") -> None:
     img = folder / "img"
     top = []
     for j, (row, path, act) in enumerate(zip(topn.indices[c], topn.paths[c], topn.activations[c])):
@@ -183,11 +238,11 @@ def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_r
     links = ", ".join((f'<a href="neuron_{n}.html">{n}</a>' if n in pages else str(n)) + f" ({dist:.3g})"
                       for n, dist in near)
     body = (f'<p><a href="index.html">{esc(model)} {esc(layer)}</a></p><h1>{esc(layer)}, neuron {c}</h1>'
-            f"<table>{table}</table>"
+            f"<table>{table}</table>{note}"
             + (f"<p>Nearest neurons in DORA's 2-D map (distance in the map): {links}</p>" if near else "")
             + ('<p><a href="img/dora.png">DORA map and s-AMS of the layer</a></p>' if has_figure else "")
             + f"<h2>Top-{len(top)} images (patch boxes in yellow)</h2>{''.join(top)}"
-            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}")
+            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}" + vital_section(img, c, vital))
     (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body))
 
 
