@@ -157,7 +157,8 @@ def test_vital_images_match_the_references_distributions_better_than_plain(seed)
     model = small_resnet(seed)
     gen = torch.Generator().manual_seed(seed)
     refs = (torch.rand(3, 2, 3, 32, 32, generator=gen) * 255).round().to(torch.uint8).numpy()
-    s = VitalSettings(steps=24, batch_size=3, references=2, match_layers={"layer1": 1.0, "layer2": 1.0},
+    # a light prior (tv 0.5, not the default 200, chosen for the default's 64 px images): this test is about the term
+    s = VitalSettings(steps=24, batch_size=3, references=2, match_layers={"layer1": 1.0, "layer2": 1.0}, tv=0.5,
                       seed=seed)
     prep = Preprocessing(mean=NORM[0], std=NORM[1], resize=32)
     result = vital_channels(model, "layer4", np.array([0, 3, 5]), refs, prep, s)
@@ -257,3 +258,46 @@ def test_bad_vital_config_is_named_before_any_job(tmp_path):
     assert "neurons.vital.channels: channel(s) [16, 17, 18, 19, 20" in result.stderr, result.stderr[-2000:]
     assert "out of range: layer 'layer4' has 16 channels" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_transformer_token_layers_get_relevance_and_lrp_is_refused():
+    """A ViT's token layers are read as maps (copies off the input-to-target path): the gradient must be taken at
+    the tokens themselves. zennit has no LRP rules for attention, so epsilon_plus_flat fails naming the model."""
+    from peekflow.data.folder import Preprocessing
+    from peekflow.neurons.vital import VitalSettings, vital_channels
+
+    torch.manual_seed(0)
+    vit = build_model("timm/vit_small_patch16_224", 3, img_size=32, patch_size=8, embed_dim=48, depth=3,
+                      num_heads=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    rel, out = channel_relevance(vit, x, "blocks.2", [0, 5], ["blocks.0", "blocks.1"], method="gradient")
+    assert rel["blocks.0"].shape == out.shape == (2, 48, 4, 4) and float(rel["blocks.0"].abs().sum()) > 0
+    with record_layers(vit, ["blocks.1", "blocks.2"]) as acts:  # autograd on the tokens, read as a map
+        tokens = {}
+        handle = vit.blocks[1].register_forward_hook(lambda _m, _i, o: tokens.__setitem__("t", o))
+        vit(x.clone().requires_grad_(True))
+        handle.remove()
+    seed = torch.zeros_like(acts["blocks.2"])
+    seed[0, 0], seed[1, 5] = acts["blocks.2"][0, 0].clamp_min(0), acts["blocks.2"][1, 5].clamp_min(0)
+    want, = torch.autograd.grad(acts["blocks.2"], tokens["t"], grad_outputs=seed.detach())
+    torch.testing.assert_close(rel["blocks.1"], want[:, 1:].transpose(1, 2).reshape(2, 48, 4, 4))
+    with pytest.raises(ValueError, match="no rules for the attention and layer norms of VisionTransformer"):
+        channel_relevance(vit, x, "blocks.2", [0, 5], ["blocks.1"])
+    refs = (np.random.default_rng(0).random((2, 2, 3, 32, 32)) * 255).astype(np.uint8)
+    s = VitalSettings(steps=3, batch_size=2, references=2, relevance="guided_backprop",
+                      match_layers={"blocks.0": 1.0, "blocks.1": 1.0})
+    result = vital_channels(vit, "blocks.2", np.array([0, 5]), refs, Preprocessing(mean=[0.5] * 3, std=[0.5] * 3), s)
+    assert not np.array_equal(result.plain, result.vital)  # the matching term reaches the image
+
+
+def test_lrp_on_a_transformer_is_named_before_any_job():
+    from peekflow.preflight import ranking_problems
+
+    vit = {"arch": "timm/vit_small_patch16_224", "num_classes": 3,
+           "arch_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 2}}
+    config = {"models": {"v": vit}, "neurons": {"ranking": {"rank_by": "relevance"}}}
+    assert ranking_problems(config, "v") == [
+        "neurons.ranking.relevance: relevance epsilon_plus_flat (LRP): zennit has no rules for the attention and "
+        "layer norms of VisionTransformer; use relevance: guided_backprop or gradient for a transformer"]
+    config["neurons"]["ranking"]["relevance"] = "guided_backprop"
+    assert ranking_problems(config, "v") == []

@@ -300,6 +300,22 @@ def patch_shard_problems(config: dict, name: str) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+def ranking_problems(config: dict, name: str) -> list[str]:
+    """neurons.ranking: a relevance rule that can explain the target."""
+    ranking = config.get("neurons", {}).get("ranking", {})
+    if ranking.get("rank_by") != "relevance":
+        return []
+    from peekflow.synthesis.relevance import check_method
+
+    target = config["models"][name]
+    try:
+        check_method(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
+                     ranking.get("relevance", "epsilon_plus_flat"))
+    except ValueError as err:
+        return [f"neurons.ranking.relevance: {err}"]
+    return []
+
+
 def vital_problems(config: dict, name: str) -> list[str]:
     """neurons.vital: each VITAL layer is a neuron layer (its patches are the references), its channels exist and
     are among the patch search's channels, and some match layer comes before it."""
@@ -307,6 +323,7 @@ def vital_problems(config: dict, name: str) -> list[str]:
     from peekflow.neurons.dora import layer_channels
     from peekflow.neurons.patches import PatchSettings, select_channels
     from peekflow.neurons.vital import VitalSettings, match_layers_for
+    from peekflow.synthesis.relevance import check_method
 
     block = config.get("neurons", {}).get("vital")
     if not block:
@@ -318,6 +335,10 @@ def vital_problems(config: dict, name: str) -> list[str]:
     size = input_size(config, neuron_dataset(config), target)
     model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
     patches = PatchSettings(**config["neurons"].get("patches", {}))
+    try:
+        check_method(model, s.relevance)
+    except ValueError as err:
+        problems.append(f"neurons.vital.relevance: {err}")
     for layer in [layer for layer in block["layers"] if layer in layers and layer in set(layer_names(model))]:
         try:
             match_layers_for(model, layer, s.match_layers)
@@ -413,7 +434,8 @@ def input_problems(config: dict) -> list[str]:
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
             try:
                 problems += (shape_problems(config, target) + dora_shard_problems(config, target)
-                             + patch_shard_problems(config, target) + vital_problems(config, target))
+                             + patch_shard_problems(config, target) + vital_problems(config, target)
+                             + ranking_problems(config, target))
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "

@@ -11,7 +11,7 @@ rules return relevance in place of the gradient):
     gradient            the plain gradient (no rules): the baseline
 
 Returns {layer: [B, C_l, H_l, W_l]} for each layer of `at` (a transformer's token layer as its patch-token map) and
-the target layer's output. The model's own modules are modified only inside the call (zennit's context).
+the target layer's output. On a transformer only guided_backprop and gradient apply (check_method). The model's own modules are modified only inside the call (zennit's context).
 `class_relevance` explains a class logit instead (Relevance Maximisation ranks images by a channel's relevance to
 the predicted class, Achtibat et al. 2023).
 """
@@ -23,15 +23,15 @@ import contextlib
 import torch
 from torch import nn
 
-from peekflow.models.layers import record_layers
+from peekflow.models.layers import get_layers, record_layers
+from peekflow.models.tokens import as_map, token_layout
 
 METHODS = ("epsilon_plus_flat", "guided_backprop", "gradient")
 
 
 def composite(method: str, model: nn.Module):
     """The zennit composite of `method` for `model` (None for the plain gradient)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown relevance method {method!r}; valid: {list(METHODS)}")
+    check_method(model, method)
     if method == "gradient":
         return None
     from zennit.composites import EpsilonPlusFlat, GuidedBackprop
@@ -39,6 +39,16 @@ def composite(method: str, model: nn.Module):
     if method == "guided_backprop":
         return GuidedBackprop()
     return EpsilonPlusFlat(canonizers=[_canonizer(model)])
+
+
+def check_method(model: nn.Module, method: str) -> None:
+    """Fail where `method` cannot explain `model`: zennit has no LRP rules for attention and layer norm, and on a
+    transformer EpsilonPlusFlat's relevance blows up (measured: 1e8 from a start of 7 on a small ViT)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown relevance method {method!r}; valid: {list(METHODS)}")
+    if method == "epsilon_plus_flat" and token_layout(model) is not None:
+        raise ValueError(f"relevance epsilon_plus_flat (LRP): zennit has no rules for the attention and layer norms of "
+                         f"{type(model).__name__}; use relevance: guided_backprop or gradient for a transformer")
 
 
 def _canonizer(model: nn.Module):
@@ -81,17 +91,32 @@ def _rules(model: nn.Module, method: str):
 
 
 def _relevance(model, x, layer, at, seed_fn, method):
-    """Forward under `method`'s rules recording `at` and `layer`; backward from seed_fn(outputs) -> relevances."""
+    """Forward under `method`'s rules recording `at` and `layer`; backward from seed_fn(outputs) -> relevances.
+
+    The gradient is taken at the layers' own outputs (a transformer's token tensors) and then read as maps like the
+    recorded outputs: a token map is a copy off the path from the input to `layer`, which no gradient reaches."""
     names = sorted(set(at) | ({layer} if layer else set()))
+    layout = token_layout(model)
+    raw: dict[str, torch.Tensor] = {}
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad(), _rules(model, method) as m, record_layers(m, names) as acts:
-            x = x.detach().requires_grad_(True)
-            logits = m(x)
+            modules = get_layers(m, list(at))
+            handles = [module.register_forward_hook(lambda _m, _i, out, name=name: raw.__setitem__(name, out))
+                       for name, module in modules.items()]
+            try:
+                x = x.detach().requires_grad_(True)
+                logits = m(x)
+            finally:
+                for h in handles:
+                    h.remove()
             start, seed = seed_fn(acts, logits)
-            grads = torch.autograd.grad(start, [acts[name] for name in at], grad_outputs=seed, allow_unused=True)
-            out = {name: (torch.zeros_like(acts[name]) if g is None else g).detach() for name, g in zip(at, grads)}
+            grads = torch.autograd.grad(start, [raw[name] for name in at], grad_outputs=seed, allow_unused=True)
+            out = {}
+            for name, g in zip(at, grads):
+                g = torch.zeros_like(raw[name]) if g is None else g
+                out[name] = (g if layout is None else as_map(g, modules[name], layout, tuple(x.shape[-2:]))).detach()
             target = acts[layer].detach() if layer else logits.detach()
     finally:
         model.train(was_training)
