@@ -1,6 +1,8 @@
 """Page weight of the neuron atlas: bytes of HTML and PNG of an atlas folder, and of one layer's index page with the
 thumbnails it lazy-loads, for a built atlas (--atlas results/atlas/<model>) and for a synthetic 2,048-channel layer
-(--channels; random 32 px images, top-N --topn, k --k; random pixels are the worst case for PNG size).
+(--channels; random 32 px images, top-N --topn, k --k; random pixels are the worst case for PNG size), and the two
+per-layer figures such a layer adds to the Snakemake report: the patch overview (one 48 px cell per channel) and the
+VITAL grid (its first 32 channels).
 Run: PYTHONPATH=src python benchmarks/atlas_weight.py [--atlas results/atlas/tiny_resnet] [--channels 2048]
 """
 
@@ -46,7 +48,27 @@ def synthetic(work: Path, channels: int, n: int, k: int, side: int = 32) -> dict
         pixels=rng.integers(0, 256, (channels, k, 3, 16, 16), dtype=np.uint8)), {"layer": "synthetic"})
     out = work / "atlas"
     build_atlas(out, "synthetic", {"synthetic": LayerInputs(str(work / "topn.h5"), str(work / "patches"))})
-    return {"channels": channels, "topn": n, "k": k, **page_weight(out), **index_weight(out / "synthetic")}
+    return {"channels": channels, "topn": n, "k": k, **page_weight(out), **index_weight(out / "synthetic"),
+            **report_figures(work, rng, channels, k)}
+
+
+def report_figures(work: Path, rng, channels: int, k: int, side: int = 64) -> dict:
+    """Bytes of the report figures of a layer with `channels` channels: overview.png and vital.png."""
+    from peekflow.neurons.patch_files import write_patch_folder
+    from peekflow.neurons.vital import VitalResult
+    from peekflow.neurons.vital_files import save_vital_grid
+
+    pixels = rng.integers(0, 256, (channels, k, 3, side, side), dtype=np.uint8)
+    write_patch_folder(work / "figures", Patches(
+        channels=np.arange(channels), rows=np.zeros((channels, k), np.int64),
+        paths=np.full((channels, k), "x.png", dtype=object), boxes=np.zeros((channels, k, 4), np.int64),
+        activations=np.ones((channels, k), np.float32), pixels=pixels), {"layer": "synthetic"})
+    images = rng.random((channels, 3, side, side), dtype=np.float32)
+    save_vital_grid(work / "vital.png", VitalResult(
+        channels=np.arange(channels), plain=images, vital=images, references=pixels.astype(np.float32) / 255,
+        activation={}, seconds={}, match_layers={}))
+    return {"report_overview_png_bytes": (work / "figures" / "overview.png").stat().st_size,
+            "report_vital_png_bytes": (work / "vital.png").stat().st_size}
 
 
 def main() -> None:

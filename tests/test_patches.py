@@ -224,3 +224,22 @@ def test_cli_writes_patch_folder(tmp_path, tiny_checkpoint, capsys):
     args[args.index("--model") + 1] = json.dumps(other)
     assert main([*args, "--settings", json.dumps({"k": 2})]) == 1
     assert "ranks images under preprocessing" in capsys.readouterr().err
+
+
+def test_overview_shows_the_first_channels_of_a_wide_layer(tmp_path):
+    """overview.png (a report figure) holds the first OVERVIEW_CHANNELS channels' best patches; each channel keeps
+    its own channel_<c>.png."""
+    from PIL import Image
+
+    from peekflow.neurons.patch_files import OVERVIEW_CHANNELS, write_patch_folder
+    from peekflow.neurons.patches import Patches
+
+    n = OVERVIEW_CHANNELS + 88
+    p = Patches(channels=np.arange(n), rows=np.zeros((n, 1), np.int64), paths=np.full((n, 1), "x.png", object),
+                boxes=np.zeros((n, 1, 4), np.int64), activations=np.ones((n, 1), np.float32),
+                pixels=np.zeros((n, 1, 3, 4, 4), np.uint8))
+    write_patch_folder(tmp_path / "patches", p, {"layer": "wide"}, overview_cell=8)
+    ncol = int(np.ceil(np.sqrt(OVERVIEW_CHANNELS)))
+    with Image.open(tmp_path / "patches" / "overview.png") as img:
+        assert img.width == ncol * (8 + 2) + 2
+    assert len(list((tmp_path / "patches").glob("channel_*.png"))) == n

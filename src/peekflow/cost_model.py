@@ -40,7 +40,7 @@ GPU_IMAGE_STEPS_PER_S = 1160.0
 GPU_IMAGES_PER_S = 2100.0
 GPU_SPEEDUP = {"synthesis": GPU_IMAGE_STEPS_PER_S * costs.STEP_S_PER_IMAGE,  # ~380 CPU threads
                "forward": GPU_IMAGES_PER_S * costs.EXTRACT_S_PER_IMAGE}  # ~360 CPU threads
-SYNTHESIS_RULES = ("synthesize_", "find_outlier_neurons")  # prefixes of the rules that optimise images
+SYNTHESIS_RULES = ("synthesize_", "find_outlier_neurons", "run_vital")  # prefixes of the rules that optimise images
 
 
 def speedup(rule: str) -> float:

@@ -5,7 +5,7 @@ patches.h5: `channels` [S], `pixels` [S,k,3,P,P] uint8 (model input after resize
 pixels, bottom/right exclusive), `activations` [S,k]; attributes: layer, model, settings and info (JSON: mode,
 receptive field, the check against the store; no timing, which goes to the log), the top-N file, `complete=True`
 last. A shard file of `peekflow patches --shard` has this layout and a `shard` attribute (neurons/patch_shards.py). channel_<c>.png: the k patches of channel c, best first. overview.png: the best
-patch of every selected channel. The folder is built under a temporary name and renamed when whole.
+patch of every selected channel (the first OVERVIEW_CHANNELS). The folder is built under a temporary name and renamed when whole.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from peekflow.features.store import STR
 from peekflow.figures import save_grid
 from peekflow.io import atomic_folder, open_complete_h5, plain_attrs
 from peekflow.neurons.patches import Patches
+
+OVERVIEW_CHANNELS = 512  # cells of overview.png (the first channels): a report figure of a 2,048-channel layer stays
+# a few MB (all 2,048 at 48 px: 13.8 MB of random pixels); every channel is in channel_<c>.png and the atlas
 
 
 def write_patch_h5(path, p: Patches, attrs: dict) -> None:
@@ -44,8 +47,9 @@ def write_patch_folder(folder, p: Patches, attrs: dict, overview_cell: int = 48)
         for s, c in enumerate(p.channels):
             save_grid(tmp / f"channel_{c}.png", p.pixels[s].astype(np.float32) / 255, ncol=min(len(p.pixels[s]), 8),
                       scale=scale, labels=[f"{a:.3g}" for a in p.activations[s]])
-        best = np.stack([_resized(img.astype(np.float32) / 255, overview_cell) for img in p.pixels[:, 0]])
-        save_grid(tmp / "overview.png", best, labels=[f"c{c}" for c in p.channels], scale=1)
+        shown = slice(0, OVERVIEW_CHANNELS)
+        best = np.stack([_resized(img.astype(np.float32) / 255, overview_cell) for img in p.pixels[shown, 0]])
+        save_grid(tmp / "overview.png", best, labels=[f"c{c}" for c in p.channels[shown]], scale=1)
 
 
 def _resized(img: np.ndarray, cell: int) -> np.ndarray:
