@@ -18,6 +18,7 @@ CAPTIONS = [
     (r"ood/tiny_resnet/figures/(\w+)_roc\.png", r"ROC curves of the OOD detector <strong>\1</strong>"),
     (r"ood/tiny_resnet/figures/(\w+)_hist\.png", r"Score histograms of the OOD detector <strong>\1</strong>"),
     (r"neurons/tiny_resnet/(\w+)/patches/overview\.png", r"Overview of the neurons of layer <strong>\1</strong>"),
+    (r"neurons/tiny_resnet/(\w+)/vital\.png", r"VITAL on layer <strong>\1</strong>"),
     (r"neurons/tiny_resnet/(\w+)/dora\.png", r"DORA outlier neurons of layer <strong>\1</strong>"),
     (r"neurons/tiny_resnet/(\w+)/invert\.png", r"INVERT labels of layer <strong>\1</strong>"),
     (r"emergence/tiny_resnet/layer\d\.png", "Emergence of visual patterns in model <strong>tiny_resnet</strong>"),
@@ -51,7 +52,7 @@ def test_report_carries_every_figure_of_the_run(finished_run, report):
     assert sorted(results) == figures
     kinds = {path.rsplit("/", 1)[-1] for path in figures}
     assert {"deepdream.png", "caricature.png", "similarity.png", "knn_roc.png", "knn_hist.png", "overview.png",
-            "dora.png", "invert.png", "layer3.png", "knowledge_points.png", "trajectory.png"} <= kinds
+            "dora.png", "invert.png", "layer3.png", "knowledge_points.png", "trajectory.png", "vital.png"} <= kinds
     for path, entry in results.items():  # the zip holds each figure byte for byte
         assert archive.read(f"report/{entry['data_uri']}") == (finished_run / path).read_bytes(), path
 
@@ -82,7 +83,7 @@ def test_figures_are_grouped_by_stage_then_model_and_layer(report):
     ood = categories["1. OOD detection"]["tiny_resnet"]
     assert {results[p]["labels"]["figure"] for p in ood} == {"ROC curves", "score histograms"}
     patches = sorted(results[p]["labels"]["figure"] for p in categories["4. Neuron patches"]["tiny_resnet: layer4"])
-    assert patches == ["all channels (overview)"]
+    assert patches == ["VITAL (plain | VITAL | patches)", "all channels (overview)"]
 
 
 def test_every_caption_file_is_used():

@@ -139,12 +139,12 @@ def test_sharding_an_extracted_set_reruns_it_and_its_consumers_unless_its_metada
     result = snakemake(finished_run, "-n", config=sharded)
     assert result.returncode == 0, result.stderr[-2000:]
     # another rule makes the store now (other code, inputs and params): its shards and merge, then what reads it --
-    # the fitted OOD methods (mahalanobis, knn) on every evaluated set, the top-N images and patches per layer, and
-    # the atlas built from them
+    # the fitted OOD methods (mahalanobis, knn) on every evaluated set, the top-N images and patches per layer, VITAL
+    # (its references are the patches), and the atlas built from them
     assert planned_jobs(result) == {"extract_feature_shard": 3, "merge_feature_shards": 1,
                                     "score_ood": 2 * N_EVALUATED, "gather_ood_scores": 2, "plot_ood": 2,
                                     "make_ood_table": 1, "summarise_ood": 1, "rank_top_images": 2,
-                                    "extract_patches": 2, "build_atlas": 1}
+                                    "extract_patches": 2, "run_vital": 1, "build_atlas": 1}
     assert set(re.findall(r"method=(\w+)", result.stdout)) == {"mahalanobis", "knn"}
     # the merged store would equal the existing one bit for bit: wiping its provenance keeps it (README)
     copy = tmp_path / "run"

@@ -264,7 +264,7 @@ def neuron_dataset():
 
 
 def ranks_by_relevance():
-    return config["neurons"].get("ranking", {}).get("rank_by") == "relevance"
+    return config.get("neurons", {}).get("ranking", {}).get("rank_by") == "relevance"
 
 
 def ranking_args(wildcards, input, threads):
