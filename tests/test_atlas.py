@@ -51,7 +51,8 @@ def test_atlas_pages_images_labels_and_filters(atlas_run):
     dora = pd.read_csv(atlas_run / "results" / "neurons" / MODEL / LAYER / "dora.csv").set_index("neuron")
     page = layer / "neuron_1.html"
     sources = img_sources(page)
-    assert len(sources) == 4 + 2 + 2  # top-N 4 images with boxes, k=2 patches, plain and VITAL visualisations
+    assert len(sources) == 4 + 2 + 2 + 1  # top-N 4 images with boxes, k=2 patches, plain and VITAL, DORA's s-AMS
+    assert 'src="img/c1_sams0.png"' in page.read_text()
     for src in thumbs + sources:
         assert not src.startswith("data:") and (layer / src).is_file(), src
     text = page.read_text()

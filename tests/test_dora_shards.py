@@ -20,10 +20,11 @@ from peekflow.settings import parse_settings
 SETTINGS = {"size": 16, "steps": 3, "n_neighbors": 3, "batch_size": 2}  # layer4: 8 neurons, 4 batches of 2
 
 
-def dora(checkpoint, out, shard="0/1", env=None, figure=None, **extra):
+def dora(checkpoint, out, shard="0/1", env=None, figure=None, signals=None, **extra):
     args = ["dora", "--model", json.dumps(TINY_MODEL), "--checkpoint", str(checkpoint), "--layer", "layer4",
             "--settings", json.dumps({**SETTINGS, **extra}), "--device", "cpu", "--shard", shard, "--out", str(out)]
     args += ["--figure", str(figure)] if figure else []
+    args += ["--signals", str(signals)] if signals else []
     if env is None:
         return main(args)
     return subprocess.run([sys.executable, "-m", "peekflow.cli.dora", *args[1:]], env={**os.environ, **env},
@@ -31,7 +32,7 @@ def dora(checkpoint, out, shard="0/1", env=None, figure=None, **extra):
 
 
 def test_merged_shards_equal_one_job(tmp_path, tiny_checkpoint):
-    assert dora(tiny_checkpoint, tmp_path / "whole.csv") == 0
+    assert dora(tiny_checkpoint, tmp_path / "whole.csv", signals=tmp_path / "whole_signals.h5") == 0
     shards = [tmp_path / f"shard_{i}_of_3.h5" for i in range(3)]
     for i, path in enumerate(shards):
         assert dora(tiny_checkpoint, path, shard=f"{i}/3") == 0
@@ -40,7 +41,7 @@ def test_merged_shards_equal_one_job(tmp_path, tiny_checkpoint):
         assert json.loads(h5.attrs["settings"])["shard"] == {"index": 2, "count": 3, "rows": [4, 8], "of": 8}
     figure = tmp_path / "merged.png"
     assert main(["merge-dora", "--shards", *map(str, shards), "--out", str(tmp_path / "merged.csv"),
-                 "--figure", str(figure)]) == 0
+                 "--figure", str(figure), "--signals", str(tmp_path / "merged_signals.h5")]) == 0
     assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert figure.stat().st_size > 0 and not list(tmp_path.glob("*.partial"))
     # the signals themselves, bit for bit, against an in-process one-job run
@@ -51,6 +52,15 @@ def test_merged_shards_equal_one_job(tmp_path, tiny_checkpoint):
     assert settings["layer"] == "layer4" and "shard" not in settings
     for name in FIELDS:
         assert np.array_equal(getattr(merged, name), getattr(whole, name)), name
+    # the layer's signal file (every neuron's s-AMS, read by the atlas): the same from both routes
+    from peekflow.neurons.dora_shards import read_signals
+
+    (one, one_settings), (joined, joined_settings) = (read_signals(tmp_path / f"{kind}_signals.h5")
+                                                      for kind in ("whole", "merged"))
+    assert one_settings == joined_settings and one_settings["layer"] == "layer4"
+    for name in FIELDS:
+        assert np.array_equal(getattr(one, name), getattr(whole, name)), name
+        assert np.array_equal(getattr(joined, name), getattr(whole, name)), name
 
 
 def test_merge_refuses_shards_out_of_order_or_of_other_settings(tmp_path, tiny_checkpoint, capsys):

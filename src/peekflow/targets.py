@@ -86,7 +86,8 @@ def atlas_layers(config: dict, model: str) -> dict[str, dict[str, str]]:
         files = {"topn": f"{stem}/topn.h5", "patches": f"{stem}/patches"}
         if layer in labels.get("layers", []):
             if "dora" in labels:
-                files.update(dora=f"{stem}/dora.csv", dora_figure=f"{stem}/dora.png")
+                files.update(dora=f"{stem}/dora.csv", dora_figure=f"{stem}/dora.png",
+                             dora_signals=f"{stem}/dora_signals.h5")
             if "invert" in labels:
                 files["invert"] = f"{stem}/invert.csv"
         if layer in vital_layers(config):

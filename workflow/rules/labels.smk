@@ -1,5 +1,6 @@
-# Neuron labels of a model's layer: DORA outlier neurons (from synthetic activation-maximisation signals) and INVERT
-# concept formulas (from the feature store's activations and the data set's attributes.csv).
+# Neuron labels of a model's layer: DORA outlier neurons (from synthetic activation-maximisation signals; the layer's
+# signal file keeps every neuron's s-AMS for the atlas) and INVERT concept formulas (from the feature store's
+# activations and the data set's attributes.csv).
 
 
 rule find_outlier_neurons:
@@ -14,6 +15,7 @@ rule find_outlier_neurons:
             subcategory="{model}: {layer}",
             labels={"method": "DORA outlier neurons"},
         ),
+        signals="results/neurons/{model}/{layer}/dora_signals.h5",
     log:
         "logs/neurons/{model}/{layer}/dora.log",
     benchmark:
@@ -30,7 +32,7 @@ rule find_outlier_neurons:
     shell:
         "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.csv} --figure {output.figure}"
-        " > {log} 2>&1"
+        " --signals {output.signals} > {log} 2>&1"
 
 
 # labels.shards.dora: one job per contiguous range of the render batches of a layer's s-AMS; a killed shard leaves
@@ -73,6 +75,7 @@ rule merge_dora_signal_shards:
             subcategory="{model}: {layer}",
             labels={"method": "DORA outlier neurons"},
         ),
+        signals="results/neurons/{model}/{layer}/dora_signals.h5",
     log:
         "logs/neurons/{model}/{layer}/dora.log",
     benchmark:
@@ -82,7 +85,8 @@ rule merge_dora_signal_shards:
     resources:
         **job_resources("merge_dora_signal_shards"),
     shell:
-        "peekflow merge-dora --shards {input.shards} --out {output.csv} --figure {output.figure} > {log} 2>&1"
+        "peekflow merge-dora --shards {input.shards} --out {output.csv} --figure {output.figure}"
+        " --signals {output.signals} > {log} 2>&1"
 
 
 rule label_neurons:

@@ -33,12 +33,19 @@ def add_arguments(p) -> None:
                    help="render only shard I of S (I/S) of the neurons' batches into the signal file --out")
     p.add_argument("--out", required=True, help="CSV to write (with --shard I/S, S > 1: the shard's signal file)")
     p.add_argument("--figure", default=None, help="PNG to write")
+    p.add_argument("--signals", default=None, help="the layer's signal file to write (every neuron's s-AMS, for the "
+                                                   "neuron atlas); one-job runs")
 
 
-def write_table(out, figure, result, title: str) -> None:
+def write_table(out, figure, result, title: str, signals=None, settings: dict | None = None) -> None:
+    """The CSV, the figure and (`signals`: a path) the layer's signal file with every neuron's s-AMS."""
     from peekflow.io import atomic_path
-    from peekflow.neurons.dora import dora_table
+    from peekflow.neurons.dora import DoraSignals, dora_table
+    from peekflow.neurons.dora_shards import FIELDS, write_signals
     from peekflow.neurons.label_figures import plot_dora
+
+    if signals:
+        write_signals(signals, DoraSignals(**{name: getattr(result, name) for name in FIELDS}), settings or {})
 
     table = dora_table(result)
     with atomic_path(out) as tmp:
@@ -65,8 +72,9 @@ def run(args) -> None:
     set_threads(args.threads)
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(DoraSettings, args.settings, "--settings")
-    if args.shard[1] > 1 and args.figure:
-        raise ValueError("--figure: a shard writes signals only; `peekflow merge-dora` draws the figure")
+    if args.shard[1] > 1 and (args.figure or args.signals):
+        raise ValueError("--figure, --signals: a shard writes its signal file (--out) only; `peekflow merge-dora` "
+                         "writes the figure and the layer's signal file")
     model, _ = load_spec(spec, args.checkpoint)
     key = {"model weights": weights_digest(model), "layer": args.layer, "settings": asdict(settings),
            "shard": list(args.shard), "device": str(resolve_device(args.device))}
@@ -80,7 +88,9 @@ def run(args) -> None:
         write_signals(args.out, signals, recorded)
     else:
         write_table(args.out, args.figure, dora_outliers(signals, args.layer, settings),
-                    title=f"DORA: {spec.name} {args.layer}")
+                    title=f"DORA: {spec.name} {args.layer}", signals=args.signals,
+                    settings={"model": spec.name, "checkpoint": str(args.checkpoint), "layer": args.layer,
+                              "dora": asdict(settings)})
     partial.unlink(missing_ok=True)  # the finished batches are in the output now
 
 

@@ -12,6 +12,7 @@ def add_arguments(p) -> None:
     p.add_argument("--shards", nargs="+", required=True, help="shard signal files (.h5), shard 0 first")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--figure", default=None, help="PNG to write")
+    p.add_argument("--signals", default=None, help="the layer's joined signal file to write (for the neuron atlas)")
 
 
 def run(args) -> None:
@@ -21,7 +22,9 @@ def run(args) -> None:
 
     signals, settings = merge_dora_shards(args.shards)
     result = dora_outliers(signals, settings["layer"], dora_settings_of(settings))
-    write_table(args.out, args.figure, result, title=f"DORA: {settings['model']} {settings['layer']}")
+    recorded = {k: v for k, v in settings.items() if k != "shard"}
+    write_table(args.out, args.figure, result, title=f"DORA: {settings['model']} {settings['layer']}",
+                signals=args.signals, settings=recorded)
 
 
 if __name__ == "__main__":

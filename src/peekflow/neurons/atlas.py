@@ -9,7 +9,7 @@ layer is labelled, DORA (dora.csv, dora.png) and INVERT (invert.csv).
                                   the patches, LOF score / flag / rank, INVERT formula / AUC / p-value, and the
                                   nearest neurons in DORA's 2-D map (dora.csv holds MDS coordinates of the
                                   extreme-activation distances, not the distances: neighbours are by distance in that
-                                  map); the layer's DORA figure (map + s-AMS) is linked: per-neuron s-AMS are not kept
+                                  map), the neuron's s-AMS (DORA's signal file), and a link to the layer's DORA figure
 <out>/<layer>/img/*.png           every image as a PNG file beside the pages (none inlined)
 
 Where the layer has VITAL (vital.h5), a neuron page shows its plain and VITAL visualisations with their activation
@@ -65,6 +65,7 @@ class LayerInputs:
     patches: str
     dora: str | None = None  # dora.csv
     dora_figure: str | None = None  # dora.png
+    dora_signals: str | None = None  # dora_signals.h5: every neuron's s-AMS
     invert: str | None = None  # invert.csv
     vital: str | None = None  # vital.h5
 
@@ -152,6 +153,7 @@ def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb
     preprocessing = Preprocessing(**json.loads(topn.attrs["preprocessing"]))
     dora, invert = _table(inputs.dora), _table(inputs.invert)
     vital = read_vital_images(inputs.vital)
+    sams = read_sams(inputs.dora_signals)
     dora_rows = {int(r.neuron): r for r in dora.itertuples()} if dora is not None else {}
     invert_rows = {int(r.neuron): r for r in invert.itertuples()} if invert is not None else {}
     near = neighbours(dora)
@@ -169,7 +171,7 @@ def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb
                      f' data-outlier="{int(outlier)}" title="{esc(concept)}"><img src="img/thumb_{c}.png" '
                      f'loading="lazy" width="{thumb}" height="{thumb}" alt="neuron {c}"><br>{c}</a>')
         neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, d, i, near.get(c, []), pages,
-                    bool(inputs.dora_figure), vital.get(c), missing_note(missing))
+                    bool(inputs.dora_figure), vital.get(c), missing_note(missing), sams.get(c))
     dora_link = ' &middot; <a href="img/dora.png">DORA map and s-AMS</a>' if inputs.dora_figure else ""
     body = (f'<p><a href="../index.html">{esc(model)}</a>{dora_link}</p><h1>{esc(layer)}: {len(cells)} neurons</h1>'
             '<p><input id="concept" type="search" placeholder="INVERT concept contains..."> '
@@ -178,6 +180,18 @@ def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb
             f'<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
     (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
     return len(cells)
+
+
+def read_sams(path: str | None) -> dict[int, np.ndarray]:
+    """Neuron -> its s-AMS [per_neuron, 3, H, W] uint8 from DORA's signal file (empty without one)."""
+    if not path:
+        return {}
+    from peekflow.neurons.dora_shards import read_signals
+
+    signals, _ = read_signals(path)
+    per = len(signals.images) // max(1, len(signals.neurons))
+    images = np.rint(np.clip(signals.images, 0, 1) * 255).astype(np.uint8)
+    return {int(n): images[i * per:(i + 1) * per] for i, n in enumerate(signals.neurons)}
 
 
 def read_vital_images(path: str | None) -> dict[int, dict]:
@@ -212,8 +226,15 @@ def vital_section(img: Path, c: int, vital: dict | None) -> str:
 
 
 def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_row, invert_row, near, pages,
-                has_figure, vital=None, note="") -> None:
+                has_figure, vital=None, note="", sams=None) -> None:
     img = folder / "img"
+    signal = ""
+    if sams is not None:
+        for j, sam in enumerate(sams):
+            save_png(sam, img / f"c{c}_sams{j}.png", max(MIN_SIDE // 2, sam.shape[-1]))
+        signal = ("<h2>DORA signal (s-AMS)</h2>" + "".join(
+            f'<figure><img src="img/c{c}_sams{j}.png" loading="lazy" alt="s-AMS {j + 1}"></figure>'
+            for j in range(len(sams))))
     top = []
     for j, (row, path, act) in enumerate(zip(topn.indices[c], topn.paths[c], topn.activations[c])):
         boxes = patches.boxes[s][patches.rows[s] == row]
@@ -242,7 +263,7 @@ def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_r
             + (f"<p>Nearest neurons in DORA's 2-D map (distance in the map): {links}</p>" if near else "")
             + ('<p><a href="img/dora.png">DORA map and s-AMS of the layer</a></p>' if has_figure else "")
             + f"<h2>Top-{len(top)} images (patch boxes in yellow)</h2>{''.join(top)}"
-            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}" + vital_section(img, c, vital))
+            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}" + vital_section(img, c, vital) + signal)
     (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body))
 
 

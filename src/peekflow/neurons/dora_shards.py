@@ -1,5 +1,7 @@
 """DORA's signal files: the s-AMS, representations and start responses of one shard of a layer's neurons
-(`peekflow dora --shard I/S`), and their merge into the signals of a one-job run (`peekflow merge-dora`).
+(`peekflow dora --shard I/S`), and their merge into the signals of a one-job run (`peekflow merge-dora`). The
+layer's whole signal file (`dora_signals.h5`, written by both with --signals) gives the neuron atlas each neuron's
+s-AMS.
 
 File: datasets `neurons` [n], `images` [n * per_neuron, 3, H, W], `representations` [n, C], `start_activation` [n],
 `activated` [n]; attribute `settings` (JSON): model, checkpoint, layer, the DORA settings and the shard
@@ -24,7 +26,8 @@ FIELDS = [f.name for f in dataclasses.fields(DoraSignals)]
 def write_signals(path, signals: DoraSignals, settings: dict) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for name in FIELDS:
-            h5.create_dataset(name, data=getattr(signals, name))
+            h5.create_dataset(name, data=getattr(signals, name), **({"compression": "gzip", "compression_opts": 4}
+                                                                    if name == "images" else {}))
         h5.attrs["settings"] = json.dumps(settings, sort_keys=True)
 
 
