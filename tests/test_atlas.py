@@ -154,3 +154,23 @@ def test_chromium_loads_every_image(atlas_run, tmp_path, page):
     shot = tmp_path / f"{page}.png"
     headless(exe, f"--screenshot={shot}", (layer / page).as_uri())
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_vital_reference_images_are_the_top_n_images_as_the_model_sees_them(atlas_run, monkeypatch):
+    """VITAL's `reference: images`: the channel's best top-N images, preprocessed as the top-N file records."""
+    import numpy as np
+
+    from peekflow.data.folder import Preprocessing
+    from peekflow.neurons.patches import load_images
+    from peekflow.neurons.topn import read_topn
+    from peekflow.neurons.vital import VitalSettings
+    from peekflow.neurons.vital_files import reference_images
+
+    monkeypatch.chdir(atlas_run)
+    stem = atlas_run / "results" / "neurons" / MODEL / LAYER
+    layer, channels, refs = reference_images(stem / "patches", stem / "topn.h5",
+                                             VitalSettings(channels=[1], reference="images", references=3))
+    topn = read_topn(stem / "topn.h5")
+    want = load_images(topn.paths[1][:3], Preprocessing(**json.loads(topn.attrs["preprocessing"])))
+    assert layer == LAYER and channels.tolist() == [1] and refs.shape == (1, 3, *want[0].shape)
+    assert np.array_equal(refs[0], np.stack([np.rint(w.numpy() * 255).astype(np.uint8) for w in want]))
