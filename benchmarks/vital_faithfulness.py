@@ -81,6 +81,8 @@ def main() -> None:
              f"{pm(s, 'cpu_vital', '{:.2f}')} |" for layer, n, s in rows]
     dev = platform.processor() or platform.machine()
     section = "\n".join([
+        "## VITAL against the plain channel visualisation (`vital_faithfulness.py`)", "",
+        "Baseline: the plain channel visualisation, the same render without VITAL's matching term.", "",
         "| layer | activation: plain | VITAL | top patches | probe similarity: plain | VITAL | patches (LOO) "
         "| VITAL beats plain | CPU s/channel: plain | VITAL |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *table, "",

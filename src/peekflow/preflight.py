@@ -440,27 +440,55 @@ def input_problems(config: dict) -> list[str]:
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
                                 f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)))
+    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)
+                              + model_fit_problems(config)))
+
+
+def ood_method_classes(config: dict) -> list[tuple[str, type]]:
+    """(method, detector class) of each OOD method the config runs, once each; unknown names are left to the
+    reference checks."""
+    from peekflow.config_checks import ood_runs
+    from peekflow.ood.base import detector_class
+
+    out = []
+    for method in dict.fromkeys(m for m, _ in ood_runs(config).values()):
+        try:
+            out.append((method, detector_class(method)))
+        except ValueError:
+            continue  # named by the reference checks
+    return out
+
+
+def model_fit_problems(config: dict) -> list[str]:
+    """OOD methods that derive their fit from the model's weights (bn_gaussian) on a target whose architecture does
+    not allow it (its penultimate layer is not a chain of residual blocks ending in batch norm): before any job."""
+    from peekflow.ood.bn_gaussian import penultimate_moments
+
+    problems = []
+    for method, cls in ood_method_classes(config):
+        if not cls.needs_model:
+            continue
+        for name in config["target_models"]:
+            target = config["models"][name]
+            try:
+                model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+                penultimate_moments(model, target["penultimate"])
+            except ValueError as err:
+                problems.append(f"ood.methods.{method}: {name}: {err}")
+    return problems
 
 
 def last_layer_problems(config: dict) -> list[str]:
     """OOD methods that need the classifier's last layer (W, b) against the target's feature stores made already: a
     store without it (made before stores recorded it) fails here, before any job, naming method, store and remedy.
     Stores still to be made record it at extraction (or the scoring job fails at its start, naming the same)."""
-    from peekflow.config_checks import ood_runs
     from peekflow.features.last_layer import LastLayer
     from peekflow.features.store import open_store
-    from peekflow.ood.base import detector_class
     from peekflow.targets import feature_store
 
     ood, problems = config["ood"], []
-    for model, method in ((t, m) for t in config["target_models"] for m in dict.fromkeys(
-            m for m, _ in ood_runs(config).values())):
+    for model, (method, cls) in ((t, mc) for t in config["target_models"] for mc in ood_method_classes(config)):
         layer = config["models"][model]["penultimate"]
-        try:
-            cls = detector_class(method)
-        except ValueError:
-            continue  # named by the reference checks
         if not cls.needs_last_layer:
             continue
         fit = f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else ood["id_train"]

@@ -162,7 +162,8 @@ def ood_method_settings(run):
 def score_inputs(wildcards):
     """What the job scoring data set `wildcards.dataset` reads: its feature store, plus the store it fits on (the ID
     train store, or the features of a prototype bank) for methods that fit; the checkpoint and the data set's image
-    folder for methods that run the model (odin). Nothing of the other data sets: adding one reruns no other job.
+    folder for methods that run the model (odin); the checkpoint for methods that read its weights (bn_gaussian).
+    Nothing of the other data sets: adding one reruns no other job.
     """
     method = detector_class(ood_run_method(wildcards.method))
     if method.needs_images:
@@ -171,6 +172,8 @@ def score_inputs(wildcards):
             "images": dataset_input(wildcards.dataset),
         }
     stores = {"store": feature_store(wildcards.model, wildcards.dataset)}
+    if method.needs_model:  # bn_gaussian: derived from the weights
+        stores["checkpoint"] = model_checkpoint(wildcards.model)
     if method.needs_fit:
         bank = method.prototype_bank
         fit = f"prototypes_{bank}" if bank else config["ood"]["id_train"]
@@ -186,6 +189,9 @@ def score_eval_args(wildcards, input):
             f"--images {name}={shlex.quote(dataset_images(name))} --model {model}"
             f" --checkpoint {shlex.quote(input.checkpoint)} --device {config['device']}"
         )
+    if detector_class(ood_run_method(wildcards.method)).needs_model:
+        model = shlex.quote(model_spec(wildcards.model))
+        return f"--eval {name}={input.store} --model {model} --checkpoint {shlex.quote(input.checkpoint)}"
     return f"--eval {name}={input.store}"
 
 

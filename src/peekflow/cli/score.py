@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-store", default=None, help="ID training feature store (methods that need fitting)")
     parser.add_argument("--eval", action="append", metavar="NAME=STORE",
                         help="data set name and its feature store; repeat for each data set")
-    images = parser.add_argument_group("methods that run the model on images (odin)")
+    images = parser.add_argument_group("methods that run the model on images (odin) or read its weights "
+                                       "(bn_gaussian)")
     images.add_argument("--images", action="append", metavar="NAME=FOLDER",
                         help="data set name and its image folder (<folder>/<class>/<image>); repeat for each")
     images.add_argument("--model", help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
@@ -59,11 +60,22 @@ def run(args: argparse.Namespace) -> None:
 
     set_threads(args.threads)  # before torch or faiss is imported (only some methods import them)
     settings = json_object(args.settings, "--settings")
-    if not detector_class(args.method).needs_images:
+    cls = detector_class(args.method)
+    if not cls.needs_images:
         if args.images or not args.eval:
             raise ValueError(f"OOD method {args.method!r} scores feature stores: give --eval NAME=STORE "
                              "(not --images)")
-        score_stores(args.method, settings, args.layer, args.fit_store, named_paths(args.eval, "--eval"), args.out)
+        model = None
+        if cls.needs_model:
+            if not (args.model and args.checkpoint):
+                raise ValueError(f"OOD method {args.method!r} derives its fit from the model: give --model and "
+                                 "--checkpoint")
+            from peekflow.models.spec import ModelSpec, load_spec
+            from peekflow.settings import parse_settings
+
+            model, _ = load_spec(parse_settings(ModelSpec, args.model, "--model"), args.checkpoint)
+        score_stores(args.method, settings, args.layer, args.fit_store, named_paths(args.eval, "--eval"), args.out,
+                     model=model, checkpoint=args.checkpoint or "")
         return
     if args.eval or not (args.images and args.model and args.checkpoint):
         raise ValueError(f"OOD method {args.method!r} runs the model on images: give --images NAME=FOLDER, --model "

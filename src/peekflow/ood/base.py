@@ -4,7 +4,8 @@ Convention, for every method: `score` returns float64, one value per sample, and
 "more in-distribution" (ID). Detectors see only numpy arrays held in a `FeatureSet` (logits, one layer's pooled
 features, labels, paths): features are extracted once and reused by every detector; no model, no device. The one
 exception declares `needs_images = True` (ODIN perturbs its inputs): it scores image folders with the model through
-`score_images` instead, and writes the same score file (peekflow.ood.scoring).
+`score_images` instead, and writes the same score file (peekflow.ood.scoring). A `needs_model` method scores stores
+but derives its fit from the model's weights (`fit_model`) instead of a bank (bn_gaussian).
 
 A detector module defines a class beside `@register("name")`; `build(name, settings)` constructs it from keyword
 settings (the keyword arguments of its `__init__`) and rejects unknown names and unknown keys by name. Every module
@@ -36,6 +37,7 @@ class Detector:
     uses_features: ClassVar[bool] = False  # needs the penultimate `features/<layer>`, not only logits
     needs_last_layer: ClassVar[bool] = False  # needs the classifier's last layer W, b recorded in the stores
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
+    needs_model: ClassVar[bool] = False  # reads the model's weights (fit_model(model, layer)), scores feature stores
     gpu_helps: ClassVar[bool] = False  # a GPU in its job speeds it up (the SLURM profile asks one for score_ood)
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
@@ -46,6 +48,10 @@ class Detector:
 
     def score(self, data: FeatureSet) -> np.ndarray:
         raise NotImplementedError
+
+    def fit_model(self, model, layer: str) -> "Detector":
+        """What a `needs_model` method derives from the model itself (its weights), in place of `fit`."""
+        raise NotImplementedError(f"OOD method {self.name!r} does not read the model")
 
     def score_images(self, model, root, preprocessing, device) -> np.ndarray:
         """Scores of the images under `root` (sorted as in a feature store); only for `needs_images` methods."""

@@ -39,7 +39,10 @@ def row(name: str, cls, variants: list[str]) -> str:
     needs = ["logits"] + (["features"] if cls.uses_features else []) + (["W, b"] if cls.needs_last_layer else [])
     if cls.needs_images:
         needs = ["model + images"]
-    fits = "ID train" + (" or prototypes" if variants else "") if cls.needs_fit else "-"
+    if cls.needs_model:
+        needs.append("model weights")
+    fits = "ID train" + (" or prototypes" if variants else "") if cls.needs_fit else \
+        "model (no image)" if cls.needs_model else "-"
     params = inspect.signature(cls.__init__).parameters
     settings = ", ".join(f"{'**' if k in cls.sweeps else ''}{k}={params[k].default!r}{'**' if k in cls.sweeps else ''}"
                          for k in base._setting_names(cls) if k not in ("batch_size", "backend", "seed"))

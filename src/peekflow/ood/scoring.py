@@ -5,7 +5,8 @@ Layout of `results/ood/<model>/scores/<method>.h5`: one float64 data set [N] per
 the feature store it came from; `images` instead: the image folder, for `needs_images` methods), file attributes
 `method`, `settings` (JSON, defaults filled in), `layer`, `fit_store` ("" when the method needs no fitting),
 `notes` (JSON list: the warnings logged while fitting and scoring, e.g. a rank-deficient covariance; the table
-repeats them), `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` methods).
+repeats them), `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` and
+`needs_model` methods).
 The file is written under a temporary name and renamed.
 
 The workflow scores one data set per job (`results/ood/<model>/scores/<method>/<dataset>.h5`, same layout), so an
@@ -37,8 +38,11 @@ def score_stores(
     fit_store: str | os.PathLike | None,
     eval_stores: dict[str, str | os.PathLike],
     out: str | os.PathLike,
+    model=None,
+    checkpoint: str | os.PathLike = "",
 ) -> dict[str, np.ndarray]:
-    """Fit `method` on `fit_store` (if it needs fitting), score every store in `eval_stores`, write `out`.
+    """Fit `method` on `fit_store` (if it needs fitting) or on `model` (`needs_model` methods, whose `checkpoint` is
+    recorded), score every store in `eval_stores`, write `out`.
 
     `layer` is the model's penultimate layer (read only by detectors that use features). Returns the scores.
     """
@@ -54,9 +58,13 @@ def score_stores(
         feature_layer = layer
     if detector.needs_fit and fit_store is None:
         raise ValueError(f"OOD method {method!r} must be fitted: give the ID training store (--fit-store)")
+    if detector.needs_model and model is None:
+        raise ValueError(f"OOD method {method!r} derives its fit from the model: give --model and --checkpoint")
 
     scores = {}
     with warnings_noted() as notes:
+        if detector.needs_model:
+            detector.fit_model(model, feature_layer)
         if detector.needs_fit:
             detector.fit(load_feature_set(fit_store, feature_layer))
         elif fit_store is not None:
@@ -67,7 +75,8 @@ def score_stores(
             scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
     _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
            {**_method_attrs(detector), "layer": feature_layer or "",
-            "fit_store": str(fit_store) if fit_store is not None else "", "notes": json.dumps(notes)})
+            "fit_store": str(fit_store) if fit_store is not None else "", "notes": json.dumps(notes),
+            **({"checkpoint": str(checkpoint)} if detector.needs_model else {})})
     return scores
 
 
