@@ -84,6 +84,9 @@ def test_score_is_the_brute_force_diagonal_mahalanobis():
     z = rng.normal(1, 1, (9, 6))
     data = FeatureSet("x", np.zeros((9, 4)), z, np.zeros(9, np.int64), [""] * 9,
                       last_layer=LastLayer(weight.astype(np.float32), np.zeros(4, np.float32), "fc", "layer4"))
+    bare = FeatureSet("bare", np.zeros((9, 4)), z, np.zeros(9, np.int64), [""] * 9, source="/stores/bare.h5")
+    with pytest.raises(ValueError, match="bn_gaussian: feature store /stores/bare.h5 records no last layer"):
+        BNGaussian().fit_model(build_model("small_resnet", 3, widths=[4, 8, 8, 8]), "layer4").score(bare)
     got = det.score(data)
     means, var = lda_gaussians(*det.moments, weight.astype(np.float32))
     want = -np.min([((z - m) ** 2 / var).sum(1) for m in means], axis=0)
