@@ -19,12 +19,12 @@ def command_line() -> str:
     return f"Command: `{shlex.join(argv)}` — {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
 
 
-def write_section(name: str, section: str) -> None:
-    """Replace (or append) the README section `name`."""
+def write_section(name: str, section: str, readme: Path = README) -> None:
+    """Replace (or append) the section `name` of `readme` (default benchmarks/README.md)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = README.read_text() if README.exists() else ""
+    text = readme.read_text() if readme.exists() else ""
     block = f"{start}\n{section.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
-    print(f"\nwrote {README}")
+    readme.write_text(text)
+    print(f"\nwrote {readme}")

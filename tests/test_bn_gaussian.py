@@ -116,11 +116,11 @@ def test_workflow_and_checks(tmp_path):
     from workflow import snakemake, tiny_config, write_config
 
     config = tiny_config()
-    config["ood"]["methods"] = {"msp": {}, "bn_gaussian": {}}
+    config["ood"]["methods"] = {"msp": {}, "bn_gaussian": {}, "bn_fisher": {}}
     result = snakemake(tmp_path, "-n", "-p", "results/ood_table.csv", config=write_config(tmp_path, config))
     assert result.returncode == 0, result.stderr[-2000:]
-    commands = [line for line in result.stdout.splitlines() if "peekflow score --method bn_gaussian" in line]
-    assert len(commands) == 4  # the ID test set and three OOD sets, each reading the weights and no fit store
+    commands = [line for line in result.stdout.splitlines() if "peekflow score --method bn_" in line]
+    assert len(commands) == 8  # per method the ID test set and three OOD sets, each reading the weights, no fit store
     assert all("--checkpoint results/models/tiny_resnet/model.pt" in c and "--fit-store" not in c for c in commands)
     config["target_models"] = ["tiny_resnet"]  # as the workflow expands it
     config["models"]["tiny_resnet"].update(arch="small_vgg", layers=["block4"], penultimate="block4")

@@ -268,3 +268,21 @@ def test_bn_statistics_can_be_lowered(net):
 
 def test_objectives_over_two_models_can_be_optimised(net, probe):
     assert_loss_falls(O.class_logit(0) + O.channel("block2", 1, model="probe"), {"model": net, "probe": probe}, size=32)
+
+
+def test_competition_is_one_minus_scipy_jensen_shannon():
+    from scipy.spatial.distance import jensenshannon
+
+    torch.manual_seed(0)
+    zt, zs = torch.randn(5, 7), torch.randn(5, 7)
+    acts = Activations(torch.zeros(5, 3, 4, 4), {DEFAULT_MODEL: zt, "student": zs})
+    got = O.competition("student")(acts)
+    pt, ps = torch.softmax(zt, 1).numpy(), torch.softmax(zs, 1).numpy()
+    want = [1 - jensenshannon(a, b) ** 2 for a, b in zip(pt, ps)]  # scipy gives the distance: sqrt of JS
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    # agreement scores 1 (nothing to gain), and the divergence never exceeds log 2
+    assert torch.allclose(O.competition("student")(Activations(acts.images, {DEFAULT_MODEL: zt, "student": zt})),
+                          torch.ones(5), atol=1e-6)
+    far = torch.tensor([[50.0, 0.0], [0.0, 50.0]])
+    split = O.competition("student")(Activations(torch.zeros(2, 3, 4, 4), {DEFAULT_MODEL: far, "student": far.flip(1)}))
+    np.testing.assert_allclose(split.numpy(), 1 - np.log(2), atol=1e-6)

@@ -295,3 +295,22 @@ def test_fourier_image_is_the_scaled_spectrum_through_an_orthonormal_inverse_fft
     pixels = np.fft.irfft2(scale * (spectrum[..., 0] + 1j * spectrum[..., 1]), s=(h, w), norm="ortho") / FOURIER_SCALE
     want = torch.sigmoid(decorrelate_colors(torch.from_numpy(pixels))).numpy()
     np.testing.assert_allclose(param.image_fn().detach().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_colour_shift_scales_and_shifts_each_image_channel_within_bounds():
+    from peekflow.synthesis.transforms import colour_shift
+
+    images = torch.rand(6, 3, 8, 8, requires_grad=True)
+    out = colour_shift(0.1, 0.2)(images, torch.Generator().manual_seed(3))
+    # per (image, channel) an exact affine map: recover gain and offset from two pixels, check every other pixel
+    x, y = images.detach().flatten(2), out.detach().flatten(2)
+    gain = (y[..., 1] - y[..., 0]) / (x[..., 1] - x[..., 0])
+    offset = y[..., 0] - gain * x[..., 0]
+    torch.testing.assert_close(y, gain[..., None] * x + offset[..., None], rtol=1e-4, atol=1e-5)
+    assert gain.log().abs().max() <= 0.2 + 1e-5 and offset.abs().max() <= 0.1 + 1e-6
+    assert gain.std() > 0.01 and offset.std() > 0.01  # drawn per image and channel, not shared
+    out.sum().backward()  # differentiable in the images
+    torch.testing.assert_close(images.grad[:, :, 0, 0], gain)
+    assert torch.equal(colour_shift(0, 0)(images, torch.Generator()), images)
+    with pytest.raises(ValueError, match="shift >= 0"):
+        colour_shift(-1, 0)

@@ -12,6 +12,8 @@ averages over H,W (or T), as `peekflow.models.layers.pool` does. Several models:
     layer_activation(l)    -mean a^2                                 DeepDream (Mordvintsev et al., 2015)
     direction(l, v)        -<mean_{h,w} a, v>                        v: [C] or one per image [B,C]
     caricature(l, t)       -<a, s> * max(cos(a, s), 0.1)^p,  s = amplify * t, both flattened per image
+    competition(a, b)      1 - JS(softmax z_a, softmax z_b)          ADI's competition term (Yin et al. 2020): low
+                                                                     where the two models (teacher, student) disagree
     custom(fn, desc)       any callable acts -> [B]
 
 Caricature (Lucid's "caricatures" notebook, Olah et al.): `t` is the layer's response to a reference image; the
@@ -23,6 +25,7 @@ the loss has no optimum in the response's norm, which is what exaggerates the re
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Callable, Sequence
 
@@ -93,6 +96,19 @@ def cross_entropy(target, model: str = DEFAULT_MODEL) -> Objective:
     def fn(acts: Activations):
         z = acts.logits_of(model)
         return -t.take(F.log_softmax(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1))
+
+    return fn
+
+
+def competition(student: str, teacher: str = DEFAULT_MODEL) -> Objective:
+    """1 - the Jensen-Shannon divergence (natural log) between the two models' class distributions, per image."""
+
+    @objective(f"1 - js({teacher}, {student})")
+    def fn(acts: Activations):
+        logp, logq = (F.log_softmax(acts.logits_of(m).float(), dim=1) for m in (teacher, student))
+        logm = torch.logsumexp(torch.stack([logp, logq]), dim=0) - math.log(2.0)
+        js = 0.5 * ((logp.exp() * (logp - logm)).sum(1) + (logq.exp() * (logq - logm)).sum(1))
+        return 1.0 - js
 
     return fn
 

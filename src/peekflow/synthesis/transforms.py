@@ -9,6 +9,8 @@ image of a batch gets its own jitter/flip/angle/scale), and every transform is d
 - flip(p)              horizontal mirror with probability p
 - rotate(degrees)      angle drawn from a list, or uniform in [-max, max] for a number; bilinear, reflected borders
 - scale(factors)       zoom about the centre by a factor drawn from the list (> 1 enlarges); bilinear, reflected borders
+- colour_shift(m, s)   per image and colour channel x * exp(u) + v, u ~ U(-s, s), v ~ U(-m, m) (Plug-In Inversion's
+                       colour shift, Ghiasi et al. 2022: the image may not rely on one exact palette)
 - pad(n, mode, value)  pad n px each side ("reflect" or "constant" value), then resize back to H x W (the content
                        shrinks by H / (H + 2n) and the border shows the padding)
 - compose(list)        apply in order; `standard(size)` returns Lucid's default list scaled to the image size:
@@ -165,6 +167,19 @@ def scale(factors: Sequence[float]) -> Transform:
         return _affine(images, torch.zeros(n, device=images.device), _choice(factors, n, generator, images.device))
 
     return Transform(fn, f"scale({factors})")
+
+
+def colour_shift(shift: float, log_scale: float) -> Transform:
+    shift, log_scale = float(shift), float(log_scale)
+    if shift < 0 or log_scale < 0:
+        raise ValueError(f"colour_shift needs shift >= 0 and log_scale >= 0, got {shift}, {log_scale}")
+
+    def fn(images, generator):
+        n, c = images.shape[:2]
+        u = torch.rand((2, n, c, 1, 1), generator=generator, device=images.device) * 2 - 1
+        return images * torch.exp(log_scale * u[0]) + shift * u[1]
+
+    return Transform(fn, f"colour_shift({shift:g}, {log_scale:g})")
 
 
 def pad(n: int, mode: str = "reflect", value: float = 0.5) -> Transform:
