@@ -125,6 +125,6 @@ def test_workflow_and_checks(tmp_path):
     config["target_models"] = ["tiny_resnet"]  # as the workflow expands it
     config["models"]["tiny_resnet"].update(arch="small_vgg", layers=["block4"], penultimate="block4")
     assert model_fit_problems(config) == [
-        "ood.methods.bn_gaussian: tiny_resnet: bn_gaussian: 'block4' block 0 (Conv2d) is not a residual block ending "
+        f"ood.methods.{method}: tiny_resnet: bn_gaussian: 'block4' block 0 (Conv2d) is not a residual block ending "
         "in batch norm + identity (torchvision / peekflow ResNets): the penultimate Gaussian cannot be derived from "
-        "batch-norm statistics for this architecture"]
+        "batch-norm statistics for this architecture" for method in ("bn_gaussian", "bn_fisher")]
