@@ -215,8 +215,9 @@ def test_lint_has_only_the_documented_waiver():
 
 def test_imagenet_config_dry_runs_on_a_fake_tree(tmp_path):
     """PEEK's ImageNet table (ImageNet val vs iNaturalist, SUN, Places, Textures; MSP, Energy, ODIN, Mahalanobis,
-    KNN, KNN on DeepInversion prototypes) plans every job once its documented resources/imagenet/ tree exists (no
-    images are read in a dry run; the checks before any job load the stand-in checkpoints)."""
+    KNN, KNN on DeepInversion prototypes, and bn_fisher with no image) plans every job once its documented
+    resources/imagenet/ tree exists (no images are read in a dry run; the checks before any job load the stand-in
+    checkpoints)."""
     import yaml
 
     config_file = ROOT / "config" / "imagenet_resnet50.yaml"
@@ -226,10 +227,11 @@ def test_imagenet_config_dry_runs_on_a_fake_tree(tmp_path):
     fake_user_inputs(tmp_path, config)  # folders with an (empty) image, checkpoints of the right shapes
     ood = config["ood"]
     assert ood["id_test"] == "imagenet_val" and ood["ood_sets"] == ["inaturalist", "sun", "places", "textures"]
-    assert list(ood["methods"]) == ["msp", "energy", "odin", "mahalanobis", "knn", "knn_deepinversion"]
+    methods = ["msp", "energy", "odin", "mahalanobis", "knn", "knn_deepinversion", "bn_fisher"]
+    assert list(ood["methods"]) == methods
     result = snakemake(tmp_path, "-n", config=config_file)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
     assert {rule: jobs.get(rule) for rule in ["score_ood", "gather_ood_scores", "make_ood_table", "plot_ood"]} == {
-        "score_ood": 6 * 5, "gather_ood_scores": 6, "make_ood_table": 1, "plot_ood": 6}
+        "score_ood": 7 * 5, "gather_ood_scores": 7, "make_ood_table": 1, "plot_ood": 7}
     assert jobs["extract_features"] >= 6 and jobs["synthesize_prototypes"] >= 1, jobs
