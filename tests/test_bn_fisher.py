@@ -66,7 +66,7 @@ def test_both_p_values_are_uniform_on_fresh_draws_from_the_model():
     means, var = lda_gaussians(*MOMENTS, WEIGHT.astype(np.float32))
     rng = np.random.default_rng(99)
     z = means[rng.integers(0, 3, 3000)] + np.sqrt(var) * rng.standard_normal((3000, 8))
-    p_g = p_value(det.references[0], det._distance_score(z))
+    p_g = p_value(det.references[0], det.distance_score(z))
     p_m = p_value(det.references[1], log_msp(z @ WEIGHT.astype(np.float32).T.astype(np.float64) + BIAS.astype(
         np.float32)))
     assert kstest(p_g, "uniform").pvalue > 1e-3 and kstest(p_m, "uniform").pvalue > 1e-3

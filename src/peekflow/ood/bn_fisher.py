@@ -58,10 +58,6 @@ class BNFisher(BNGaussian):
         self.seed = int(seed)
         self.references = None
 
-    def _distance_score(self, z: np.ndarray) -> np.ndarray:
-        inv = 1.0 / self.var
-        return -((z ** 2) @ inv[:, None] - 2 * z @ (self.means * inv).T + ((self.means ** 2) @ inv)[None]).min(axis=1)
-
     def _draw(self, data: FeatureSet) -> None:
         self._gaussians(data)
         rng = np.random.default_rng(self.seed)
@@ -69,11 +65,11 @@ class BNFisher(BNGaussian):
         z = self.means[k] + np.sqrt(self.var) * rng.standard_normal((self.samples, len(self.var)))
         layer = data.last_layer
         logits = z @ np.asarray(layer.weight, dtype=np.float64).T + np.asarray(layer.bias, dtype=np.float64)
-        self.references = (np.sort(self._distance_score(z)), np.sort(log_msp(logits)))
+        self.references = (np.sort(self.distance_score(z)), np.sort(log_msp(logits)))
 
     def score(self, data: FeatureSet) -> np.ndarray:
         if self.references is None:
             self._draw(data)
-        distance = self._distance_score(checked_features(data).astype(np.float64))
+        distance = self.distance_score(checked_features(data).astype(np.float64))
         confidence = log_msp(checked_logits(data))
         return np.log(p_value(self.references[0], distance)) + np.log(p_value(self.references[1], confidence))

@@ -115,21 +115,24 @@ class BNGaussian(Detector):
 
     def _gaussians(self, data: FeatureSet) -> None:
         if self.moments is None:
-            raise RuntimeError("bn_gaussian: fit_model first")
+            raise RuntimeError(f"{self.name}: fit_model first")
         if data.last_layer is None:
-            raise ValueError(f"bn_gaussian: feature store {data.source or data.name} records no last layer for its "
+            raise ValueError(f"{self.name}: feature store {data.source or data.name} records no last layer for its "
                              "features (re-extract it)")
         weight = data.last_layer.weight
         if weight.shape[1] != len(self.moments[0]):
-            raise ValueError(f"bn_gaussian: the last layer maps {weight.shape[1]} features but the layer has "
+            raise ValueError(f"{self.name}: the last layer maps {weight.shape[1]} features but the layer has "
                              f"{len(self.moments[0])} channels")
         self.means, self.var = lda_gaussians(*self.moments, weight)
 
-    def score(self, data: FeatureSet) -> np.ndarray:
-        if self.means is None:
-            self._gaussians(data)
-        z = checked_features(data).astype(np.float64)
+    def distance_score(self, z: np.ndarray) -> np.ndarray:
+        """-min_k sum_c (z_c - mu_kc)^2 / D_c of float64 features z [N, C]."""
         inv = 1.0 / self.var
         # sum_c (z_c - mu_kc)^2 / D_c = z^2 . inv - 2 z . (mu_k inv) + mu_k^2 . inv, for every class k
         dist = (z ** 2) @ inv[:, None] - 2 * z @ (self.means * inv).T + ((self.means ** 2) @ inv)[None]
         return -dist.min(axis=1)
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        if self.means is None:
+            self._gaussians(data)
+        return self.distance_score(checked_features(data).astype(np.float64))
