@@ -513,7 +513,6 @@ def main() -> None:
         global SIZES, VARIANT_SIZE, STUDENT_EPOCHS
         SIZES, VARIANT_SIZE, STUDENT_EPOCHS = (1, 2), 2, 1
         STEPS["steps"] = 4
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     config = yaml.safe_load(open(args.config))
     out = Path(args.out)
     rows: list = []
