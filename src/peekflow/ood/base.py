@@ -94,12 +94,20 @@ def register_with_banks(name: str):
     return decorate
 
 
+_discovered = False
+
+
 def _discover() -> None:
+    """Import every detector module once (a dry run asks the registry thousands of times)."""
+    global _discovered
+    if _discovered:
+        return
     import peekflow.ood as package
 
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _NOT_DETECTORS:
             importlib.import_module(f"{package.__name__}.{info.name}")
+    _discovered = True
 
 
 def available() -> list[str]:
