@@ -1,13 +1,19 @@
 """PEEK's ImageNet OOD table, run for real: `config/imagenet_resnet50.yaml` itself, end to end to
 results/ood_table.csv, on a miniature ImageNet in the config's own layout (1,000 wnid folders of seeded random JPEGs
-of varied sizes and modes in train/ and val/, the four OOD folders) and seeded random-weight torchvision checkpoints
-under the config's file names. The only other config is OVERLAY, which shrinks sizes and nothing else (steps,
-prototypes, batch sizes, threads, bootstrap resamples); every model, layer, preprocessing (224 px), data set, method
-and method setting is the config's own, KNN's k=1000 included. Then a dry run has nothing to do.
+of varied sizes and modes in val/, a part of them in train/, the four OOD folders) and seeded random-weight
+torchvision checkpoints under the config's file names. The only other config is OVERLAY, which shrinks sizes and
+nothing else: steps, prototypes, batch sizes, threads, bootstrap resamples, KNN's k to the miniature bank, and the
+images scored as the ID test set. Every model, layer, preprocessing (224 px), data set name, method and other method
+setting is the config's own. Then a dry run has nothing to do.
 
-Cost: 1,510 CPU-seconds, nearly all of it ResNet-50 at 224 px -- extracting the 1,100 train and 1,000 val images
-(0.27 CPU-s each) and ODIN's forward-backward-forward over the val images (0.77 CPU-s each); 11.4 minutes of wall
-time in a CI run on this project's 2-core machine (59.5 while other jobs kept its load average at 7-16).
+The fewest images that still take every path the paper config takes: a 1,000-class ResNet-50 whose classes come from
+the 1,000 wnid folders of val/ (one image each, listed but never run through a network); an ID test set of 100 val
+images of every 10th class (labels are the model's class indices, not 0..99), scored by every method, ODIN's
+forward-backward-forward through ResNet-50 at 224 px included; a 110-row training bank of 100 classes (KNN with
+k=100; Mahalanobis' covariance of rank 10 of 2,048 dimensions, the rank-deficient warning); 20 DeepInversion
+prototypes at 224 px (the data-free bank) and the EfficientNet-B0 probe's checkpoint; four OOD sets in the MOS
+tarballs' layout. The run was 1,500 CPU-seconds with 1,000 ID test and 1,100 training images (ODIN alone 770); it is
+now about a tenth of that (the `--durations` of a CI run say how long).
 Random weights: the table's numbers mean nothing, only that every stage ran and agrees with the stores."""
 
 import math
@@ -27,15 +33,18 @@ CONFIG_FILE = ROOT / "config" / "imagenet_resnet50.yaml"
 CONFIG = yaml.safe_load(CONFIG_FILE.read_text())
 TARGET = CONFIG["target_model"]
 OOD = CONFIG["ood"]
-# sizes only: 20 DeepInversion prototypes (classes 0-19) of 2 steps at the config's 224 px, enough for
-# knn_deepinversion's k=10; CPU-sized batches and threads; 20 bootstrap resamples
+N_CLASSES, EVERY, EXTRA_TRAIN_EVERY, OOD_IMAGES = 1000, 10, 100, 6
+ID_TEST_PATH = "resources/imagenet/val_every_10th_class"
+# sizes only: the ID test set is the val images of every 10th class; 20 DeepInversion prototypes (classes 0-19) of 2
+# steps at the config's 224 px, enough for knn_deepinversion's k=10; k within the 110-row bank; one thread a job (the
+# tests run on every core already); 20 bootstrap resamples
 OVERLAY = {
-    "extract": {"batch_size": 50, "num_workers": 0, "threads": 2},
-    "prototypes": {"threads": 2, "methods": {"deepinversion": {"per_class": 1, "n": 20, "steps": 2,
+    "datasets": {OOD["id_test"]: {"path": ID_TEST_PATH, "images": N_CLASSES // EVERY}},
+    "extract": {"batch_size": 50, "num_workers": 0, "threads": 1},
+    "prototypes": {"threads": 1, "methods": {"deepinversion": {"per_class": 1, "n": 20, "steps": 2,
                                                                "batch_size": 20}}},
-    "ood": {"threads": 2, "methods": {"odin": {"batch_size": 25}}, "table": {"n_bootstrap": 20}},
+    "ood": {"threads": 1, "methods": {"odin": {"batch_size": 25}, "knn": {"k": 100}}, "table": {"n_bootstrap": 20}},
 }
-N_CLASSES, EXTRA_TRAIN_EVERY, OOD_IMAGES = 1000, 10, 6
 TEXTURES = ["banded", "dotted", "striped"]
 
 
@@ -47,14 +56,16 @@ def wnids(n: int, seed: int = 0) -> list[str]:
 
 def miniature_imagenet() -> dict[str, dict[str, int]]:
     """The config's tree, per data set path: class folder -> images. val: 1 per class (every class folder names a
-    class); train: 1 per class, 2 in every 10th (1,100: KNN's k=1000 fits, Mahalanobis' covariance has rank 100);
-    the OOD sets: 6 images each, in one `images` folder (as the MOS tarballs unpack) or 3 texture folders (DTD)."""
+    class); the ID test set: the val image of every 10th class; train: 1 for every 10th class, 2 in every 100th (110
+    rows of 100 classes: covariance rank 10); the OOD sets: 6 images each, in one `images` folder (as the MOS tarballs
+    unpack) or 3 texture folders (DTD)."""
     paths = {name: spec["path"] for name, spec in CONFIG["datasets"].items()}
     classes = wnids(N_CLASSES)
     assert CONFIG["models"][TARGET]["classes_from_folder"] == paths[OOD["id_test"]]
     return {
         paths[OOD["id_test"]]: dict.fromkeys(classes, 1),
-        paths[OOD["id_train"]]: {c: 1 + (i % EXTRA_TRAIN_EVERY == 0) for i, c in enumerate(classes)},
+        ID_TEST_PATH: dict.fromkeys(classes[::EVERY], 1),
+        paths[OOD["id_train"]]: {c: 1 + (i % EXTRA_TRAIN_EVERY == 0) for i, c in enumerate(classes) if i % EVERY == 0},
         **{paths[name]: {"images": OOD_IMAGES} for name in ["inaturalist", "sun", "places"]},
         paths["textures"]: dict.fromkeys(TEXTURES, OOD_IMAGES // len(TEXTURES)),
     }
@@ -92,18 +103,21 @@ def test_table_has_every_method_and_set(imagenet_run):
     for col in ["auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out"]:
         assert all(0 <= v <= 100 and math.isfinite(v) for v in table[col]), col
     rows = table[table.ood_dataset != "average"]
-    assert (rows.n_id == N_CLASSES).all() and (rows.n_ood == OOD_IMAGES).all()
+    assert (rows.n_id == N_CLASSES // EVERY).all() and (rows.n_ood == OOD_IMAGES).all()
 
 
 def test_stores_hold_the_tree(imagenet_run):
-    """val: one image per class in wnid order (labels 0..999); layer4 average-pooled to 2048 features; train 1,100
-    labelled rows; the data-free bank: the 20 prototypes."""
+    """The ID test set: the val image of every 10th class in wnid order, labelled with the index of its class among
+    the 1,000 folders of val/ (0, 10, ..., 990), 1,000 logits; layer4 average-pooled to 2048 features; train 110
+    labelled rows of classes 0, 10, ..., 990 (2 of every 100th); the data-free bank: the 20 prototypes."""
     run = imagenet_run
     logits, shape, labels = store(run, OOD["id_test"])
-    assert logits.shape == (N_CLASSES, 1000) and shape == (N_CLASSES, 2048) and np.isfinite(logits).all()
-    np.testing.assert_array_equal(labels, np.arange(N_CLASSES))
+    n_test = N_CLASSES // EVERY
+    assert logits.shape == (n_test, 1000) and shape == (n_test, 2048) and np.isfinite(logits).all()
+    np.testing.assert_array_equal(labels, np.arange(0, N_CLASSES, EVERY))
     _, shape, labels = store(run, OOD["id_train"])
-    assert shape == (1100, 2048) and (labels >= 0).all() and np.bincount(labels).max() == 2
+    assert shape == (110, 2048) and (labels % EVERY == 0).all() and len(set(labels)) == 100
+    assert np.bincount(labels).max() == 2 and (np.bincount(labels) == 2).sum() == 10
     _, shape, labels = store(run, "prototypes_deepinversion")
     assert shape == (20, 2048)
     np.testing.assert_array_equal(labels, np.arange(20))
@@ -129,7 +143,7 @@ def test_msp_auroc_matches_the_stores(imagenet_run):
 def test_rank_deficient_mahalanobis_is_reported(imagenet_run):
     run = imagenet_run
     log = (run / f"logs/ood/{TARGET}/scores/mahalanobis/{OOD['id_test']}.log").read_text()
-    assert "covariance rank 100 of 2048 feature dimensions (1100 rows, 1000 classes" in log, log[-2000:]
+    assert "covariance rank 10 of 2048 feature dimensions (110 rows, 100 classes" in log, log[-2000:]
 
 
 def test_nothing_to_do_afterwards(imagenet_run):

@@ -72,7 +72,8 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
     folders where a model takes its class names from a folder) and checkpoints of the right tensor shapes whose every
     tensor shares one zero. With `seed`, what a real run reads: seeded random JPEGs (`random_image`) and the seeded
     random initialisation of each model's architecture, saved as a plain state dict (as torchvision's are).
-    `folders` (a data set's path -> its class folder -> number of images) replaces the layout of those data sets."""
+    `folders` (a data set's path -> its class folder -> number of images) replaces the layout of those data sets, and
+    adds the folders it names that no data set of `config` has (e.g. one that an overlay config points a data set at)."""
     import torch
 
     from peekflow.models.registry import build_model
@@ -80,18 +81,17 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
     class_counts = {m["classes_from_folder"]: m["num_classes"] for m in config["models"].values()
                     if "classes_from_folder" in m}
     rng = np.random.default_rng(seed)
-    for spec in config["datasets"].values():
-        if "path" in spec:
-            root = workdir / spec["path"]
-            layout = (folders or {}).get(spec["path"]) or {
-                f"class{i:04d}": 1 for i in range(class_counts.get(spec["path"], 1))}
-            for folder, count in layout.items():
-                (root / folder).mkdir(parents=True, exist_ok=True)
-                for i in range(count):
-                    if seed is None:
-                        (root / folder / f"image{i}.jpg").write_bytes(b"")
-                    else:
-                        random_image(rng).save(root / folder / f"{folder}_{i}.JPEG", quality=85)
+    paths = [spec["path"] for spec in config["datasets"].values() if "path" in spec]
+    for path in dict.fromkeys([*paths, *(folders or {})]):
+        root = workdir / path
+        layout = (folders or {}).get(path) or {f"class{i:04d}": 1 for i in range(class_counts.get(path, 1))}
+        for folder, count in layout.items():
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                if seed is None:
+                    (root / folder / f"image{i}.jpg").write_bytes(b"")
+                else:
+                    random_image(rng).save(root / folder / f"{folder}_{i}.JPEG", quality=85)
     for m in config["models"].values():
         if "checkpoint" in m:
             if seed is not None:
