@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image folders, a tiny trained-or-random model checkpoint, the finished tiny workflow run."""
+"""Shared fixtures: tiny image folders, a tiny trained-or-random model checkpoint, the finished tiny workflow run; and
+how the tests share the machine's cores (pytest-xdist, `-n auto --dist loadgroup` in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,40 @@ from peekflow.models.registry import build_model
 
 # one thread: tests stay fast when another torch process shares the two cores (see peekflow.device.set_threads)
 torch.set_num_threads(1)
+
+# Work units run longest first, so that no long run starts last on one core while the other core idles: the group
+# of each costly shared run (a module- or session-scoped fixture), by its measured cost (`--durations`), then the rest.
+LONGEST_FIRST = ["test_imagenet_workflow", "test_default_workflow", "test_slurm", "finished_run", "test_replicas",
+                 "test_atlas"]
+
+
+def xdist_group(item) -> str | None:
+    """The work unit an item must share with others: the name of the session-scoped fixture it uses (the tiny run),
+    else its module's name if it uses a module-scoped fixture (a run or a started service built once per module).
+    Tests of one group run one after the other on one worker, so a shared run is built once and never by two workers
+    at the same time, and a run's folder or a service (the single-node Slurm, Chromium) is never used concurrently."""
+    info = getattr(item, "_fixtureinfo", None)
+    scopes = {} if info is None else {name: defs[-1].scope for name, defs in info.name2fixturedefs.items() if defs}
+    session = sorted(name for name, scope in scopes.items() if scope == "session" and name in FIXTURES)
+    if session:
+        return session[0]
+    if "module" in scopes.values():
+        return item.module.__name__
+    return None
+
+
+FIXTURES = {"finished_run"}  # the session-scoped fixtures that are costly runs (others, e.g. tmp_path_factory, aren't)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    order = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    groups = {}
+    for item in items:
+        groups[item.nodeid] = group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: order.get(groups[item.nodeid], len(order)))  # stable: collection order otherwise
 
 TINY_MODEL = {
     "name": "tiny",
