@@ -42,6 +42,7 @@ class Detector:
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
     sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value
+    precision: ClassVar[str] = ""  # what its scores guarantee against exact arithmetic on the stored inputs (tested)
 
     def fit(self, train: FeatureSet) -> "Detector":
         return self

@@ -2,10 +2,11 @@
 from it), the classifier's last layer with a clear error where a store lacks it, softmax / energy, and row chunks
 (memory O(chunk x D) beside the stored arrays, whatever N).
 
-Precision: stores hold float32. Products of a row with a matrix (logits of shaped features, projections) and
-elementwise softmax terms stay in float32, as in the network that produced them (relative error ~1e-6, far below
-what ranks samples); sums over many rows (means, second moments, templates) accumulate in float64, and every score
-is returned as float64."""
+Precision: stores hold float32. The logits of shaped features (head_logits) are products in float32, as in the
+network that produced the stored logits (error <= ~1e-6 x sum_j |x_j W_kj|); softmax terms are float64, and a
+confident row's 1 - p and log sum_k exp(z_k - max) come from the other classes' sum (log_softmax_parts), never from
+1 - p or log(1 + tiny), which cancel; sums over many rows (means, second moments, templates) accumulate in float64,
+and every score is returned as float64. Each method states what it guarantees (`precision`, docs/ood_methods.md)."""
 
 from __future__ import annotations
 
@@ -49,17 +50,24 @@ def last_layer(method: str, data: FeatureSet) -> LastLayer:
     return data.last_layer
 
 
-def softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(shifted, e, total, predicted) of logits z [n,K]: shifted = z - max_k z_k and e = exp(shifted), both in z's
-    float type (float32 as stored), total = sum_k e_k in float64 (>= 1) and predicted = argmax_k z_k. Then
-    softmax = e / total and log softmax = shifted - log(total), without overflow."""
-    z = np.asarray(z)
-    if z.dtype not in (np.float32, np.float64):
-        z = z.astype(np.float64)
-    predicted = z.argmax(axis=1)  # the maximum taken at the arg-max: one pass over short rows instead of two
-    shifted = z - np.take_along_axis(z, predicted[:, None], axis=1)
-    e = np.exp(shifted)
-    return shifted, e, e.astype(np.float64) @ np.ones(z.shape[1]), predicted  # a matrix-vector product: fast sums
+def log_softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log_p [n,K], log_q [n], predicted [n]) of logits z [n,K], all float64: log softmax(z), log(1 - p) of the
+    predicted class (argmax_k z_k) and that class. Exact to float64 rounding whatever the margins: the total
+    sum_k exp(z_k - max) = 1 + rest is taken as log1p(rest), and 1 - p_max as rest / (1 + rest), with rest the other
+    classes' sum (a log-sum-exp about the second largest logit), so no 1 - p or log(1 + tiny) cancels and nothing
+    underflows: relative error ~1e-16 x (1 + |margin|)."""
+    z = np.array(z, dtype=np.float64)  # a fresh copy, shifted in place
+    rows, predicted = np.arange(len(z)), z.argmax(axis=1)
+    z -= z[rows, predicted][:, None]
+    z[rows, predicted] = -np.inf  # the other classes
+    second = z.max(axis=1, initial=-np.inf)
+    finite = np.where(np.isfinite(second), second, 0.0)  # no other class (K = 1, or -inf logits): rest = 0
+    with np.errstate(divide="ignore"):
+        log_rest = finite + np.log(np.exp(z - finite[:, None]).sum(axis=1))
+    z[rows, predicted] = 0.0
+    log_total = np.log1p(np.exp(log_rest))
+    z -= log_total[:, None]
+    return z, log_rest - log_total, predicted
 
 
 def column_mean(x: np.ndarray) -> np.ndarray:
