@@ -11,7 +11,12 @@ from mpmath import mp, mpf  # noqa: E402
 from peekflow.features.store import FeatureSet  # noqa: E402
 from peekflow.ood.base import build  # noqa: E402
 
-mp.dps = 500  # 1 - p of a margin of 800 is ~1e-348: plain 1 - p keeps 150 digits of it
+
+@pytest.fixture(autouse=True)
+def digits():
+    """500 digits: 1 - p of a margin of 800 is ~1e-348, and plain 1 - p keeps 150 digits of it."""
+    with mp.workdps(500):
+        yield
 
 
 def adversarial_logits(k: int, seed: int) -> np.ndarray:

@@ -27,7 +27,7 @@ class GEN(Detector):
     settings_help = {"gamma": "exponent of p^gamma (1 - p)^gamma (a list sweeps it)",
                      "top": "M: only the M largest probabilities count (capped at the number of classes)"}
     sweeps = ("gamma",)
-    precision = "float64-exact: relative error <= 1e-12 for any margin (1 - p from the other classes' sum)"
+    precision = "float64: relative error <= 1e-12 for any margin (1 - p from the other classes' sum)"
 
     def __init__(self, gamma: float = 0.1, top: int = 100):
         self.gamma = float(positive_number(gamma, "gen: gamma"))

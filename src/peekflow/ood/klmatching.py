@@ -30,7 +30,7 @@ from peekflow.ood.posthoc import CHUNK, Fitted, log_softmax_parts, row_chunks
 @register_with_banks("klmatching")
 class KLMatching(Fitted):
     uses_features = False
-    precision = "float64-exact: relative error <= 1e-9 for margins up to 100 (templates in float64 logs, d_kk by 1 - d_kk)"
+    precision = "float64: relative error <= 1e-9 for margins up to 100 (templates in float64 logs, d_kk by 1 - d_kk)"
 
     def __init__(self):
         self._log_templates = None

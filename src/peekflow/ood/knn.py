@@ -46,6 +46,8 @@ def per_class_sample(labels: np.ndarray, n: int, seed: int, where: str) -> np.nd
 
 @register("knn")
 class KNN(Detector):
+    precision = ("float32 unit vectors and search (faiss's): absolute error <= 1e-6 of the k-th distance (in [0, 2]);"
+                 " bank rows tied with the k-th to float32 resolution may swap")
     needs_fit = True
     uses_features = True
     settings_help = {"k": "the score is minus the distance to the k-th nearest bank feature (a list sweeps k)",

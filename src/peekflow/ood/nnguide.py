@@ -55,6 +55,7 @@ def top_k_mean(queries: np.ndarray, bank: np.ndarray, scale: np.ndarray, k: int)
 
 @register_with_banks("nnguide")
 class NNGuide(Fitted):
+    precision = "float32 similarities (the bank is searched in float32): error <= 1e-6 x the largest score magnitude"
     settings_help = {"k": "the guidance averages the k largest similarities to the bank (a list sweeps it)",
                      "samples_per_class": "bank of this many seeded rows per class (null: every row)",
                      "seed": "seed of those rows"}
@@ -65,6 +66,7 @@ class NNGuide(Fitted):
         if samples_per_class is not None:
             samples_per_class = int(positive_number(samples_per_class, f"{self.name}: samples_per_class", integer=True))
         self.samples_per_class, self.seed = samples_per_class, int(seed)
+
 
     def _fit(self, train: FeatureSet) -> None:
         x, z = checked_features(train), stored_logits(train)

@@ -10,6 +10,9 @@ On the pooled penultimate features with the store's last layer W, b; R and alpha
 store (all rows) or a prototype bank (`_deepinversion` / `_deepdream`). `dim` d, the principal space's dimension,
 defaults to the paper's rule: 1000 if D >= 2048, 512 if D >= 768, else D / 2 (also whenever d >= D). cov is the
 uncentred second moment of x - u (the paper's code). Higher = more ID (pytorch-ood's ViM returns minus the score).
+
+Precision: float64 throughout (residual norms too: a float32 product resolves the small residual only to ~1e-7
+of ||x - u||).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, positive_number, register_with_banks
-from peekflow.ood.posthoc import Fitted, energy, features32, features64, head_logits, last_layer, row_chunks
+from peekflow.ood.base import FLOAT64, checked_features, positive_number, register_with_banks
+from peekflow.ood.posthoc import Fitted, energy, features64, head_logits, last_layer, row_chunks
 
 log = logging.getLogger("peekflow")
 
@@ -55,13 +58,15 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
 
 
 def residual_norms(x: np.ndarray, u: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """||(x - u) R|| of the rows of a chunk `x` (float32 as stored), float64 [n]; the product in float32."""
-    centred = x - u.astype(np.float32)
-    return np.linalg.norm(centred @ basis.astype(np.float32), axis=1).astype(np.float64)
+    """||(x - u) R|| of the rows of a float64 chunk `x`, float64 [n]. float64: the residual is the small part of
+    x - u, which a float32 product would resolve only to ~1e-7 of ||x - u||."""
+    return np.linalg.norm((x - u) @ basis, axis=1)
 
 
 @register_with_banks("vim")
 class ViM(Fitted):
+    precision = (FLOAT64 + " where the features' spread about u is >= 1e-2 of their norm; else ~1e-16 x (norm / "
+                 "spread)^2, the float64 eigen-decomposition's (4e-8 at 1e-3)")
     needs_last_layer = True
     settings_help = {"dim": "dimension d of the principal space (null: the paper's rule; a list sweeps it)"}
     sweeps = ("dim",)
@@ -74,7 +79,7 @@ class ViM(Fitted):
         layer, n = last_layer(self.name, train), len(train.labels)
         max_logit = residual = 0.0
         for rows in row_chunks(n):
-            x = features32(train, rows)
+            x = features64(train, rows)
             max_logit += head_logits(layer, x).max(axis=1).sum()
             residual += residual_norms(x, self._u, self._basis).sum()
         self._alpha = max_logit / residual
@@ -82,7 +87,7 @@ class ViM(Fitted):
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer, out = last_layer(self.name, data), np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features32(data, rows)
+            x = features64(data, rows)
             e = energy(head_logits(layer, x))
             out[rows] = e - self._alpha * residual_norms(x, self._u, self._basis)
         return out
