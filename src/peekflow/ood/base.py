@@ -52,6 +52,12 @@ class Detector:
     def score(self, data: FeatureSet) -> np.ndarray:
         raise NotImplementedError
 
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        """Why fitting on a store of `rows` rows of `dims` feature dimensions (`class_rows`: label -> rows, where
+        known) would leave the scores undetermined (the sentence after "the fit store has ..."), or None. The checks
+        before any job ask it wherever the config tells the sizes (prototype banks, generated data sets)."""
+        return None
+
     def fit_model(self, model, layer: str) -> "Detector":
         """What a `needs_model` method derives from the model itself (its weights), in place of `fit`."""
         raise NotImplementedError(f"OOD method {self.name!r} does not read the model")

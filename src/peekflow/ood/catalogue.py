@@ -40,9 +40,10 @@ PRECISION = """Each method's scores keep the precision below against exact arith
 tests/test_ood_precision_logits.py checks the logit methods against 500-digit arithmetic (margins up to 800, ties, K
 up to 1000); tests/test_ood_precision_features.py checks every other method against a brute force (60 digits for
 covariance inverses and eigenvectors) on features 10^3 x the usual scale, a shared offset 10^3 x their spread, logit
-margins ~100, near-duplicate rows and a bank of fewer rows than dimensions. A documented variant that runs where a
-bank's size leaves the method undetermined is named in the table's notes column (a singular covariance: Mahalanobis
-/ RMDS within its span, GMM's reg off it). Bank variants compute as their method."""
+margins ~100, near-duplicate rows and a bank of fewer rows than dimensions. A fit that the bank's size leaves
+undetermined is refused before any job (ViM / Residual whose principal space holds the bank, a covariance of one row
+per class, fewer rows than k); a documented variant that runs instead is named in the table's notes column (a
+singular covariance: Mahalanobis / RMDS within its span, GMM's reg off it). Bank variants compute as their method."""
 
 
 def row(name: str, cls, variants: list[str]) -> str:

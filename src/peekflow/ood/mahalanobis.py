@@ -15,7 +15,7 @@ A singular Sigma (fewer than D + C labelled rows, e.g. 40 prototypes of 10 class
 dead units) runs a documented variant: distances within its span (Sigma^+ ignores directions without spread; a ridge
 would instead weigh them by 1 / ridge), named in the table's notes. Rank: the eigenvalues above D x eps x the largest
 (numpy.linalg.matrix_rank's tolerance), so no rounding-level eigenvalue is inverted. One row per class (Sigma = 0,
-every score equal) is refused.
+every score equal) is refused, before any job where the config tells the bank's classes.
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def pinv_root(method: str, cov: np.ndarray, fit: str, rows: int, classes: int, w
     return vectors[:, keep] / np.sqrt(values[keep])
 
 
+def one_row_per_class(class_rows: dict | None) -> str | None:
+    """The size rule of the tied-covariance methods: with one row in every class the covariance is 0 (refused)."""
+    if class_rows and max(class_rows.values()) == 1:
+        return (f"one row in each of its {len(class_rows)} classes: every row is its class mean, so the covariance "
+                "is 0 and every score would be equal; fit on more than one image per class")
+    return None
+
+
 @register_with_banks("mahalanobis")
 class Mahalanobis(Detector):
     precision = FLOAT64 + "; a singular covariance: distances within its span (pseudo-inverse, named in the notes)"
@@ -91,6 +99,9 @@ class Mahalanobis(Detector):
     def __init__(self, batch_size: int = 4096):
         self.batch_size = int(positive_number(batch_size, f"{self.name}: batch_size", integer=True))
         self._whitened_means = None
+
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return one_row_per_class(class_rows)
 
     def fit(self, train: FeatureSet) -> "Mahalanobis":
         labels = np.asarray(train.labels)

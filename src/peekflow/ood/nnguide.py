@@ -24,7 +24,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, positive_number, register_with_banks, stored_logits
-from peekflow.ood.knn import per_class_sample
+from peekflow.ood.knn import per_class_sample, too_few_for_k
 from peekflow.ood.neighbours import as_unit_rows
 from peekflow.ood.posthoc import Fitted, energy, logits64, row_chunks
 
@@ -67,6 +67,8 @@ class NNGuide(Fitted):
             samples_per_class = int(positive_number(samples_per_class, f"{self.name}: samples_per_class", integer=True))
         self.samples_per_class, self.seed = samples_per_class, int(seed)
 
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return too_few_for_k(self.k, rows, class_rows, self.samples_per_class)
 
     def _fit(self, train: FeatureSet) -> None:
         x, z = checked_features(train), stored_logits(train)

@@ -19,7 +19,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
-from peekflow.ood.mahalanobis import class_means_and_tied_covariance, pinv_root
+from peekflow.ood.mahalanobis import class_means_and_tied_covariance, one_row_per_class, pinv_root
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
 
 
@@ -33,6 +33,9 @@ class RMDS(Fitted):
     precision = FLOAT64 + "; a singular covariance: distances within its span (pseudo-inverse, named in the notes)"
     def __init__(self):
         pass
+
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return one_row_per_class(class_rows)
 
     def _fit(self, train: FeatureSet) -> None:
         x, labels = checked_features(train), np.asarray(train.labels)
