@@ -243,7 +243,7 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
             continue  # sizes not known before the job (its fit checks the same)
         if dims is None:
             built = abstract_model(model["arch"], model["num_classes"], model.get("arch_kwargs"))
-            dims = layer_channels(built, model["penultimate"], size, "cpu")
+            dims = layer_channels(built.eval(), model["penultimate"], size, "cpu")
         problem = detector.fit_size_problem(rows, class_rows, dims)
         if problem:
             key = f"ood.methods.{method}" + (f" (run {run})" if run != method else "")
