@@ -30,6 +30,7 @@ from peekflow.ood.base import (FLOAT64, Detector, check_disjoint, checked_featur
 from peekflow.ood.posthoc import row_chunks
 
 log = logging.getLogger("peekflow")
+WITHIN_SPAN = FLOAT64 + "; a singular covariance: distances within its span (pseudo-inverse, named in the notes)"
 
 
 def class_means_and_tied_covariance(x: np.ndarray, labels: np.ndarray, chunk: int | None = None,
@@ -91,7 +92,7 @@ def one_row_per_class(class_rows: dict | None) -> str | None:
 
 @register_with_banks("mahalanobis")
 class Mahalanobis(Detector):
-    precision = FLOAT64 + "; a singular covariance: distances within its span (pseudo-inverse, named in the notes)"
+    precision = WITHIN_SPAN
     needs_fit = True
     uses_features = True
     settings_help = {"batch_size": "rows scored together"}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
-from peekflow.ood.mahalanobis import class_means_and_tied_covariance, one_row_per_class, pinv_root
+from peekflow.ood.base import checked_features, register_with_banks
+from peekflow.ood.mahalanobis import WITHIN_SPAN, class_means_and_tied_covariance, one_row_per_class, pinv_root
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
 
 
@@ -30,7 +30,8 @@ def squared_distances(z: np.ndarray, means: np.ndarray) -> np.ndarray:
 
 @register_with_banks("rmds")
 class RMDS(Fitted):
-    precision = FLOAT64 + "; a singular covariance: distances within its span (pseudo-inverse, named in the notes)"
+    precision = WITHIN_SPAN
+
     def __init__(self):
         pass
 

@@ -22,6 +22,7 @@ from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
 @register_with_banks("she")
 class SHE(Fitted):
     precision = FLOAT64
+
     def __init__(self):
         pass
 
