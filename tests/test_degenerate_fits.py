@@ -94,19 +94,114 @@ def test_warnings_reach_the_score_file_and_the_tables_notes(tmp_path):
     assert "- msp" not in text
 
 
-def test_vim_and_residual_name_a_bank_inside_their_principal_space(caplog):
+@pytest.mark.parametrize("method", ["vim", "residual", "vim_deepdream", "residual_deepinversion"])
+def test_vim_and_residual_refuse_a_bank_inside_their_principal_space(method):
     """40 prototypes in 128 dimensions (the embedded default's data-free banks): the principal space (64 dims) holds
-    the whole bank, which both methods then say."""
+    the whole bank, so what is left, the residual space, is rounding: refused, naming method, store, rows, dims and
+    what to do; a dim below the rows fits. Duplicated rows count by their rank."""
     from ood_reference import problem
 
     _, _, train, _ = problem(d=128, n_train=40)
-    for method in ("vim", "residual"):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="peekflow"):
-            build(method).fit(train)
-        assert (f"{method}: the bank 'train' has 40 rows, no more than the principal space's 64 dimensions") in \
-            caplog.text
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="peekflow"):
-            build(method, {"dim": 30}).fit(train)
-        assert "principal space" not in caplog.text
+    with pytest.raises(ValueError, match=rf"^{method}: the fit store 'train' has 40 rows in 128 feature dimensions, no "
+                                         r"more than the principal space's 64 dimensions: .* set by rounding; fit on "
+                                         r"more than 64 rows, or set dim to at most 39$"):
+        build(method).fit(train)
+    build(method, {"dim": 39}).fit(train)
+    _, _, twice, _ = problem(d=128, n_train=40)
+    for part in ("features", "logits", "labels"):
+        setattr(twice, part, np.concatenate([getattr(train, part)] * 2))
+    twice.paths = [f"/twice/{i}.png" for i in range(80)]
+    with pytest.raises(ValueError, match=r"has 80 rows \(of rank 40\) in 128 feature dimensions, no more than the "
+                                         r"principal space's 64 .* or set dim to at most 39$"):
+        build(method).fit(twice)
+
+
+def test_rmds_and_gmm_name_their_singular_covariances(caplog):
+    """The documented variants on a bank of fewer rows than dimensions reach the notes: RMDS's pseudo-inverses (class
+    and background covariance), GMM's reg off the span of each class's rows."""
+    rng = np.random.default_rng(3)
+    bank = feature_set(rng.normal(size=(12, 16)), np.arange(12) % 4, 4, name="prototypes")
+    with caplog.at_level(logging.WARNING, logger="peekflow"):
+        build("rmds_deepdream").fit(bank)
+        build("gmm_deepdream").fit(bank)
+    assert ("rmds_deepdream: covariance rank 8 of 16 feature dimensions (12 rows, 4 classes: at least 20 rows are "
+            "needed for full rank); distances are measured only within its 8-dim span") in caplog.text
+    assert ("rmds_deepdream: background covariance rank 11 of 16 feature dimensions (12 rows: at least 17 rows are "
+            "needed for full rank)") in caplog.text
+    assert ("gmm_deepdream: 4 of 4 classes of 'prototypes' have no more rows than the 16 feature dimensions (fewest: "
+            "3): their covariances are singular, and reg=1e-06 on the diagonal sets the density off the span of their "
+            "rows") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="peekflow"):  # enough rows: nothing to name
+        build("rmds").fit(feature_set(rng.normal(size=(60, 8)), np.arange(60) % 3, 3))
+        build("gmm").fit(feature_set(rng.normal(size=(60, 8)), np.arange(60) % 3, 3))
+    assert caplog.text == ""
+    with pytest.raises(ValueError, match=r"^rmds: the covariance of 'train' has rank 0 \(3 rows, 3 classes"):
+        build("rmds").fit(feature_set(rng.normal(size=(3, 8)), [0, 1, 2], 3))
+
+
+def fit_size_problems(methods: dict, per_class: int = 4, train_per_class: int = 300) -> list[str]:
+    """The checks before any job of the embedded default (40-row prototype banks, 128-dim layer4) with `methods`."""
+    import yaml
+
+    from peekflow.preflight import ood_fit_size_problems
+    from peekflow.replicas import expand
+    from test_config_checks import validated
+    from workflow import ROOT
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["ood"]["methods"] = methods
+    config["generate"]["sets"]["shapes"]["splits"]["train"] = train_per_class
+    for bank in ("deepdream", "deepinversion"):
+        config["prototypes"]["methods"][bank]["per_class"] = per_class
+    return ood_fit_size_problems(expand(validated(config)), "shapes_resnet")
+
+
+def test_undetermined_fits_are_refused_before_any_job_naming_method_bank_rows_and_dimension():
+    bank = "its fit store, the {0} prototypes (prototypes.methods.{0}: per_class x classes rows) of shapes_resnet's " \
+           "layer4 features, has "
+    inside = ("40 rows in 128 feature dimensions, no more than the principal space's 64 dimensions: it lies inside "
+              "that space, so its residual space, and every score, is set by rounding; fit on more than 64 rows, or "
+              "set dim to at most 39")
+    assert fit_size_problems({"vim_deepdream": {}, "residual_deepinversion": {}, "vim_deepinversion": {"dim": 39},
+                              "residual": {}, "knn_deepdream": {"k": [1, 41]}, "nnguide_deepinversion": {"k": 40}}) == [
+        "ood.methods.vim_deepdream: " + bank.format("deepdream") + inside,
+        "ood.methods.residual_deepinversion: " + bank.format("deepinversion") + inside,
+        "ood.methods.knn_deepdream (run knn_deepdream_k41): " + bank.format("deepdream") +
+        "40 rows, fewer than k=41: choose k <= 40 (or a larger bank)"]
+    one_each = ("one row in each of its 10 classes: every row is its class mean, so the covariance is 0 and every "
+                "score would be equal; fit on more than one image per class")
+    tied = {"mahalanobis_deepdream": {}, "rmds_deepinversion": {}, "gmm_deepdream": {}}
+    assert fit_size_problems(tied, per_class=1) == [
+        "ood.methods.mahalanobis_deepdream: " + bank.format("deepdream") + one_each,
+        "ood.methods.rmds_deepinversion: " + bank.format("deepinversion") + one_each]
+    assert fit_size_problems(tied, per_class=2) == []  # rank 10 of 128: the pseudo-inverse, named in the notes
+
+
+def test_fits_on_a_generated_training_set_are_sized_from_its_split():
+    train = "its fit store, ood.id_train 'shapes_train' of shapes_resnet's layer4 features, has "
+    assert fit_size_problems({"vim": {}, "knn": {"k": 11, "samples_per_class": 1}}, train_per_class=6) == [
+        "ood.methods.vim: " + train + "60 rows in 128 feature dimensions, no more than the principal space's 64 "
+        "dimensions: it lies inside that space, so its residual space, and every score, is set by rounding; fit on "
+        "more than 64 rows, or set dim to at most 59",
+        "ood.methods.knn: " + train + "10 rows (samples_per_class drawn), fewer than k=11: choose k <= 10 (or a larger "
+        "bank)"]
+    assert fit_size_problems({"vim": {}, "mahalanobis": {}, "knn": {"k": 50}}) == []  # the default's 3,000 rows
+
+
+def test_the_checks_before_any_job_include_the_fit_sizes():
+    import yaml
+
+    from peekflow.preflight import input_problems
+    from peekflow.replicas import expand
+    from test_config_checks import validated
+    from workflow import ROOT
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["ood"]["methods"]["residual_deepdream"] = {}
+    problems = input_problems(expand(validated(config)))
+    assert [p for p in problems if p.startswith("ood.methods.")] == [
+        "ood.methods.residual_deepdream: its fit store, the deepdream prototypes (prototypes.methods.deepdream: "
+        "per_class x classes rows) of shapes_resnet's layer4 features, has 40 rows in 128 feature dimensions, no "
+        "more than the principal space's 64 dimensions: it lies inside that space, so its residual space, and every "
+        "score, is set by rounding; fit on more than 64 rows, or set dim to at most 39"]

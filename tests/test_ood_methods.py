@@ -52,9 +52,12 @@ def linear_model(in_features, classes, seed=0):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, classes)).eval()
 
 
-@pytest.mark.parametrize("t, eps", [(1.0, 0.0), (1.0, 0.01), (1000.0, 0.0014), (10.0, 0.05)])
-def test_odin_matches_analytic_gradient(t, eps):
+@pytest.mark.parametrize("t, eps, scale", [(1.0, 0.0, 1), (1.0, 0.01, 1), (1000.0, 0.0014, 1), (10.0, 0.05, 1),
+                                           (1000.0, 0.0014, 300)])  # scale 300: logit margins in the hundreds
+def test_odin_matches_analytic_gradient(t, eps, scale):
     model = linear_model(3 * 4 * 4, 5).double()
+    with torch.no_grad():
+        model[1].weight *= scale
     x = np.random.default_rng(1).normal(size=(9, 3, 4, 4))
     std = np.array([0.2, 0.3, 0.5])
     w, b = model[1].weight.detach().numpy(), model[1].bias.detach().numpy()

@@ -9,6 +9,8 @@ from snakemake.utils import update_config
 
 from peekflow.config_checks import ood_runs, reference_problems
 from peekflow.ood.base import available
+from peekflow.preflight import ood_fit_size_problems
+from peekflow.replicas import expand
 from test_config_checks import validated
 from workflow import planned_jobs, planned_outputs, snakemake, tiny_config, write_config
 
@@ -25,12 +27,14 @@ def test_overlay_lists_every_method_and_checks_clean():
     config = overlaid()
     assert sorted(config["ood"]["methods"]) == available()
     assert reference_problems(validated(copy.deepcopy(config))) == []
+    # no method whose fit the 40-row prototype banks would leave undetermined (ViM / Residual at their default dim)
+    assert ood_fit_size_problems(expand(validated(config)), config["target_model"]) == []
     assert config["ood"]["groups"] == {"near": ["novel_shapes"], "far": ["textures", "noise"]}
 
 
 def test_new_methods_sweeps_banks_and_groups_plan_their_jobs(tmp_path):
     config = tiny_config()
-    config["ood"]["methods"] = {"maxlogit": {}, "react": {"percentile": [85, 90]}, "vim_deepinversion": {}}
+    config["ood"]["methods"] = {"maxlogit": {}, "react": {"percentile": [85, 90]}, "vim_deepinversion": {"dim": 2}}
     config["ood"]["groups"] = {"near": ["novel_shapes"], "far": ["textures", "noise"]}
     assert list(ood_runs(config)) == ["maxlogit", "react_percentile85", "react_percentile90", "vim_deepinversion"]
     result = snakemake(tmp_path, "-n", "results/ood_table.csv", config=write_config(tmp_path, config))

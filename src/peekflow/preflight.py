@@ -173,8 +173,6 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
     from peekflow.prototypes.caricature import CaricatureSettings
-    from peekflow.prototypes.deepdream import DreamSettings, dream_targets
-    from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
 
     methods = config.get("prototypes", {}).get("methods", {})
     problems = []
@@ -186,15 +184,82 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
             s = CaricatureSettings(**{k: v for k, v in methods[method].items() if k != "dataset"})
             n = s.per_class * num_classes
         else:
-            cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
-                (DreamSettings, dream_targets)
-            s = cls(**methods[method])
-            n = len(targets(s, num_classes))
+            s, targets = prototype_targets(method, methods[method], num_classes)
+            n = len(targets)
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "
                             f"batch(es) of {s.batch_size}: choose at most {batches}")
     return problems
+
+
+def prototype_targets(method: str, settings: dict, num_classes: int):
+    """(settings object, the class of every prototype) of prototype method deepdream or deepinversion."""
+    from peekflow.prototypes.deepdream import DreamSettings, dream_targets
+    from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
+
+    cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
+        (DreamSettings, dream_targets)
+    s = cls(**(settings or {}))
+    return s, targets(s, num_classes)
+
+
+def ood_fit_size_problems(config: dict, target: str) -> list[str]:
+    """OOD methods whose scores a fit store of the size the config gives would leave undetermined (each detector's
+    `fit_size_problem`: ViM / Residual inside their principal space, a tied covariance of one row per class, fewer
+    rows than k): refused before any job, naming method, bank, rows and dimension. Sizes the config gives: the
+    prototype banks (their targets) and a generated ID training set (its count per class); the fit job itself
+    checks any other store the same way."""
+    from collections import Counter
+
+    from peekflow.config_checks import ood_runs
+    from peekflow.neurons.dora import layer_channels
+    from peekflow.ood.base import Detector, build
+
+    model, ood, problems = config["models"][target], config["ood"], []
+    dims = None
+    for run, (method, settings) in ood_runs(config).items():
+        try:
+            detector = build(method, settings)
+        except ValueError:
+            continue  # named by the reference checks
+        if not detector.needs_fit or type(detector).fit_size_problem is Detector.fit_size_problem:
+            continue
+        bank = detector.prototype_bank
+        if bank:
+            block = config.get("prototypes", {}).get("methods", {})
+            if bank not in block:
+                continue  # named by the reference checks
+            class_rows = Counter(prototype_targets(bank, block[bank], model["num_classes"])[1])
+            rows = sum(class_rows.values())
+            where = f"the {bank} prototypes (prototypes.methods.{bank}: per_class x classes rows)"
+        elif "generated" in config["datasets"][ood["id_train"]]:  # a folder of one's own is not listed for this
+            rows, class_rows = dataset_size(config, ood["id_train"]), generated_class_rows(config, ood["id_train"])
+            where = f"ood.id_train {ood['id_train']!r}"
+        else:
+            continue
+        size = input_size(config, ood["id_test"], model)
+        if rows is None or not size:
+            continue  # sizes not known before the job (its fit checks the same)
+        if dims is None:
+            built = abstract_model(model["arch"], model["num_classes"], model.get("arch_kwargs"))
+            dims = layer_channels(built.eval(), model["penultimate"], size, "cpu")
+        problem = detector.fit_size_problem(rows, class_rows, dims)
+        if problem:
+            key = f"ood.methods.{method}" + (f" (run {run})" if run != method else "")
+            problems.append(f"{key}: its fit store, {where} of {target}'s {model['penultimate']} features, has "
+                            f"{problem}")
+    return problems
+
+
+def generated_class_rows(config: dict, name: str) -> dict | None:
+    """Images per class of a generated shapes split (label -> count); None for other data sets."""
+    spec = config["datasets"][name]
+    block = config.get("generate", {}).get("sets", {}).get(spec.get("generated"), {})
+    count = block.get("splits", {}).get(spec.get("split"))
+    if block.get("kind") != "shapes" or not isinstance(count, int):
+        return None
+    return dict.fromkeys(range(len(block.get("classes") or [])), count)
 
 
 def dataset_size(config: dict, name: str) -> int | None:
@@ -435,7 +500,7 @@ def input_problems(config: dict) -> list[str]:
             try:
                 problems += (shape_problems(config, target) + dora_shard_problems(config, target)
                              + patch_shard_problems(config, target) + vital_problems(config, target)
-                             + ranking_problems(config, target))
+                             + ranking_problems(config, target) + ood_fit_size_problems(config, target))
             except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, register
+from peekflow.ood.base import FLOAT64, Detector, register
 from peekflow.ood.posthoc import checked_percentile, head_energy
 
 
@@ -37,6 +37,7 @@ def top_mask(x: np.ndarray, percentile: float) -> np.ndarray:
 
 
 class _ASH(Detector):
+    precision = FLOAT64
     uses_features = True
     needs_last_layer = True
     settings_help = {"percentile": "prune this share (percent) of each sample's features (a list sweeps it)"}
@@ -52,7 +53,7 @@ class _ASH(Detector):
         return self.shape(x, top_mask(x, self.percentile))
 
     def shape(self, x: np.ndarray, mask: np.ndarray):
-        """The shaped rows of the float32 chunk `x`, or (rows, per-row scale [n] float64)."""
+        """The shaped rows of the float64 chunk `x`, or (rows, per-row scale [n] float64)."""
         raise NotImplementedError
 
 
@@ -61,7 +62,7 @@ class ASHP(_ASH):
     """ASH-P: prune all but the largest features (Djurisic et al., ICLR 2023), on pooled features."""
 
     def shape(self, x, mask):
-        return np.where(mask, x, np.float32(0))
+        return np.where(mask, x, 0.0)
 
 
 @register("ash_b")
@@ -69,7 +70,7 @@ class ASHB(_ASH):
     """ASH-B: prune, then binarise the kept features to sum(x) / kept (Djurisic et al., ICLR 2023), pooled."""
 
     def shape(self, x, mask):
-        return mask.astype(np.float32), x.sum(axis=1, dtype=np.float64) / mask.sum(axis=1)
+        return mask.astype(np.float64), x.sum(axis=1) / mask.sum(axis=1)
 
 
 @register("ash_s")
@@ -77,5 +78,5 @@ class ASHS(_ASH):
     """ASH-S: prune, then scale by exp(sum(x) / sum(kept)) (Djurisic et al., ICLR 2023), on pooled features."""
 
     def shape(self, x, mask):
-        pruned = np.where(mask, x, np.float32(0))
-        return pruned, np.exp(x.sum(axis=1, dtype=np.float64) / pruned.sum(axis=1, dtype=np.float64))
+        pruned = np.where(mask, x, 0.0)
+        return pruned, np.exp(x.sum(axis=1) / pruned.sum(axis=1))

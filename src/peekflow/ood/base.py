@@ -25,6 +25,8 @@ import numpy as np
 from peekflow.features.store import FeatureSet
 
 _REGISTRY: dict[str, type["Detector"]] = {}
+# the precision statement of the methods computed in float64 throughout (checked by tests/test_ood_precision_*.py)
+FLOAT64 = "float64: relative error <= 1e-9 against exact arithmetic on the stored inputs"
 _NOT_DETECTORS = {"base", "catalogue", "neighbours", "plots", "posthoc", "scoring", "table"}
 PROTOTYPE_BANKS = {"deepinversion": "DeepInversion", "deepdream": "DeepDream"}  # data-free banks (prototype files)
 
@@ -42,12 +44,19 @@ class Detector:
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
     sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value
+    precision: ClassVar[str] = ""  # what its scores guarantee against exact arithmetic on the stored inputs (tested)
 
     def fit(self, train: FeatureSet) -> "Detector":
         return self
 
     def score(self, data: FeatureSet) -> np.ndarray:
         raise NotImplementedError
+
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        """Why fitting on a store of `rows` rows of `dims` feature dimensions (`class_rows`: label -> rows, where
+        known) would leave the scores undetermined (the sentence after "the fit store has ..."), or None. The checks
+        before any job ask it wherever the config tells the sizes (prototype banks, generated data sets)."""
+        return None
 
     def fit_model(self, model, layer: str) -> "Detector":
         """What a `needs_model` method derives from the model itself (its weights), in place of `fit`."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, checked_features, register
+from peekflow.ood.base import FLOAT64, Detector, checked_features, register
 
 TINY = 1e-12
 
@@ -101,6 +101,8 @@ def lda_gaussians(mean: np.ndarray, var: np.ndarray, weight: np.ndarray) -> tupl
 class BNGaussian(Detector):
     """Class-conditional Gaussians derived from batch-norm statistics and the last layer (no image)."""
 
+    precision = FLOAT64
+
     uses_features = True
     needs_last_layer = True  # W, as the stores record it
     needs_model = True  # the batch-norm statistics: `fit_model` instead of `fit`
@@ -128,9 +130,11 @@ class BNGaussian(Detector):
     def distance_score(self, z: np.ndarray) -> np.ndarray:
         """-min_k sum_c (z_c - mu_kc)^2 / D_c of float64 features z [N, C]."""
         inv = 1.0 / self.var
+        centre = self.means.mean(axis=0)  # about the classes' centre, so the expansion below cancels no offset
+        z, means = z - centre, self.means - centre
         # sum_c (z_c - mu_kc)^2 / D_c = z^2 . inv - 2 z . (mu_k inv) + mu_k^2 . inv, for every class k
-        dist = (z ** 2) @ inv[:, None] - 2 * z @ (self.means * inv).T + ((self.means ** 2) @ inv)[None]
-        return -dist.min(axis=1)
+        dist = (z ** 2) @ inv[:, None] - 2 * z @ (means * inv).T + ((means ** 2) @ inv)[None]
+        return -np.maximum(dist, 0.0).min(axis=1)
 
     def score(self, data: FeatureSet) -> np.ndarray:
         if self.means is None:

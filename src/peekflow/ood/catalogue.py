@@ -35,6 +35,17 @@ features of the target's prototypes (data-free). *Swept*: a list under that sett
 Each method is checked against pytorch-ood 0.4.0 (tests/test_ood_posthoc.py) or, where it has none, its formula."""
 
 
+PRECISION = """Each method's scores keep the precision below against exact arithmetic on what the stores hold
+(float32 logits and features, the last layer), whatever the margins, scales and bank sizes:
+tests/test_ood_precision_logits.py checks the logit methods against 500-digit arithmetic (margins up to 800, ties, K
+up to 1000); tests/test_ood_precision_features.py checks every other method against a brute force (60 digits for
+covariance inverses and eigenvectors) on features 10^3 x the usual scale, a shared offset 10^3 x their spread, logit
+margins ~100, near-duplicate rows and a bank of fewer rows than dimensions. A fit that the bank's size leaves
+undetermined is refused before any job (ViM / Residual whose principal space holds the bank, a covariance of one row
+per class, fewer rows than k); a documented variant that runs instead is named in the table's notes column (a
+singular covariance: Mahalanobis / RMDS within its span, GMM's reg off it). Bank variants compute as their method."""
+
+
 def row(name: str, cls, variants: list[str]) -> str:
     needs = ["logits"] + (["features"] if cls.uses_features else []) + (["W, b"] if cls.needs_last_layer else [])
     if cls.needs_images:
@@ -59,6 +70,8 @@ def render() -> str:
     lines = [INTRO, "", "| method | needs | fits on | settings (**swept**) | summary and reference |",
              "|---|---|---|---|---|"]
     lines += [row(n, base.detector_class(n), variants[n]) for n in main]
+    lines += ["", "## Precision", "", PRECISION, "", "| method | what its scores guarantee |", "|---|---|"]
+    lines += [f"| `{n}` | {base.detector_class(n).precision} |" for n in main]
     lines += ["", "## Formulas and conventions", ""]
     for module in dict.fromkeys(base.detector_class(n).__module__ for n in main):
         lines += [f"### `{module}`", "", "```text", inspect.getdoc(sys.modules[module]), "```", ""]

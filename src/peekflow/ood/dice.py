@@ -16,12 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, register_with_banks
+from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
 from peekflow.ood.posthoc import Fitted, column_mean, head_energy, last_layer
 
 
 @register_with_banks("dice")
 class DICE(Fitted):
+    precision = FLOAT64
     needs_last_layer = True
     settings_help = {"sparsity": "share of the last layer's weights set to zero, in [0, 1) (a list sweeps it)"}
     sweeps = ("sparsity",)

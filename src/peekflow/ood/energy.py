@@ -17,6 +17,7 @@ from peekflow.ood.base import Detector, checked_logits, positive_number, registe
 
 @register("energy")
 class Energy(Detector):
+    precision = "float64: relative error <= 1e-14 (a log-sum-exp about the maximum)"
     needs_fit = False
     uses_features = False
     settings_help = {"temperature": "T of the score T log sum_k exp(z_k / T)"}

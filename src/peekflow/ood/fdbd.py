@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.posthoc import Fitted, column_mean, features32, head_logits, last_layer, row_chunks
+from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
+from peekflow.ood.posthoc import Fitted, column_mean, features64, head_logits, last_layer, row_chunks
 
 
 def weight_gaps(weight: np.ndarray) -> np.ndarray:
@@ -32,6 +32,7 @@ def weight_gaps(weight: np.ndarray) -> np.ndarray:
 
 @register_with_banks("fdbd")
 class FDBD(Fitted):
+    precision = FLOAT64
     needs_last_layer = True
 
     def __init__(self):
@@ -45,7 +46,7 @@ class FDBD(Fitted):
         gaps = weight_gaps(layer.weight)
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features32(data, rows)
+            x = features64(data, rows)
             z = head_logits(layer, x)
             y = z.argmax(axis=1)
             boundary = (np.abs(z - z[np.arange(len(z)), y][:, None]) / gaps[y]).sum(axis=1)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, positive_number, register
+from peekflow.ood.base import FLOAT64, Detector, positive_number, register
 from peekflow.ood.posthoc import features64, last_layer, row_chunks, softmax
 
 
 @register("gradnorm")
 class GradNorm(Detector):
+    precision = FLOAT64
     uses_features = True
     needs_last_layer = True
     settings_help = {"temperature": "T of softmax(z / T) (a list sweeps it)"}

@@ -44,8 +44,20 @@ def per_class_sample(labels: np.ndarray, n: int, seed: int, where: str) -> np.nd
     return np.sort(np.concatenate(picked))
 
 
+def too_few_for_k(k: int, rows: int, class_rows: dict | None, samples_per_class: int | None) -> str | None:
+    """The size rule of the neighbour methods: a bank (after samples_per_class) of fewer than k rows."""
+    if samples_per_class is not None and class_rows:
+        rows = sum(min(n, samples_per_class) for n in class_rows.values())
+    if k > rows:
+        drawn = " (samples_per_class drawn)" if samples_per_class is not None and class_rows else ""
+        return f"{rows} rows{drawn}, fewer than k={k}: choose k <= {rows} (or a larger bank)"
+    return None
+
+
 @register("knn")
 class KNN(Detector):
+    precision = ("float32 unit vectors and search (faiss's): absolute error <= 1e-6 of the k-th distance (in [0, 2]);"
+                 " bank rows tied with the k-th to float32 resolution may swap")
     needs_fit = True
     uses_features = True
     settings_help = {"k": "the score is minus the distance to the k-th nearest bank feature (a list sweeps k)",
@@ -68,6 +80,9 @@ class KNN(Detector):
         self.backend = backend
         self.batch_size = int(positive_number(batch_size, f"{self.name}: batch_size", integer=True))
         self._search = None
+
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return too_few_for_k(self.k, rows, class_rows, self.samples_per_class)
 
     def fit(self, train: FeatureSet) -> "KNN":
         features = checked_features(train)

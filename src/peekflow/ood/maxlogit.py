@@ -16,6 +16,8 @@ from peekflow.ood.base import Detector, register, stored_logits
 
 @register("maxlogit")
 class MaxLogit(Detector):
+    precision = "exact: the stored float32 maximum"
+
     def __init__(self):
         pass
 

@@ -16,6 +16,7 @@ from peekflow.ood.base import Detector, checked_logits, register
 
 @register("msp")
 class MSP(Detector):
+    precision = "float64: relative error <= 1e-15 (its rounded value: rows with 1 - p < 1.1e-16 tie at 1)"
     needs_fit = False
     uses_features = False
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.posthoc import Fitted, column_mean, features32, head_logits, last_layer, row_chunks
+from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
+from peekflow.ood.posthoc import Fitted, column_mean, features64, head_logits, last_layer, row_chunks
 
 
 @register_with_banks("nci")
 class NCI(Fitted):
+    precision = FLOAT64
     needs_last_layer = True
     settings_help = {"alpha": "weight of the L1 norm of the features (a list sweeps it)"}
     sweeps = ("alpha",)
@@ -37,7 +38,7 @@ class NCI(Fitted):
         w = layer.weight.astype(np.float64)
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features32(data, rows)
+            x = features64(data, rows)
             centred = x - self._mean
             proximity = np.einsum("ij,ij->i", centred, w[head_logits(layer, x).argmax(axis=1)]) / np.linalg.norm(
                 centred, axis=1)

@@ -24,7 +24,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, positive_number, register_with_banks, stored_logits
-from peekflow.ood.knn import per_class_sample
+from peekflow.ood.knn import per_class_sample, too_few_for_k
 from peekflow.ood.neighbours import as_unit_rows
 from peekflow.ood.posthoc import Fitted, energy, logits64, row_chunks
 
@@ -55,6 +55,7 @@ def top_k_mean(queries: np.ndarray, bank: np.ndarray, scale: np.ndarray, k: int)
 
 @register_with_banks("nnguide")
 class NNGuide(Fitted):
+    precision = "float32 similarities (the bank is searched in float32): error <= 1e-6 x the largest score magnitude"
     settings_help = {"k": "the guidance averages the k largest similarities to the bank (a list sweeps it)",
                      "samples_per_class": "bank of this many seeded rows per class (null: every row)",
                      "seed": "seed of those rows"}
@@ -65,6 +66,9 @@ class NNGuide(Fitted):
         if samples_per_class is not None:
             samples_per_class = int(positive_number(samples_per_class, f"{self.name}: samples_per_class", integer=True))
         self.samples_per_class, self.seed = samples_per_class, int(seed)
+
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return too_few_for_k(self.k, rows, class_rows, self.samples_per_class)
 
     def _fit(self, train: FeatureSet) -> None:
         x, z = checked_features(train), stored_logits(train)

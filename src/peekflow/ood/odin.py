@@ -41,6 +41,7 @@ def odin_scores(model, x, std, temperature: float, epsilon: float) -> np.ndarray
 
 @register("odin")
 class ODIN(Detector):
+    precision = "the model's own passes (float32); the final softmax in float64 (1e-12 on a float64 model)"
     needs_images = True
     gpu_helps = True  # forward, backward, forward through the model
     settings_help = {"temperature": "softmax temperature T", "epsilon": "input perturbation step, normalised-input units",

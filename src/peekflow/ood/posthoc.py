@@ -2,10 +2,10 @@
 from it), the classifier's last layer with a clear error where a store lacks it, softmax / energy, and row chunks
 (memory O(chunk x D) beside the stored arrays, whatever N).
 
-Precision: stores hold float32. Products of a row with a matrix (logits of shaped features, projections) and
-elementwise softmax terms stay in float32, as in the network that produced them (relative error ~1e-6, far below
-what ranks samples); sums over many rows (means, second moments, templates) accumulate in float64, and every score
-is returned as float64."""
+Precision: stores hold float32; what a method computes from them is float64 (the logits of shaped features, means,
+second moments, templates, softmax terms), and a confident row's 1 - p and log sum_k exp(z_k - max) come from the
+other classes' sum (log_softmax_parts), never from 1 - p or log(1 + tiny), which cancel. Every score is float64.
+Each method states what it guarantees (`precision`, docs/ood_methods.md)."""
 
 from __future__ import annotations
 
@@ -49,41 +49,42 @@ def last_layer(method: str, data: FeatureSet) -> LastLayer:
     return data.last_layer
 
 
-def softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(shifted, e, total, predicted) of logits z [n,K]: shifted = z - max_k z_k and e = exp(shifted), both in z's
-    float type (float32 as stored), total = sum_k e_k in float64 (>= 1) and predicted = argmax_k z_k. Then
-    softmax = e / total and log softmax = shifted - log(total), without overflow."""
-    z = np.asarray(z)
-    if z.dtype not in (np.float32, np.float64):
-        z = z.astype(np.float64)
-    predicted = z.argmax(axis=1)  # the maximum taken at the arg-max: one pass over short rows instead of two
-    shifted = z - np.take_along_axis(z, predicted[:, None], axis=1)
-    e = np.exp(shifted)
-    return shifted, e, e.astype(np.float64) @ np.ones(z.shape[1]), predicted  # a matrix-vector product: fast sums
+def log_softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log_p [n,K], log_q [n], predicted [n]) of logits z [n,K], all float64: log softmax(z), log(1 - p) of the
+    predicted class (argmax_k z_k) and that class. Exact to float64 rounding whatever the margins: the total
+    sum_k exp(z_k - max) = 1 + rest is taken as log1p(rest), and 1 - p_max as rest / (1 + rest), with rest the other
+    classes' sum (a log-sum-exp about the second largest logit), so no 1 - p or log(1 + tiny) cancels and nothing
+    underflows: relative error ~1e-16 x (1 + |margin|)."""
+    z = np.array(z, dtype=np.float64)  # a fresh copy, shifted in place
+    rows, predicted = np.arange(len(z)), z.argmax(axis=1)
+    z -= z[rows, predicted][:, None]
+    z[rows, predicted] = -np.inf  # the other classes
+    second = z.max(axis=1, initial=-np.inf)
+    finite = np.where(np.isfinite(second), second, 0.0)  # no other class (K = 1, or -inf logits): rest = 0
+    with np.errstate(divide="ignore"):
+        log_rest = finite + np.log(np.exp(z - finite[:, None]).sum(axis=1))
+    z[rows, predicted] = 0.0
+    log_total = np.log1p(np.exp(log_rest))
+    z -= log_total[:, None]
+    return z, log_rest - log_total, predicted
 
 
 def column_mean(x: np.ndarray) -> np.ndarray:
-    """Column means of `x` [N,D] in float64: one matrix-vector product per row chunk, chunk sums added in float64
-    (no float64 copy of `x`)."""
+    """Column means of `x` [N,D] in float64, chunk by chunk (a float64 copy of one chunk at a time): a float32 sum
+    would lose a shared offset's digits (a feature of 10^3 +- 1 keeps only ~1e-4 of its spread)."""
     total = np.zeros(x.shape[1])
     for rows in row_chunks(len(x)):
-        block = x[rows]
-        total += np.ones(len(block), dtype=block.dtype) @ block
+        total += np.asarray(x[rows], dtype=np.float64).sum(axis=0)
     return total / len(x)
-
-
-def features32(data: FeatureSet, rows: slice | None = None) -> np.ndarray:
-    """The features of `rows` as float32 (as stored; a copy only where they are stored otherwise)."""
-    x = checked_features(data)
-    return np.asarray(x if rows is None else x[rows], dtype=np.float32)
 
 
 def head_logits(layer: LastLayer, x: np.ndarray, weight: np.ndarray | None = None,
                 factor: np.ndarray | None = None) -> np.ndarray:
-    """Logits float64 [n,K] of the float32 rows `x`: factor * (x W^T) + b, the product in float32 (W, or `weight`),
-    `factor` an optional per-row scale [n] applied in float64 (a row's scale commutes with the linear layer)."""
+    """Logits float64 [n,K] of the rows `x`: factor * (x W^T) + b, in float64 (W, or `weight`), `factor` an optional
+    per-row scale [n] (a row's scale commutes with the linear layer). float64: a float32 product errs by ~1e-7 x
+    sum_j |x_j W_kj|, which a bias cancelling a shared offset of the features leaves as the logit's own size."""
     w = layer.weight if weight is None else weight
-    z = (x @ w.T.astype(np.float32, copy=False)).astype(np.float64)
+    z = np.asarray(x, dtype=np.float64) @ w.T.astype(np.float64)
     if factor is not None:
         z *= factor[:, None]
     return z + layer.bias
@@ -137,13 +138,13 @@ class Fitted(Detector):
 
 def head_energy(method: str, data: FeatureSet, shape=None, weight: np.ndarray | None = None) -> np.ndarray:
     """Energy (log-sum-exp) of the logits that the last layer (its weight, or `weight`) gives the features of
-    `data` after `shape`, chunk by chunk; float64 [N]. `shape` maps a float32 chunk [n,D] (not to be modified) to
+    `data` after `shape`, chunk by chunk; float64 [N]. `shape` maps a float64 chunk [n,D] (not to be modified) to
     shaped rows, or to (rows, factor [n]) when the shaping ends in a per-row scale (ASH-S, SCALE, ASH-B)."""
     layer = last_layer(method, data)
     n = len(checked_features(data))
     out = np.empty(n)
     for rows in row_chunks(n):
-        x = features32(data, rows)
+        x = features64(data, rows)
         shaped = x if shape is None else shape(x)
         x, factor = shaped if isinstance(shaped, tuple) else (shaped, None)
         out[rows] = energy(head_logits(layer, x, weight, factor))

@@ -15,12 +15,25 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, register_with_banks
+from peekflow.ood.base import FLOAT64, checked_features, register_with_banks
 from peekflow.ood.posthoc import Fitted, checked_percentile, head_energy
+
+
+def percentile64(x: np.ndarray, percentile: float) -> float:
+    """numpy's (linear) percentile of every value of `x`, interpolated in float64: numpy interpolates float32 input in
+    float32 (relative error ~6e-8 of the threshold). One partitioned copy of the values, as numpy's own."""
+    values = np.asarray(x).reshape(-1)
+    position = percentile / 100 * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    values = np.partition(values, [low, high])
+    a, b = float(values[low]), float(values[high])
+    return a + (b - a) * (position - low)
 
 
 @register_with_banks("react")
 class ReAct(Fitted):
+    precision = FLOAT64
     needs_last_layer = True
     settings_help = {"percentile": "clip at this percentile of the fit store's features (a list sweeps it)"}
     sweeps = ("percentile",)
@@ -29,7 +42,7 @@ class ReAct(Fitted):
         self.percentile = checked_percentile(percentile, f"{self.name}: percentile")
 
     def _fit(self, train: FeatureSet) -> None:
-        self._threshold = float(np.percentile(checked_features(train), self.percentile))
+        self._threshold = percentile64(checked_features(train), self.percentile)
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         return head_energy(self.name, data, lambda x: np.minimum(x, self._threshold))

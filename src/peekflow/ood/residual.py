@@ -15,7 +15,7 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import register_with_banks
-from peekflow.ood.posthoc import features32, row_chunks
+from peekflow.ood.posthoc import features64, row_chunks
 from peekflow.ood.vim import ViM, residual_norms, residual_space
 
 
@@ -27,5 +27,5 @@ class Residual(ViM):
     def _score(self, data: FeatureSet) -> np.ndarray:
         out = np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            out[rows] = -residual_norms(features32(data, rows), self._u, self._basis)
+            out[rows] = -residual_norms(features64(data, rows), self._u, self._basis)
         return out

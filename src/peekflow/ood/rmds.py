@@ -5,10 +5,12 @@ Distance for Improving Near-OOD Detection", arXiv 2106.09022, 2021).
     MD_0(x) = (x - mu_0)^T Sigma_0^+ (x - mu_0)    one Gaussian of every labelled fit row (the "background")
     score(x) = -min_k ( MD_k(x) - MD_0(x) )
 
-Covariances are maximum-likelihood (divided by N), pseudo-inverted, in float64. Fitted on the labelled rows of the
-ID training store or of a prototype bank (`_deepinversion` / `_deepdream`). Higher = more ID. pytorch-ood's RMD
-uses covariances *summed* over the rows (not divided by N) plus 1e-6 I, inverted, and returns +min_k: peekflow's
-score is -N times it (up to that ridge).
+Covariances are maximum-likelihood (divided by N), pseudo-inverted as mahalanobis' (a singular one: distances
+within its span, named in the table's notes; one row per class refused), in float64 about the background mean.
+Fitted on the labelled rows of the ID training store or of a prototype bank (`_deepinversion` / `_deepdream`).
+Higher = more ID. pytorch-ood's RMD uses covariances *summed* over the rows (not divided by N) plus 1e-6 I, inverted,
+and returns +min_k: peekflow's score is -N times it where the covariances are well conditioned (its ridge instead of
+a pseudo-inverse decides the score where one is singular).
 """
 
 from __future__ import annotations
@@ -17,13 +19,8 @@ import numpy as np
 
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import checked_features, register_with_banks
-from peekflow.ood.mahalanobis import class_means_and_tied_covariance, pinv_root
+from peekflow.ood.mahalanobis import WITHIN_SPAN, class_means_and_tied_covariance, one_row_per_class, pinv_root
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
-
-
-def whitened(means: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = pinv_root(cov)
-    return w, means @ w
 
 
 def squared_distances(z: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -33,21 +30,30 @@ def squared_distances(z: np.ndarray, means: np.ndarray) -> np.ndarray:
 
 @register_with_banks("rmds")
 class RMDS(Fitted):
+    precision = WITHIN_SPAN
+
     def __init__(self):
         pass
 
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        return one_row_per_class(class_rows)
+
     def _fit(self, train: FeatureSet) -> None:
         x, labels = checked_features(train), np.asarray(train.labels)
-        known_rows(self.name, train)
-        _, means, cov = class_means_and_tied_covariance(x, labels)
+        rows = len(known_rows(self.name, train))
+        classes, means, cov = class_means_and_tied_covariance(x, labels)
         _, mean0, cov0 = class_means_and_tied_covariance(x, np.where(labels >= 0, 0, -1))
-        self._class = whitened(means, cov)
-        self._background = whitened(mean0, cov0)
+        self._centre = mean0[0]  # whitened about the background mean: no shared offset to cancel
+        w = pinv_root(self.name, cov, train.name, rows, len(classes))
+        w0 = pinv_root(self.name, cov0, train.name, rows, 1, "background covariance")
+        self._class = w, (means - self._centre) @ w
+        self._background = w0, np.zeros((1, w0.shape[1]))
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         out = np.empty(len(data.labels))
+        (w, m), (w0, m0) = self._class, self._background
         for rows in row_chunks(len(out)):
             x = features64(data, rows)
-            (w, m), (w0, m0) = self._class, self._background
+            x -= self._centre
             out[rows] = -(squared_distances(x @ w, m) - squared_distances(x @ w0, m0)).min(axis=1)
         return out

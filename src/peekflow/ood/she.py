@@ -15,12 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, register_with_banks, stored_logits
+from peekflow.ood.base import FLOAT64, checked_features, register_with_banks, stored_logits
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
 
 
 @register_with_banks("she")
 class SHE(Fitted):
+    precision = FLOAT64
+
     def __init__(self):
         pass
 

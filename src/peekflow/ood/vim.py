@@ -10,6 +10,13 @@ On the pooled penultimate features with the store's last layer W, b; R and alpha
 store (all rows) or a prototype bank (`_deepinversion` / `_deepdream`). `dim` d, the principal space's dimension,
 defaults to the paper's rule: 1000 if D >= 2048, 512 if D >= 768, else D / 2 (also whenever d >= D). cov is the
 uncentred second moment of x - u (the paper's code). Higher = more ID (pytorch-ood's ViM returns minus the score).
+
+A fit store of no more rows than d (or whose second moment has no more than rank d) lies inside the principal space:
+what is left, the residual space, is rounding, and alpha divides by ~0 (the issue's 40-prototype banks in 128
+dimensions scored ~-2.6e7). Refused, naming the store, its rows, D and d, and what to do (more rows, or dim below
+the rows): before any job where the config tells the size (prototype banks, generated sets; peekflow.preflight),
+else when fitting. Precision: float64 throughout (residual norms too: a float32 product resolves the small residual
+only to ~1e-7 of ||x - u||).
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import numpy as np
 from scipy.linalg.blas import dsyrk
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import checked_features, positive_number, register_with_banks
-from peekflow.ood.posthoc import Fitted, energy, features32, features64, head_logits, last_layer, row_chunks
+from peekflow.ood.base import FLOAT64, checked_features, positive_number, register_with_banks
+from peekflow.ood.posthoc import Fitted, energy, features64, head_logits, last_layer, row_chunks
 
 log = logging.getLogger("peekflow")
 
@@ -47,21 +54,32 @@ def residual_space(method: str, train: FeatureSet, dim: int | None) -> tuple[np.
     values, vectors = np.linalg.eigh(moment / len(x), UPLO="U")  # ascending eigenvalues
     d = principal_dim(dim, x.shape[1])
     log.info("%s: principal space of %d of %d dimensions", method, d, x.shape[1])
-    if len(x) <= d:
-        log.warning("%s: the bank %r has %d rows, no more than the principal space's %d dimensions: it lies in that "
-                    "space (residuals ~0), so the residual space is set by rounding; fit on more than %d rows or set "
-                    "dim below %d", method, train.name, len(x), d, d, len(x))
+    rank = int((values > len(values) * np.finfo(np.float64).eps * max(values[-1], 0.0)).sum())
+    if rank <= d:  # what lies outside the principal space is rounding: refused (before any job where sizes tell)
+        why = inside_principal_space(len(x), rank, d, x.shape[1])
+        raise ValueError(f"{method}: the fit store {train.name!r} has {why}")
     return u, vectors[:, : x.shape[1] - d]
 
 
+def inside_principal_space(rows: int, rank: int, d: int, dims: int) -> str:
+    """Why a fit store of `rows` rows (second moment of rank `rank`) in `dims` feature dimensions leaves ViM /
+    Residual undetermined with a principal space of d dimensions, and what to do."""
+    spread = f"{rows} rows" + (f" (of rank {rank})" if rank < rows else "") + f" in {dims} feature dimensions"
+    remedy = f"fit on more than {d} rows" + (f", or set dim to at most {rank - 1}" if rank > 1 else "")
+    return (f"{spread}, no more than the principal space's {d} dimensions: it lies inside that space, so its "
+            f"residual space, and every score, is set by rounding; {remedy}")
+
+
 def residual_norms(x: np.ndarray, u: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """||(x - u) R|| of the rows of a chunk `x` (float32 as stored), float64 [n]; the product in float32."""
-    centred = x - u.astype(np.float32)
-    return np.linalg.norm(centred @ basis.astype(np.float32), axis=1).astype(np.float64)
+    """||(x - u) R|| of the rows of a float64 chunk `x`, float64 [n]. float64: the residual is the small part of
+    x - u, which a float32 product would resolve only to ~1e-7 of ||x - u||."""
+    return np.linalg.norm((x - u) @ basis, axis=1)
 
 
 @register_with_banks("vim")
 class ViM(Fitted):
+    precision = (FLOAT64 + " where the features' spread about u is >= 1e-2 of their norm; else ~1e-16 x (norm / "
+                 "spread)^2, the float64 eigen-decomposition's (4e-8 at 1e-3)")
     needs_last_layer = True
     settings_help = {"dim": "dimension d of the principal space (null: the paper's rule; a list sweeps it)"}
     sweeps = ("dim",)
@@ -69,12 +87,16 @@ class ViM(Fitted):
     def __init__(self, dim: int | None = None):
         self.dim = None if dim is None else int(positive_number(dim, f"{self.name}: dim", integer=True))
 
+    def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
+        d = principal_dim(self.dim, dims)
+        return inside_principal_space(rows, rows, d, dims) if rows <= d else None
+
     def _fit(self, train: FeatureSet) -> None:
         self._u, self._basis = residual_space(self.name, train, self.dim)
         layer, n = last_layer(self.name, train), len(train.labels)
         max_logit = residual = 0.0
         for rows in row_chunks(n):
-            x = features32(train, rows)
+            x = features64(train, rows)
             max_logit += head_logits(layer, x).max(axis=1).sum()
             residual += residual_norms(x, self._u, self._basis).sum()
         self._alpha = max_logit / residual
@@ -82,7 +104,7 @@ class ViM(Fitted):
     def _score(self, data: FeatureSet) -> np.ndarray:
         layer, out = last_layer(self.name, data), np.empty(len(data.labels))
         for rows in row_chunks(len(out)):
-            x = features32(data, rows)
+            x = features64(data, rows)
             e = energy(head_logits(layer, x))
             out[rows] = e - self._alpha * residual_norms(x, self._u, self._basis)
         return out
