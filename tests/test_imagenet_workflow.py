@@ -1,20 +1,21 @@
-"""PEEK's ImageNet OOD table, run for real: `config/imagenet_resnet50.yaml` itself, end to end to
-results/ood_table.csv, on a miniature ImageNet in the config's own layout (1,000 wnid folders of seeded random JPEGs
-of varied sizes and modes in val/, a part of them in train/, the four OOD folders) and seeded random-weight
-torchvision checkpoints under the config's file names. The only other config is OVERLAY, which shrinks sizes and
-nothing else: steps, prototypes, batch sizes, threads, bootstrap resamples, KNN's k to the miniature bank, and the
+"""PEEK's ImageNet OOD table and OpenOOD v1.5's ImageNet-1K benchmark, run for real: `config/imagenet_resnet50.yaml`
+and `config/openood_imagenet.yaml` themselves, end to end to results/ood_table.csv and results/paper_comparison.csv,
+on a miniature ImageNet in the configs' own layout (1,000 wnid folders of seeded random JPEGs of varied sizes and modes
+in val/, a part of them in train/, the OOD folders) and seeded random-weight torchvision checkpoints under the
+configs' file names. The only other config is an overlay that shrinks sizes and nothing else: steps, prototypes,
+batch sizes, threads, bootstrap resamples, bn_fisher's draws, KNN's k and ViM's dim to the miniature bank, and the
 images scored as the ID test set. Every model, layer, preprocessing (224 px), data set name, method and other method
-setting is the config's own. Then a dry run has nothing to do.
+setting is the configs' own. Then a dry run has nothing to do.
 
 The fewest images that still take every path the paper config takes: a 1,000-class ResNet-50 whose classes come from
 the 1,000 wnid folders of val/ (one image each, listed but never run through a network); an ID test set of 100 val
 images of every 10th class (labels are the model's class indices, not 0..99), scored by every method, ODIN's
-forward-backward-forward through ResNet-50 at 224 px included; a 110-row training bank of 100 classes (KNN with
-k=100; Mahalanobis' covariance of rank 10 of 2,048 dimensions, the rank-deficient warning); 20 DeepInversion
+forward-backward-forward through ResNet-50 at 224 px included; a 110-row training bank of 100 classes (KNN with k up
+to 100; Mahalanobis' covariance of rank 10 of 2,048 dimensions, the rank-deficient warning); 20 DeepInversion
 prototypes at 224 px (the data-free bank) and the EfficientNet-B0 probe's checkpoint; four OOD sets in the MOS
-tarballs' layout. The run was 1,500 CPU-seconds with 1,000 ID test and 1,100 training images (ODIN alone 770); it is
-now about a tenth of that (the `--durations` of a CI run say how long).
-Random weights: the table's numbers mean nothing, only that every stage ran and agrees with the stores."""
+tarballs' layout, five in OpenOOD's. With 1,000 ID test and 1,100 training images the PEEK run took 1,500
+CPU-seconds (ODIN alone 770), now about a fifth of that (a CI run's `--durations` say how long).
+Random weights: the tables' numbers mean nothing, only that every stage ran and agrees with the stores."""
 
 import math
 import shutil
@@ -39,15 +40,16 @@ N_CLASSES, EVERY, EXTRA_TRAIN_EVERY, OOD_IMAGES = 1000, 10, 100, 6
 ID_TEST_PATH = "resources/imagenet/val_every_10th_class"
 # sizes only: the ID test set is the val images of every 10th class; 20 DeepInversion prototypes (classes 0-19) of 2
 # steps at the config's 224 px; KNN's k within the 110-row bank (1000 -> 100) and the 20 prototypes (50 -> 10: PEEK's
-# k=50 row of that bank stays "not in the run"); one thread a job (the tests run on every core already); 20 bootstrap
-# resamples
+# k=50 row of that bank stays "not in the run"); bn_fisher's draws 50,000 -> 5,000 (each of its five score jobs drew
+# 50,000 2048-d features: 20 CPU-s); one thread a job (the tests run on every core already); 20 bootstrap resamples
 OVERLAY = {
     "datasets": {OOD["id_test"]: {"path": ID_TEST_PATH, "images": N_CLASSES // EVERY}},
     "extract": {"batch_size": 50, "num_workers": 0, "threads": 1},
     "prototypes": {"threads": 1, "methods": {"deepinversion": {"per_class": 1, "n": 20, "steps": 2,
                                                                "batch_size": 20}}},
     "ood": {"threads": 1, "methods": {"odin": {"batch_size": 25}, "knn": {"k": [1, 5, 50, 100]},
-                                      "knn_deepinversion": {"k": [1, 5, 10]}}, "table": {"n_bootstrap": 20}},
+                                      "knn_deepinversion": {"k": [1, 5, 10]}, "bn_fisher": {"samples": 5000}},
+            "table": {"n_bootstrap": 20}},
 }
 RUNS = ood_runs({"ood": {**OOD, "methods": {**OOD["methods"], **OVERLAY["ood"]["methods"]}}})
 TARGETS = ["results/ood_table.csv", "results/paper_comparison.csv"]

@@ -39,8 +39,10 @@ def tiny_config() -> dict:
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from a dry run's 'Job stats' table."""
+    """Rule -> job count from the 'Job stats' table of a dry run (on stdout) or a real run (on stderr)."""
     lines = result.stdout.splitlines()
+    if "Job stats:" not in lines:
+        lines = result.stderr.splitlines()
     if "Job stats:" not in lines:
         return {}
     jobs = {}
