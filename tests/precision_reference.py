@@ -140,7 +140,9 @@ def she(train, test):
     xtr, ztr, _, _ = arrays(train)
     y = np.asarray(train.labels)
     right = ztr.argmax(1) == y
-    patterns = np.stack([xtr[right & (y == c)].mean(0) for c in range(ztr.shape[1])])
+    # a class without a right row stores no pattern (peekflow's documented variant): its inputs score 0
+    patterns = np.stack([xtr[right & (y == c)].mean(0) if (right & (y == c)).any() else np.zeros(xtr.shape[1])
+                         for c in range(ztr.shape[1])])
     x, z, _, _ = arrays(test)
     return (x * patterns[z.argmax(1)]).sum(1)
 

@@ -205,3 +205,21 @@ def test_the_checks_before_any_job_include_the_fit_sizes():
         "per_class x classes rows) of shapes_resnet's layer4 features, has 40 rows in 128 feature dimensions, no "
         "more than the principal space's 64 dimensions: it lies inside that space, so its residual space, and every "
         "score, is set by rounding; fit on more than 64 rows, or set dim to at most 39"]
+
+
+def test_she_class_without_a_right_row_scores_zero_and_is_named(caplog):
+    """SHE's documented variant: a class that the fit store never classifies right stores no pattern; an input
+    predicted as it scores 0 (the least ID), the others the inner product with their class's pattern."""
+    rng = np.random.default_rng(3)
+    x = rng.gamma(2.0, 1.0, (9, 6)).astype(np.float32)
+    logits = np.zeros((9, 3), np.float32)
+    logits[np.arange(9), [0, 0, 0, 1, 1, 1, 0, 1, 0]] = 5  # class 2's rows (the last three) predicted 0, 1, 0
+    train = FeatureSet("train", logits, x, np.repeat([0, 1, 2], 3), [f"/t/{i}" for i in range(9)])
+    test_x = rng.gamma(2.0, 1.0, (3, 6)).astype(np.float32)
+    test = FeatureSet("test", np.eye(3, dtype=np.float32) * 5, test_x, np.full(3, -1), ["/s/0", "/s/1", "/s/2"])
+    with caplog.at_level(logging.WARNING, logger="peekflow"):
+        scores = build("she").fit(train).score(test)
+    assert "she: 1 of 3 classes have no correctly classified row in the fit store 'train' (class 2)" in caplog.text
+    x64, t64 = x.astype(np.float64), test_x.astype(np.float64)
+    patterns = [x64[:3].mean(0), x64[3:6].mean(0)]
+    np.testing.assert_allclose(scores, [t64[0] @ patterns[0], t64[1] @ patterns[1], 0.0], rtol=1e-12)

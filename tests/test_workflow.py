@@ -229,9 +229,12 @@ def test_imagenet_config_dry_runs_on_a_fake_tree(tmp_path):
     assert ood["id_test"] == "imagenet_val" and ood["ood_sets"] == ["inaturalist", "sun", "places", "textures"]
     methods = ["msp", "energy", "odin", "mahalanobis", "knn", "knn_deepinversion", "bn_fisher"]
     assert list(ood["methods"]) == methods
+    # PEEK's KNN rows: k 1, 5, 50 on both banks, and Sun et al.'s k=1000: 12 runs
+    assert ood["methods"]["knn"]["k"] == [1, 5, 50, 1000] and ood["methods"]["knn_deepinversion"]["k"] == [1, 5, 50]
     result = snakemake(tmp_path, "-n", config=config_file)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = planned_jobs(result)
-    assert {rule: jobs.get(rule) for rule in ["score_ood", "gather_ood_scores", "make_ood_table", "plot_ood"]} == {
-        "score_ood": 7 * 5, "gather_ood_scores": 7, "make_ood_table": 1, "plot_ood": 7}
+    rules = ["score_ood", "gather_ood_scores", "make_ood_table", "plot_ood", "compare_with_papers"]
+    assert {rule: jobs.get(rule) for rule in rules} == {
+        "score_ood": 12 * 5, "gather_ood_scores": 12, "make_ood_table": 1, "plot_ood": 12, "compare_with_papers": 1}
     assert jobs["extract_features"] >= 6 and jobs["synthesize_prototypes"] >= 1, jobs

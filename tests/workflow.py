@@ -39,8 +39,10 @@ def tiny_config() -> dict:
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from a dry run's 'Job stats' table."""
+    """Rule -> job count from the 'Job stats' table of a dry run (on stdout) or a real run (on stderr)."""
     lines = result.stdout.splitlines()
+    if "Job stats:" not in lines:
+        lines = result.stderr.splitlines()
     if "Job stats:" not in lines:
         return {}
     jobs = {}
@@ -80,18 +82,10 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
 
     class_counts = {m["classes_from_folder"]: m["num_classes"] for m in config["models"].values()
                     if "classes_from_folder" in m}
-    rng = np.random.default_rng(seed)
     paths = [spec["path"] for spec in config["datasets"].values() if "path" in spec]
-    for path in dict.fromkeys([*paths, *(folders or {})]):
-        root = workdir / path
-        layout = (folders or {}).get(path) or {f"class{i:04d}": 1 for i in range(class_counts.get(path, 1))}
-        for folder, count in layout.items():
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                if seed is None:
-                    (root / folder / f"image{i}.jpg").write_bytes(b"")
-                else:
-                    random_image(rng).save(root / folder / f"{folder}_{i}.JPEG", quality=85)
+    write_images(workdir, {path: (folders or {}).get(path) or {f"class{i:04d}": 1
+                                                               for i in range(class_counts.get(path, 1))}
+                           for path in dict.fromkeys([*paths, *(folders or {})])}, seed)
     for m in config["models"].values():
         if "checkpoint" in m:
             if seed is not None:
@@ -101,6 +95,20 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
                 state = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
             (workdir / m["checkpoint"]).parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, workdir / m["checkpoint"])
+
+
+def write_images(workdir: Path, folders: dict[str, dict[str, int]], seed: int | None = None) -> None:
+    """Image files under `workdir`: data set path -> class folder -> count. Without `seed`, empty .jpg files (what a
+    dry run needs); with it, seeded random JPEGs (`random_image`)."""
+    rng = np.random.default_rng(seed)
+    for path, layout in folders.items():
+        for folder, count in layout.items():
+            (workdir / path / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                if seed is None:
+                    (workdir / path / folder / f"image{i}.jpg").write_bytes(b"")
+                else:
+                    random_image(rng).save(workdir / path / folder / f"{folder}_{i}.JPEG", quality=85)
 
 
 def random_image(rng: np.random.Generator):

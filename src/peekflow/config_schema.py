@@ -31,6 +31,7 @@ from peekflow.neurons.patches import PatchSettings
 from peekflow.neurons.topn import RankSettings
 from peekflow.neurons.vital import VitalSettings
 from peekflow.ood import base as ood
+from peekflow.ood.papers import CompareSettings
 from peekflow.probing import ProbeSettings
 from peekflow.prototypes.caricature import CaricatureSettings
 from peekflow.prototypes.deepdream import DreamSettings
@@ -90,6 +91,8 @@ BLOCKS = [
                    "description": "layers of the target, shallow to deep"},
         "threads": threads()}),
     Block("emergence.trajectory", TrajectorySettings),
+    Block("ood.compare", CompareSettings, description="the OOD table set beside published tables (`peekflow compare "
+          "--help`; rule compare_with_papers: results/paper_comparison.csv, .md); absent = none"),
 ]
 OOD_METHODS = "ood.methods"
 

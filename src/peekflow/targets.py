@@ -8,6 +8,7 @@ from peekflow.config_checks import neuron_layers, ood_runs
 
 
 TABLES = {"ood": ["results/ood_table.csv", "results/ood_table.md"]}
+COMPARISON = ["results/paper_comparison.csv", "results/paper_comparison.md"]  # ood.compare: beside published tables
 SUMMARIES = {stage: [f"results/{stage}_summary.csv", f"results/{stage}_summary.md"]
              for stage in ("ood", "prototypes", "probing")}
 
@@ -30,10 +31,11 @@ def trained_models(config: dict) -> list[str]:
 
 
 def ood_outputs(config: dict) -> list[str]:
-    """The OOD table and the ROC curve and score histogram of every OOD method on the target model."""
+    """The OOD table (and its comparison with published tables, where ood.compare asks for one) and the ROC curve and
+    score histogram of every OOD method on the target model."""
     figures = _paths("results/ood/{model}/figures/{method}_{kind}.png", model=config["target_models"],
                      method=list(ood_runs(config)), kind=["roc", "hist"])
-    return [*TABLES["ood"], *figures]
+    return [*TABLES["ood"], *(COMPARISON if config["ood"].get("compare") else []), *figures]
 
 
 def prototype_outputs(config: dict) -> list[str]:

@@ -70,3 +70,28 @@ rule make_ood_table:
         "peekflow table {params.scores} --id {params.id_test} --ood {params.ood_sets} {params.groups}"
         " --n-bootstrap {params.n_bootstrap} --seed {params.seed}"
         " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule compare_with_papers:
+    input:
+        table="results/ood_table.csv",
+        scores=[score_file(model, method) for model, method in itertools.product(target_models(), ood_runs())],
+    output:
+        csv="results/paper_comparison.csv",
+        md="results/paper_comparison.md",
+    log:
+        "logs/ood/paper_comparison.log",
+    benchmark:
+        "results/benchmarks/compare_with_papers.tsv"
+    resources:
+        **job_resources("compare_with_papers"),
+    params:
+        scores=lambda w, input: " ".join(
+            f"--scores {model}/{method}={path}"
+            for (model, method), path in zip(itertools.product(target_models(), ood_runs()), input.scores)
+        ),
+        groups=ood_group_args(),
+        settings=as_json(config["ood"].get("compare", {})),
+    shell:
+        "peekflow compare --table {input.table} {params.scores} {params.groups} --settings {params.settings:q}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -35,6 +35,7 @@ STAGES = {
     "score": "fit an OOD detector and score feature stores",
     "gather-scores": "join one OOD method's score files (one per data set) into its score file",
     "table": "compute OOD metrics for every method and OOD set into the OOD table",
+    "compare": "set the OOD table beside published tables (PEEK, OpenOOD v1.5): differences, inside the CI or not",
     "plot-ood": "ROC curves and score histograms of one OOD method's score file",
     "summarise": "mean, std and n over the replicas (seeds) of each model: OOD table, prototype quality, probing",
     "emergence": "emergence of visual patterns: sample/regional embeddings and knowledge points per layer",

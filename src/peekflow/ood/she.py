@@ -6,17 +6,23 @@ In-Distribution Data Patterns Memorization with Modern Hopfield Energy", ICLR 20
 
 On the pooled penultimate features; predictions are the argmax of the stored logits (pytorch-ood recomputes them
 from a head). Fitted on the labelled rows of the ID training store or of a
-prototype bank (`_deepinversion` / `_deepdream`); every class must have a correctly classified row. Higher = more
-ID (pytorch-ood's SHE returns minus the inner product).
+prototype bank (`_deepinversion` / `_deepdream`). A class without a correctly classified fit row (a bank without
+that class, or a model that gets none of its rows right) stores no pattern: an input predicted as it scores 0, as
+little ID as a post-ReLU feature can be against a post-ReLU pattern, and the table's notes name those classes (the
+paper's code leaves them NaN). Higher = more ID (pytorch-ood's SHE returns minus the inner product).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import logging
+
 from peekflow.features.store import FeatureSet
 from peekflow.ood.base import FLOAT64, checked_features, register_with_banks, stored_logits
 from peekflow.ood.posthoc import Fitted, features64, known_rows, row_chunks
+
+log = logging.getLogger("peekflow")
 
 
 @register_with_banks("she")
@@ -38,9 +44,11 @@ class SHE(Fitted):
             np.add.at(counts, y[right], 1)
         missing = np.flatnonzero(counts == 0)
         if len(missing):
-            raise ValueError(f"{self.name}: classes {missing.tolist()} have no correctly classified row in the fit "
-                             f"store {train.name!r}: no pattern to store")
-        self._patterns = sums / counts[:, None]
+            shown = ", ".join(map(str, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            log.warning("%s: %d of %d classes have no correctly classified row in the fit store %r (class %s): no "
+                        "pattern, so an input predicted as one of them scores 0, the least ID", self.name,
+                        len(missing), k, train.name, shown)
+        self._patterns = sums / np.maximum(counts, 1)[:, None]  # zero where a class has no right row
 
     def _score(self, data: FeatureSet) -> np.ndarray:
         z, out = stored_logits(data), np.empty(len(data.labels))
