@@ -9,7 +9,9 @@ skipped, saying so. The Mantel tests need no WordNet.
 from __future__ import annotations
 
 import functools
+import itertools
 
+import numpy as np
 import pytest
 
 # ---------------------------------------------------------------------------------------------------------- WordNet
@@ -106,3 +108,65 @@ def test_class_synsets_names_every_problem_with_its_key(wordnet):
     assert problems[4] == "semantics.synsets.triangel: no class 'triangel' among models.m.classes"
     synsets, _ = class_synset_problems(wordnet, classes, mapping)
     assert [s and s.name() for s in synsets] == [None, None, "tench.n.01", "square.n.01", None, None, "ring.n.02"]
+
+
+# -------------------------------------------------------------------------------------------------------- hierarchy
+
+
+@functools.lru_cache(maxsize=None)
+def imagenet_semantics():
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.wordnet import class_synsets, open_wordnet
+
+    synsets = class_synsets(open_wordnet(), imagenet_wnids())
+    return synsets, class_semantics(synsets)
+
+
+def test_imagenet_matrices_equal_nltk_pair_for_pair(wordnet):
+    synsets, sem = imagenet_semantics()
+    assert sem.distance.shape == sem.wup.shape == sem.lcs_depth.shape == (1000, 1000)
+    assert (sem.distance == sem.distance.T).all() and (sem.lcs_depth == sem.lcs_depth.T).all()
+    assert (np.diag(sem.distance) == 0).all() and (sem.distance[~np.eye(1000, dtype=bool)] > 0).all()
+    rng = np.random.default_rng(0)
+    pairs = np.vstack([rng.integers(0, 1000, (1500, 2)), np.repeat(rng.integers(0, 1000, 50), 2).reshape(-1, 2),
+                       [[151, 152], [152, 151], [151, 151]]])  # toy dogs: their lcs lies below a second parent
+    for i, j in pairs:
+        a, b = synsets[i], synsets[j]
+        assert sem.distance[i, j] == a.shortest_path_distance(b)
+        assert sem.wup[i, j] == pytest.approx(a.wup_similarity(b), abs=1e-12)
+        subsumers = a.lowest_common_hypernyms(b, use_min_depth=True)
+        assert sem.lcs_depth[i, j] == subsumers[0].min_depth()
+        assert sem.subsumers[sem.lcs[i, j]] == (a if a in subsumers else subsumers[0]).name()
+
+
+def test_nested_synsets_follow_nltk_tie_rules(wordnet):
+    """Synsets that are ancestors of others (ties among subsumers, a synset's own lcs below a second parent: dog.n.01
+    is 8 edges below the root through domestic_animal, canine.n.02 deeper): every ordered pair as nltk has it."""
+    from peekflow.semantics.hierarchy import class_semantics
+
+    names = ("entity.n.01 animal.n.01 dog.n.01 chihuahua.n.03 toy_dog.n.01 canine.n.02 domestic_animal.n.01 "
+             "tench.n.01 fish.n.01 circle.n.01 shape.n.02 ellipse.n.01 person.n.01 chef.n.01 fireman.n.01").split()
+    synsets = [wordnet.synset(n) for n in names]
+    sem = class_semantics(synsets)
+    for (i, a), (j, b) in itertools.product(enumerate(synsets), repeat=2):
+        assert sem.distance[i, j] == a.shortest_path_distance(b)
+        assert sem.wup[i, j] == pytest.approx(a.wup_similarity(b), abs=1e-12), (a, b)
+
+
+def test_hypernym_at_depth_lies_on_a_shortest_root_path(wordnet):
+    from peekflow.semantics.hierarchy import hypernym_at_depth, tree_order
+
+    synsets, _ = imagenet_semantics()
+    for s in synsets[::37]:
+        shortest = [p for p in s.hypernym_paths() if len(p) == s.min_depth() + 1]
+        for d in range(s.min_depth() + 1):
+            assert hypernym_at_depth(s, d) in {p[d] for p in shortest}
+        assert hypernym_at_depth(s, s.min_depth() + 3) == s
+    tench = synsets[0]
+    assert hypernym_at_depth(tench, 0).name() == "entity.n.01"
+    assert hypernym_at_depth(tench, tench.min_depth() - 1).name() == "cyprinid.n.01"
+    with pytest.raises(ValueError, match="depth must be >= 0"):
+        hypernym_at_depth(tench, -1)
+    # tench, chihuahua, goldfish, japanese spaniel: the fish together, the dogs together
+    order = tree_order([synsets[i] for i in (0, 151, 1, 152)]).tolist()
+    assert sorted(order) == [0, 1, 2, 3] and abs(order.index(0) - order.index(2)) == 1
