@@ -13,6 +13,9 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy.stats import pearsonr, spearmanr
+
+from peekflow.semantics.mantel import mantel
 
 # ---------------------------------------------------------------------------------------------------------- WordNet
 
@@ -170,3 +173,75 @@ def test_hypernym_at_depth_lies_on_a_shortest_root_path(wordnet):
     # tench, chihuahua, goldfish, japanese spaniel: the fish together, the dogs together
     order = tree_order([synsets[i] for i in (0, 151, 1, 152)]).tolist()
     assert sorted(order) == [0, 1, 2, 3] and abs(order.index(0) - order.index(2)) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------- Mantel
+
+
+def distance_matrix(points: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(points[:, None] - points[None], axis=-1)
+
+
+def brute_force_p(a, b, alternative="two-sided", correlation=pearsonr, entries=None):
+    """Share of ALL relabellings of b (rows and columns together) whose r is as extreme as the observed one."""
+    n = len(a)
+    entries = np.triu_indices(n, 1) if entries is None else entries
+    r0 = correlation(a[entries], b[entries])[0]
+    rs = np.array([correlation(a[entries], b[np.ix_(p, p)][entries])[0] for p in itertools.permutations(range(n))])
+    value, threshold = {"two-sided": (np.abs(rs), abs(r0)), "greater": (rs, r0), "less": (-rs, -r0)}[alternative]
+    return r0, float(np.mean(value >= threshold - 1e-12))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_mantel_exact_equals_enumeration_of_all_permutations(alternative):
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(6, 2))
+    a, b = distance_matrix(points), distance_matrix(points + rng.normal(size=(6, 2)))
+    for method, correlation in (("pearson", pearsonr), ("spearman", spearmanr)):
+        r0, p0 = brute_force_p(a, b, alternative, correlation)
+        result = mantel(a, b, permutations=720, method=method, alternative=alternative)
+        assert result.exact and result.permutations == 720 and result.entries == 15
+        assert result.r == pytest.approx(r0, abs=1e-12) and result.p == pytest.approx(p0, abs=1e-12)
+
+
+def test_mantel_sampled_p_converges_to_the_exact_one():
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(7, 2))
+    a, b = distance_matrix(points), distance_matrix(points + 1.5 * rng.normal(size=(7, 2)))
+    _, exact = brute_force_p(a, b)  # 5,040 relabellings
+    result = mantel(a, b, permutations=4999, seed=3)
+    assert not result.exact and result.permutations == 4999
+    assert abs(result.p - exact) < 4 * np.sqrt(exact * (1 - exact) / 4999) + 1 / 5000
+    assert mantel(a, b, permutations=4999, seed=3) == result  # seeded
+
+
+def test_mantel_of_asymmetric_matrices_uses_every_off_diagonal_entry():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    r0, p0 = brute_force_p(a, b, entries=np.nonzero(~np.eye(6, dtype=bool)))
+    result = mantel(a, b, permutations=720)
+    assert result.entries == 30 and result.r == pytest.approx(r0, abs=1e-12) and result.p == pytest.approx(p0)
+
+
+def test_mantel_finds_a_planted_correlation_and_not_an_absent_one():
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(40, 3))
+    a = distance_matrix(points)
+    related = mantel(a, distance_matrix(points + 0.3 * rng.normal(size=(40, 3))), permutations=999)
+    assert related.r > 0.8 and related.p == pytest.approx(1 / 1000)
+    unrelated = mantel(a, distance_matrix(rng.normal(size=(40, 3))), permutations=999)
+    assert abs(unrelated.r) < 0.2 and unrelated.p > 0.05
+    opposite = mantel(a, -a, permutations=999, alternative="greater")
+    assert opposite.r == pytest.approx(-1) and opposite.p == 1.0
+
+
+def test_mantel_rejects_bad_input():
+    a = distance_matrix(np.arange(8.0)[:, None])
+    with pytest.raises(ValueError, match="two square matrices of one size"):
+        mantel(a, a[:7, :7])
+    with pytest.raises(ValueError, match="all equal"):
+        mantel(a, np.ones_like(a))
+    with pytest.raises(ValueError, match="at least 3 objects"):
+        mantel(a[:2, :2], a[:2, :2])
+    with pytest.raises(ValueError, match="alternative one of"):
+        mantel(a, a, alternative="bigger")
