@@ -245,3 +245,103 @@ def test_mantel_rejects_bad_input():
         mantel(a[:2, :2], a[:2, :2])
     with pytest.raises(ValueError, match="alternative one of"):
         mantel(a, a, alternative="bigger")
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
+
+FISH_AND_SHARKS = ["n01440764", "n01443537", "n01484850", "n01491361"]  # tench, goldfish, great white, tiger shark
+
+
+def small_semantics(wordnet, wnids=FISH_AND_SHARKS):
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.wordnet import class_synsets
+
+    synsets = class_synsets(wordnet, wnids)
+    return synsets, class_semantics(synsets)
+
+
+def test_probing_named_right_is_right_at_every_depth(wordnet):
+    from peekflow.semantics.evaluation import accuracy_by_depth, chance_accuracy_by_depth, depths, mean_distance
+
+    synsets, sem = small_semantics(wordnet)
+    truth = np.array([3, 1, 0, 2, 1])
+    d = depths(sem, truth)
+    assert d.tolist() == list(range(max(s.min_depth() for s in synsets) + 1))
+    assert accuracy_by_depth(sem, truth, truth).tolist() == [1.0] * len(d)
+    assert mean_distance(sem, truth, truth) == 0.0
+    chance = chance_accuracy_by_depth(sem, truth)
+    assert chance[0] == 1.0 and (np.diff(chance) <= 0).all() and chance[-1] < 1
+
+
+def test_probing_named_a_sibling_is_right_down_to_the_parent(wordnet):
+    from peekflow.semantics.evaluation import accuracy_by_depth, mean_distance
+
+    synsets, sem = small_semantics(wordnet)
+    tench, goldfish = synsets[0], synsets[1]
+    parent = tench.lowest_common_hypernyms(goldfish)[0]
+    assert parent.name() == "cyprinid.n.01" and parent.min_depth() == tench.min_depth() - 1 == 15
+    curve = accuracy_by_depth(sem, named=[1, 0], truth=[0, 1])  # each fish named by the other
+    assert curve[:16].tolist() == [1.0] * 16 and curve[16] == 0.0
+    assert mean_distance(sem, [1, 0], [0, 1]) == 2.0
+    # the sharks share shark.n.01 (depth 13) only: the four units are right down to 13, the fish down to 15
+    curve = accuracy_by_depth(sem, named=[1, 0, 3, 2], truth=[0, 1, 2, 3])
+    assert curve.tolist() == [1.0] * 14 + [0.5] * 2 + [0.0]
+
+
+def test_chance_levels_equal_the_mean_over_every_naming(wordnet):
+    """Exact chance against enumeration: all K^U independent namings, and all K!/(K-U)! one-to-one ones."""
+    from peekflow.semantics.evaluation import (accuracy_by_depth, chance_accuracy_by_depth, chance_mean_distance,
+                                               mean_distance)
+
+    _, sem = small_semantics(wordnet, FISH_AND_SHARKS + ["n02085620"])  # and a chihuahua: K = 5
+    truth = np.array([0, 2, 4])
+    for scheme, namings in (("independent", itertools.product(range(5), repeat=3)),
+                            ("permutation", itertools.permutations(range(5), 3))):
+        namings = [np.array(n) for n in namings]
+        curves = np.mean([accuracy_by_depth(sem, n, truth) for n in namings], axis=0)
+        np.testing.assert_allclose(chance_accuracy_by_depth(sem, truth, scheme=scheme), curves, atol=1e-12)
+        distances = np.mean([mean_distance(sem, n, truth) for n in namings])
+        assert chance_mean_distance(sem, truth, scheme=scheme) == pytest.approx(distances, abs=1e-12)
+    with pytest.raises(ValueError, match="one-to-one assignment needs at most 5 units"):
+        chance_mean_distance(sem, np.zeros(6, int), scheme="permutation")
+
+
+def test_probing_mantel_finds_similarity_that_follows_wordnet(wordnet):
+    from peekflow.semantics.evaluation import probing_mantel, probing_report
+
+    _, sem = imagenet_semantics()
+    rng = np.random.default_rng(6)
+    truth = rng.choice(1000, 60, replace=False)
+    similarity = sem.wup[truth] + 0.05 * rng.normal(size=(60, 1000))  # [units, classes]
+    result = probing_mantel(sem, similarity, truth, permutations=199)
+    assert result.r > 0.8 and result.p == pytest.approx(1 / 200) and result.entries == 60 * 59
+    noise = probing_mantel(sem, rng.normal(size=(60, 1000)), truth, permutations=199)
+    assert abs(noise.r) < 0.1 and noise.p > 0.05
+    with pytest.raises(ValueError, match=r"must be \[units, classes\] = \(60, 1000\)"):
+        probing_mantel(sem, similarity[:, :10], truth)
+    named = truth.copy()
+    named[0] = truth[1]
+    report = probing_report(sem, named, truth)
+    assert report["accuracy_by_depth"][0] == 1.0 and report["accuracy_by_depth"][-1] == pytest.approx(59 / 60)
+    assert report["mean_distance"] == sem.distance[truth[1], truth[0]] / 60
+    assert report["chance_mean_distance"] > 10 and len(report["depths"]) == len(report["chance_accuracy_by_depth"])
+
+
+def test_dora_mantel_reads_the_wordnet_distance_of_the_units(wordnet):
+    from peekflow.neurons.dora import ea_distance
+    from peekflow.semantics.evaluation import dora_mantel
+    from peekflow.semantics.hierarchy import ancestors
+
+    _, sem = imagenet_semantics()
+    synsets, sem = imagenet_semantics()
+    units = np.arange(0, 1000, 25)[::-1]  # 40 output units, in an order of their own
+    # representations that share features where the classes share hypernyms: indicators of each class's ancestors
+    column = {name: c for c, name in enumerate(sem.subsumers)}
+    representations = np.zeros((len(units), len(column)))
+    for row, unit in enumerate(units):
+        representations[row, [column[a.name()] for a in ancestors(synsets[unit])]] = 1.0
+    result = dora_mantel(sem, ea_distance(representations), units, permutations=199)
+    assert result.r > 0.7 and result.p == pytest.approx(1 / 200) and result.n == 40
+    mislabelled = dora_mantel(sem, ea_distance(representations), np.random.default_rng(7).permutation(units),
+                              permutations=199)
+    assert abs(mislabelled.r) < 0.2 and mislabelled.p > 0.05
