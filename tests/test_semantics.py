@@ -345,3 +345,41 @@ def test_dora_mantel_reads_the_wordnet_distance_of_the_units(wordnet):
     mislabelled = dora_mantel(sem, ea_distance(representations), np.random.default_rng(7).permutation(units),
                               permutations=199)
     assert abs(mislabelled.r) < 0.2 and mislabelled.p > 0.05
+
+
+# ------------------------------------------------------------------------------------------- shapes and the files
+
+
+def test_every_generated_shape_has_a_synset(wordnet):
+    from peekflow.data.shapes import DEFAULT_ID_SHAPES, DEFAULT_NEAR_OOD_SHAPES, SHAPE_NAMES
+    from peekflow.semantics.shapes import LOOSE, SHAPE_SYNSETS
+    from peekflow.semantics.wordnet import class_synsets
+
+    assert set(SHAPE_SYNSETS) == set(SHAPE_NAMES) >= set(DEFAULT_ID_SHAPES) | set(DEFAULT_NEAR_OOD_SHAPES)
+    assert set(LOOSE) < set(SHAPE_SYNSETS)
+    synsets = class_synsets(wordnet, list(SHAPE_SYNSETS), SHAPE_SYNSETS)
+    close = {name: s.lexname() for name, s in zip(SHAPE_SYNSETS, synsets) if name not in LOOSE}
+    assert close.pop("arrow") == "noun.communication" and set(close.values()) == {"noun.shape"}
+
+
+def test_write_class_semantics(wordnet, tmp_path):
+    import pandas as pd
+
+    from peekflow.data.shapes import DEFAULT_ID_SHAPES
+    from peekflow.semantics.files import write_class_semantics
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.shapes import SHAPE_SYNSETS
+    from peekflow.semantics.wordnet import class_synsets
+
+    classes = list(DEFAULT_ID_SHAPES)
+    synsets = class_synsets(wordnet, classes, {c: SHAPE_SYNSETS[c] for c in classes})
+    sem = class_semantics(synsets)
+    write_class_semantics(tmp_path, classes, synsets, sem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distance.csv", "lcs_depth.csv", "matrices.png",
+                                                         "synsets.csv", "wup.csv"]
+    table = pd.read_csv(tmp_path / "synsets.csv")
+    assert table["class"].tolist() == classes and table["synset"][0] == "circle.n.01"
+    distance = pd.read_csv(tmp_path / "distance.csv", index_col="class")
+    assert distance.index.tolist() == distance.columns.tolist() == classes
+    np.testing.assert_array_equal(distance.to_numpy(), sem.distance)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "wup.csv", index_col="class").to_numpy(), sem.wup, rtol=1e-5)
