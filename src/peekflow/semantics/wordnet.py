@@ -1,0 +1,191 @@
+"""WordNet 3.0: find the database files, open them with nltk's reader, map classes to noun synsets.
+
+Where the files are looked for, in order: a folder given explicitly (the config key `semantics.wordnet`), Debian's
+`wordnet-base` package (/usr/share/wordnet), nltk's own data path (`python -m nltk.downloader wordnet`). ImageNet's
+class folder names (wnids, n + 8 digits) are WordNet 3.0 noun offsets, so only version 3.0 is accepted.
+
+nltk is imported inside the functions: a config that asks for no semantics never imports it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+WORDNET_KEY = "semantics.wordnet"
+SYNSETS_KEY = "semantics.synsets"
+DEBIAN_FOLDER = Path("/usr/share/wordnet")
+WNID = re.compile(r"n(\d{8})")
+# the 45 lexicographer files of WordNet 3.0 (lexnames(5WN)), in file-number order; Debian's wordnet-base does not ship
+# the `lexnames` file that nltk's reader opens first
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
+    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive noun.object "
+    "noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation noun.shape "
+    "noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication verb.competition "
+    "verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
+    "verb.social verb.stative verb.weather adj.ppl"
+).split()
+_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+
+
+class WordNetMissing(FileNotFoundError):
+    """WordNet 3.0 (or nltk, its reader) is not installed; the message says how to install it."""
+
+
+class SemanticsError(ValueError):
+    """Classes that cannot be mapped to WordNet 3.0 noun synsets; `problems` lists every one, each with its key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(f"{len(problems)} problem(s) mapping classes to WordNet 3.0 noun synsets:\n"
+                         + "\n".join(f"  {p}" for p in problems))
+
+
+def install_hint(key: str = WORDNET_KEY) -> str:
+    return ("install WordNet 3.0 with `apt-get install wordnet-base` (Debian/Ubuntu: the Princeton database files in "
+            f"{DEBIAN_FOLDER}), or set {key} to a folder of the WordNet 3.0 database files (data.noun, index.noun, "
+            "... : the dict/ folder of Princeton's WordNet-3.0.tar.gz), or run `python -m nltk.downloader wordnet`")
+
+
+def _nltk_data_root():
+    """nltk's own copy of WordNet (a folder or a zip member), or None."""
+    import nltk
+
+    try:
+        return nltk.data.find("corpora/wordnet")
+    except LookupError:
+        return None
+
+
+def find_wordnet(folder: str | Path | None = None, key: str = WORDNET_KEY):
+    """The WordNet database to read: `folder` if given, else Debian's, else nltk's; WordNetMissing says how to
+    install it."""
+    try:
+        import nltk  # noqa: F401
+    except ImportError:
+        raise WordNetMissing(f"{key}: semantics need nltk (its WordNet reader): pip install nltk") from None
+    if folder is not None:
+        folder = Path(folder).expanduser()
+        if not (folder / "data.noun").is_file():
+            raise WordNetMissing(f"{key}: {folder} holds no WordNet database (no data.noun): {install_hint(key)}")
+        return folder.resolve()
+    if (DEBIAN_FOLDER / "data.noun").is_file():
+        return DEBIAN_FOLDER
+    root = _nltk_data_root()
+    if root is None:
+        raise WordNetMissing(f"WordNet 3.0 is not installed (this config asks for semantics): {install_hint(key)}")
+    return root
+
+
+def _reader_class():
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class Reader(WordNetCorpusReader):
+        def open(self, fileid):
+            if fileid == "lexnames":
+                try:
+                    return super().open(fileid)
+                except (OSError, LookupError):
+                    return io.StringIO("".join(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n"
+                                               for i, name in enumerate(LEXNAMES)))
+            return super().open(fileid)
+
+        def map_wn(self, version="wordnet"):
+            # nltk maps other versions onto its own downloaded 3.0 through index.sense; this one is 3.0 (checked)
+            return None
+
+    return Reader
+
+
+_READERS: dict[str, object] = {}  # one reader per database: opening one reads its indexes (~2 s)
+
+
+def _quiet_offset(wordnet, offset: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nltk warns before returning None for an offset that starts no synset
+        return wordnet.synset_from_pos_and_offset("n", offset)
+
+
+def open_wordnet(folder: str | Path | None = None, key: str = WORDNET_KEY):
+    """nltk's WordNet reader over WordNet 3.0 (see find_wordnet), opened once per process and database."""
+    import nltk
+
+    root = find_wordnet(folder, key)
+    name = str(root)
+    if name not in _READERS:
+        if isinstance(root, Path) and name not in [str(p) for p in nltk.data.path]:
+            nltk.data.path.append(name)  # nltk reads files only below its data path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "multilingual functions are not available": none are used
+            wordnet = _reader_class()(name if isinstance(root, Path) else root, None)
+        version = wordnet.get_version()
+        tench = _quiet_offset(wordnet, 1440764)
+        if version != "3.0" or tench is None or tench.name() != "tench.n.01":
+            raise WordNetMissing(f"{key}: the WordNet at {root} is version {version}, not 3.0 (ImageNet's wnids are "
+                                 f"WordNet 3.0 noun offsets: n01440764 must be tench.n.01): {install_hint(key)}")
+        _READERS[name] = wordnet
+    return _READERS[name]
+
+
+def synset_from_wnid(wordnet, wnid: str):
+    """The noun synset of an ImageNet-style wnid (n + 8-digit WordNet 3.0 noun offset); None if it names none."""
+    match = WNID.fullmatch(wnid)
+    return _quiet_offset(wordnet, int(match.group(1))) if match else None
+
+
+def synset_from_name(wordnet, name: str):
+    """The noun synset named `name` (e.g. circle.n.01) or by a wnid; ValueError saying why not."""
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    if WNID.fullmatch(name):
+        synset = synset_from_wnid(wordnet, name)
+        if synset is None:
+            raise ValueError(f"{name!r} is not a WordNet 3.0 noun offset")
+        return synset
+    try:
+        synset = wordnet.synset(name)
+    except (WordNetError, ValueError) as err:
+        raise ValueError(f"{name!r} is not a WordNet 3.0 synset name (lemma.n.NN, e.g. circle.n.01): {err}") from None
+    if synset.pos() != "n":
+        raise ValueError(f"{name!r} is not a noun synset (distances are measured in the noun hierarchy)")
+    return synset
+
+
+def class_synset_problems(wordnet, classes: list[str], synsets_map: dict[str, str] | None = None,
+                          map_key: str = SYNSETS_KEY, classes_key: str = "classes") -> tuple[list, list[str]]:
+    """(synset or None per class, every problem): a class is mapped by `synsets_map` (class -> synset name or wnid,
+    the config's `map_key`) where it has an entry, else by its name if that is a wnid (an ImageNet folder name).
+    Problems name the key at fault: a map entry that is no noun synset, a map entry for no class, a wnid-shaped class
+    name that is no WordNet 3.0 noun offset, a class that is neither mapped nor a wnid."""
+    synsets_map = dict(synsets_map or {})
+    synsets, problems = [], []
+    for name in classes:
+        synset = None
+        if name in synsets_map:
+            try:
+                synset = synset_from_name(wordnet, str(synsets_map[name]))
+            except ValueError as err:
+                problems.append(f"{map_key}.{name}: {err}")
+        elif WNID.fullmatch(name):
+            synset = synset_from_wnid(wordnet, name)
+            if synset is None:
+                problems.append(f"{classes_key}: class folder {name!r} is not a WordNet 3.0 noun offset (map it in "
+                                f"{map_key}.{name})")
+        else:
+            problems.append(f"{map_key}.{name}: class {name!r} has no synset: its name is not a wnid (n + 8-digit "
+                            f"noun offset), so {map_key} must map it (e.g. {name}: {name}.n.01, if that sense fits)")
+        synsets.append(synset)
+    problems += [f"{map_key}.{key}: no class {key!r} among {classes_key}" for key in synsets_map if key not in classes]
+    return synsets, problems
+
+
+def class_synsets(wordnet, classes: list[str], synsets_map: dict[str, str] | None = None,
+                  map_key: str = SYNSETS_KEY, classes_key: str = "classes") -> list:
+    """The noun synset of every class (see class_synset_problems); SemanticsError lists every problem at once."""
+    synsets, problems = class_synset_problems(wordnet, classes, synsets_map, map_key, classes_key)
+    if problems:
+        raise SemanticsError(problems)
+    return synsets
