@@ -412,8 +412,8 @@ SHOW_ALL = ("real bank", "no image")  # routes whose every detector is a row; th
 
 
 def summarise(rows: list, ood_sets) -> tuple[str, list]:
-    """The results table of docs/results.md (one row per route and bank size: the detector with the best mean held-out AUROC over the
-    seeds) and those rows' group keys."""
+    """The results table of docs/results.md (one row per route and bank size: the detector with the best mean
+    held-out AUROC over the seeds) and those rows' group keys."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["route"], r["bank_per_class"], r["detector"]), []).append(r)
