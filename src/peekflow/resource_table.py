@@ -1,4 +1,4 @@
-"""The requests a dry run plans, per rule, as a markdown table (README: "Resource requests").
+"""The requests a dry run plans, per rule, as a markdown table (docs/cluster.md: "Resource requests").
 
     snakemake -n --configfile config/config.yaml > default.txt
     python -m peekflow.resource_table default=default.txt imagenet=imagenet.txt
