@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from peekflow import config_checks, targets
+from peekflow.workflow import config_checks, targets
 
 min_version("8.10")
 

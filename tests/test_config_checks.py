@@ -1,5 +1,6 @@
-"""The checks of a whole config before any job (peekflow.config_checks, peekflow.preflight's shape checks): each
-fires with a message naming the config path, every problem is reported at once, and the shipped configs pass."""
+"""The checks of a whole config before any job (peekflow.workflow.config_checks, peekflow.workflow.preflight's shape
+checks): each fires with a message naming the config path, every problem is reported at once, and the shipped configs
+pass."""
 
 import copy
 
@@ -7,8 +8,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from peekflow import preflight
-from peekflow.config_checks import ConfigError, check, config_problems, reference_problems, schema_problems
+from peekflow.workflow import preflight
+from peekflow.workflow.config_checks import ConfigError, check, config_problems, reference_problems, schema_problems
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from peekflow.cli import stage_parser
-from peekflow.config_schema import SCHEMA, generate, settings_problems
+from peekflow.workflow.config_schema import SCHEMA, generate, settings_problems
 from peekflow.neurons.dora import DoraSettings
 from peekflow.prototypes.deepdream import DreamSettings
-from peekflow.yaml_dump import dump
+from peekflow.workflow.yaml_dump import dump
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["config/config.yaml", "config/imagenet_resnet50.yaml", "tests/data/tiny_config.yaml"]
@@ -22,7 +22,7 @@ def load(path):
 
 def test_committed_schema_is_the_generated_one():
     text = SCHEMA.read_text()
-    assert text == dump(generate(yaml.safe_load(text))), "run: python -m peekflow.config_schema"
+    assert text == dump(generate(yaml.safe_load(text))), "run: python -m peekflow.workflow.config_schema"
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -89,9 +89,10 @@ def test_help_lists_every_key_with_its_help_as_the_schema_does(stage, cls):
 
 
 def test_settings_reference_page_is_generated_and_current():
-    from peekflow.config_schema import DOCS, docs
+    from peekflow.workflow.config_schema import DOCS, docs
 
     text = DOCS.read_text()
-    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", "run: python -m peekflow.config_schema"
+    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", (
+        "run: python -m peekflow.workflow.config_schema")
     assert "## `prototypes.methods.deepdream`" in text and "## `ood.methods.knn`" in text
     assert "| `jitter` |" in text and "adam \\| adamw" in text

@@ -1,11 +1,11 @@
-"""README numbers come from a run's summary files (peekflow.readme_numbers): every number the generator writes is
-one of the summaries' values at the shown precision, and only the marked sections change."""
+"""README numbers come from a run's summary files (peekflow.workflow.readme_numbers): every number the generator writes
+is one of the summaries' values at the shown precision, and only the marked sections change."""
 
 import re
 
 import pandas as pd
 
-from peekflow.readme_numbers import ood_section, ood_sets_section, rewrite, sections
+from peekflow.workflow.readme_numbers import ood_section, ood_sets_section, rewrite, sections
 
 
 def test_every_number_written_is_in_the_summary_files(finished_run):

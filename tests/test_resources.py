@@ -1,11 +1,11 @@
-"""Every job's request (mem_mb, runtime, cpus_per_task) comes from its data: peekflow.resources' formulas, and the
-requests that dry runs of the shipped configs plan (the embedded default fits a 2-CPU, 8 GB node)."""
+"""Every job's request (mem_mb, runtime, cpus_per_task) comes from its data: peekflow.workflow.resources' formulas, and
+the requests that dry runs of the shipped configs plan (the embedded default fits a 2-CPU, 8 GB node)."""
 
 import pytest
 import yaml
 
-from peekflow import resources
-from peekflow.resource_table import largest, planned_requests, table
+from peekflow.workflow import resources
+from peekflow.workflow.resource_table import largest, planned_requests, table
 from workflow import ROOT, fake_user_inputs, snakemake
 
 IMAGENET = ROOT / "config" / "imagenet_resnet50.yaml"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from peekflow.resource_table import planned_requests
+from peekflow.workflow.resource_table import planned_requests
 from workflow import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"

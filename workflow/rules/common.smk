@@ -1,6 +1,7 @@
-# Helpers of the rules: config look-ups named for what they return, and one helper per file-path pattern. The config
-# is checked before any job: its schema in the Snakefile, its cross-references here (peekflow.config_checks), then,
-# once in the main process, its inputs and model shapes (peekflow.preflight). Every problem names its config key.
+# Helpers of the rules: config look-ups named for what they return, and one helper per file-path pattern. The config is
+# checked before any job: its schema in the Snakefile, its cross-references here (peekflow.workflow.config_checks),
+# then, once in the main process, its inputs and model shapes (peekflow.workflow.preflight). Every problem names its
+# config key.
 import functools
 import itertools
 import json
@@ -8,10 +9,10 @@ import math
 import os
 import shlex
 
-from peekflow import config_checks, preflight, replicas, targets
-from peekflow import resources as costs
-from peekflow.config_checks import PROTOTYPE_COMMANDS
 from peekflow.ood.base import detector_class
+from peekflow.workflow import config_checks, preflight, replicas, targets
+from peekflow.workflow import resources as costs
+from peekflow.workflow.config_checks import PROTOTYPE_COMMANDS
 
 config_checks.check(config_checks.reference_problems(config))
 replicas.expand(config)  # a model with train.seeds or a list of checkpoints -> one model per replica
@@ -374,10 +375,10 @@ wildcard_constraints:
 
 
 # Resource requests (mem_mb, runtime in minutes, cpus_per_task) of every rule, from the config and the job's inputs
-# (peekflow.resources holds the formulas and their per-unit costs). In a dry run the inputs do not exist yet: counts
-# come from the config (generated sets, prototypes, steps) and from the image folders; existing inputs' sizes only
-# raise them. device: cuda sizes network rules for a GPU; auto and cpu for the CPU (a job never runs out of time for
-# lack of a GPU).
+# (peekflow.workflow.resources holds the formulas and their per-unit costs). In a dry run the inputs do not exist yet:
+# counts come from the config (generated sets, prototypes, steps) and from the image folders; existing inputs' sizes
+# only raise them. device: cuda sizes network rules for a GPU; auto and cpu for the CPU (a job never runs out of time
+# for lack of a GPU).
 @functools.lru_cache(maxsize=None)
 def dataset_image_count(name):
     """Images of data set `name`: datasets.<name>.images where given, else as the checks before any job count them

@@ -1,14 +1,15 @@
 """Checks of a whole workflow config (the dict Snakemake reads), before any job runs.
 
 Two passes, each reporting every problem at once, each problem naming its full config path:
-- `config_problems`: each stage's settings block against its settings class (peekflow.config_schema) and the rest
-  against the JSON schema (workflow/schemas/config.schema.yaml, generated from those classes): unknown keys (with the
-  nearest valid name), missing keys, types, choices and ranges. Run before Snakemake's `validate`, which stops at the
-  first error.
+- `config_problems`: each stage's settings block against its settings class (peekflow.workflow.config_schema) and
+  the rest against the JSON schema (workflow/schemas/config.schema.yaml, generated from those classes): unknown keys
+  (with the nearest valid name), missing keys, types, choices and ranges. Run before Snakemake's `validate`, which
+  stops at the first error.
 - `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
   method, prototype method) exists, splits exist, the KNN bank never holds the ID test set. Run on the validated
   config (defaults filled in).
-`check` raises ConfigError with all of them. The checks that need files or built models are peekflow.preflight's.
+`check` raises ConfigError with all of them. The checks that need files or built models are
+peekflow.workflow.preflight's.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def schema_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
 
 
 def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]:
-    """Every problem of the settings blocks (peekflow.config_schema: each stage's settings class) and of the rest of
-    the config (the schema), each config path reported once."""
-    from peekflow.config_schema import settings_problems
+    """Every problem of the settings blocks (peekflow.workflow.config_schema: each stage's settings class) and of the
+    rest of the config (the schema), each config path reported once."""
+    from peekflow.workflow.config_schema import settings_problems
 
     found = settings_problems(config)
     seen = {p.split(": ", 1)[0] for p in found}
@@ -226,7 +227,7 @@ def caricature_dataset(config: dict) -> str:
 
 def _target_stages(config: dict, r: _References) -> None:
     """labels, neurons and emergence read layers of each target from its feature stores."""
-    from peekflow.replicas import target_names
+    from peekflow.workflow.replicas import target_names
 
     targets = [t for t in (target_names(config) if "target_models" in config or "target_model" in config else [])
                if t in config["models"]]  # the others are named by _data_and_models

@@ -212,7 +212,7 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
     checks any other store the same way."""
     from collections import Counter
 
-    from peekflow.config_checks import ood_runs
+    from peekflow.workflow.config_checks import ood_runs
     from peekflow.neurons.dora import layer_channels
     from peekflow.ood.base import Detector, build
 
@@ -333,7 +333,7 @@ def dora_shard_problems(config: dict, name: str) -> list[str]:
 def patch_shard_problems(config: dict, name: str) -> list[str]:
     """neurons.shards.patches: patches are searched, in at most as many shards as the selected channels of each
     neuron layer of target `name` make channel batches (neurons.patches.channel_batch)."""
-    from peekflow.config_checks import neuron_dataset, neuron_layers
+    from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
     from peekflow.neurons.dora import layer_channels
     from peekflow.neurons.patches import PatchSettings, select_channels
 
@@ -384,7 +384,7 @@ def ranking_problems(config: dict, name: str) -> list[str]:
 def vital_problems(config: dict, name: str) -> list[str]:
     """neurons.vital: each VITAL layer is a neuron layer (its patches are the references), its channels exist and
     are among the patch search's channels, and some match layer comes before it."""
-    from peekflow.config_checks import neuron_dataset, neuron_layers
+    from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
     from peekflow.neurons.dora import layer_channels
     from peekflow.neurons.patches import PatchSettings, select_channels
     from peekflow.neurons.vital import VitalSettings, match_layers_for
@@ -451,7 +451,7 @@ def shape_problems(config: dict, name: str) -> list[str]:
                                 f"at {size} px ({shown}): choose 1 <= grid <= {largest}" if largest else
                                 f"emergence.layers: every analysed layer needs a spatial map ({shown})")
     if "patches" in config.get("neurons", {}):
-        from peekflow.config_checks import neuron_dataset, neuron_layers
+        from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
 
         size = input_size(config, neuron_dataset(config), target)
         if size:
@@ -463,7 +463,7 @@ def shape_problems(config: dict, name: str) -> list[str]:
     patches = config.get("neurons", {}).get("patches", {})
     window = patches.get("window_size", "rf")
     if patches.get("mode") == "window" and isinstance(window, int):
-        from peekflow.config_checks import neuron_dataset
+        from peekflow.workflow.config_checks import neuron_dataset
 
         size = input_size(config, neuron_dataset(config), target)
         if size and window > size:
@@ -474,8 +474,8 @@ def shape_problems(config: dict, name: str) -> list[str]:
 
 def input_problems(config: dict) -> list[str]:
     """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
-    Takes the expanded config (peekflow.replicas): replicas of one trained model share their checks."""
-    from peekflow.replicas import SEP, base
+    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks."""
+    from peekflow.workflow.replicas import SEP, base
 
     problems = []
     for name, spec in config["datasets"].items():
@@ -512,7 +512,7 @@ def input_problems(config: dict) -> list[str]:
 def ood_method_classes(config: dict) -> list[tuple[str, type]]:
     """(method, detector class) of each OOD method the config runs, once each; unknown names are left to the
     reference checks."""
-    from peekflow.config_checks import ood_runs
+    from peekflow.workflow.config_checks import ood_runs
     from peekflow.ood.base import detector_class
 
     out = []
@@ -549,7 +549,7 @@ def last_layer_problems(config: dict) -> list[str]:
     Stores still to be made record it at extraction (or the scoring job fails at its start, naming the same)."""
     from peekflow.features.last_layer import LastLayer
     from peekflow.features.store import open_store
-    from peekflow.targets import feature_store
+    from peekflow.workflow.targets import feature_store
 
     ood, problems = config["ood"], []
     for model, (method, cls) in ((t, mc) for t in config["target_models"] for mc in ood_method_classes(config)):
