@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from peekflow.io import atomic_path
-from peekflow.metrics import METRIC_KEYS
+from peekflow.ood.metrics import METRIC_KEYS
 from peekflow.workflow.replicas import base
 
 PROTOTYPE_KEYS = ["target_accuracy", "probe_accuracy"]

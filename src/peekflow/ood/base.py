@@ -27,7 +27,7 @@ from peekflow.features.store import FeatureSet
 _REGISTRY: dict[str, type["Detector"]] = {}
 # the precision statement of the methods computed in float64 throughout (checked by tests/test_ood_precision_*.py)
 FLOAT64 = "float64: relative error <= 1e-9 against exact arithmetic on the stored inputs"
-_NOT_DETECTORS = {"base", "catalogue", "neighbours", "papers", "plots", "posthoc", "scoring", "table"}
+_NOT_DETECTORS = {"base", "catalogue", "metrics", "neighbours", "papers", "plots", "posthoc", "scoring", "table"}
 PROTOTYPE_BANKS = {"deepinversion": "DeepInversion", "deepdream": "DeepDream"}  # data-free banks (prototype files)
 
 

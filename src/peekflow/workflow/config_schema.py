@@ -37,7 +37,7 @@ from peekflow.probing import ProbeSettings
 from peekflow.prototypes.caricature import CaricatureSettings
 from peekflow.prototypes.deepdream import DreamSettings
 from peekflow.prototypes.deepinversion import InversionSettings
-from peekflow.training import TrainSettings
+from peekflow.models.training import TrainSettings
 from peekflow.workflow.yaml_dump import dump
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
