@@ -18,10 +18,15 @@ import pandas as pd
 
 from peekflow.io import atomic_path
 from peekflow.ood.metrics import METRIC_KEYS
-from peekflow.workflow.replicas import base
 
+SEP = "@"  # a replica's name: <model>@s<seed> or <model>@r<i> (peekflow.workflow.replicas names them)
 PROTOTYPE_KEYS = ["target_accuracy", "probe_accuracy"]
 PROBING_KEYS = ["accuracy", "hungarian_accuracy"]
+
+
+def base(name: str) -> str:
+    """The model a replica belongs to (a model without replicas: its own name)."""
+    return name.split(SEP, 1)[0]
 
 
 def _spread(df: pd.DataFrame, keys: list[str], by: list[str]) -> pd.DataFrame:
