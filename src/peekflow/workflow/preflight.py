@@ -16,7 +16,7 @@ from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
 from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
-from peekflow.models.layers import layer_names
+from peekflow.models.layers import layer_channels, layer_names
 from peekflow.models.registry import build_model
 from peekflow.prototypes.batching import resolve_classes
 
@@ -213,7 +213,6 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
     from collections import Counter
 
     from peekflow.workflow.config_checks import ood_runs
-    from peekflow.neurons.dora import layer_channels
     from peekflow.ood.base import Detector, build
 
     model, ood, problems = config["models"][target], config["ood"], []
@@ -243,7 +242,7 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
             continue  # sizes not known before the job (its fit checks the same)
         if dims is None:
             built = abstract_model(model["arch"], model["num_classes"], model.get("arch_kwargs"))
-            dims = layer_channels(built.eval(), model["penultimate"], size, "cpu")
+            dims = layer_channels(built.eval(), model["penultimate"], size)
         problem = detector.fit_size_problem(rows, class_rows, dims)
         if problem:
             key = f"ood.methods.{method}" + (f" (run {run})" if run != method else "")
@@ -299,7 +298,7 @@ def extract_shard_problems(config: dict) -> list[str]:
 def dora_shard_problems(config: dict, name: str) -> list[str]:
     """labels.shards.dora: DORA is run, in at most as many shards as the s-AMS of each labelled layer of target
     `name` make render batches (which hold whole neurons when there are several)."""
-    from peekflow.neurons.dora import DoraSettings, check_dora_batches, layer_channels, resolve_neurons
+    from peekflow.neurons.dora import DoraSettings, check_dora_batches, resolve_neurons
 
     labels = config.get("labels", {})
     count = labels.get("shards", {}).get("dora", 1)
@@ -318,7 +317,7 @@ def dora_shard_problems(config: dict, name: str) -> list[str]:
         if layer not in set(layer_names(model)):
             continue  # named by the layer checks
         try:
-            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size), "cpu"), layer)
+            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size)), layer)
             batches = check_dora_batches(s, len(neurons))
         except (KeyError, ValueError) as err:
             problems.append(f"labels.dora: {err}")
@@ -334,7 +333,6 @@ def patch_shard_problems(config: dict, name: str) -> list[str]:
     """neurons.shards.patches: patches are searched, in at most as many shards as the selected channels of each
     neuron layer of target `name` make channel batches (neurons.patches.channel_batch)."""
     from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
-    from peekflow.neurons.dora import layer_channels
     from peekflow.neurons.patches import PatchSettings, select_channels
 
     neurons = config.get("neurons", {})
@@ -353,7 +351,7 @@ def patch_shard_problems(config: dict, name: str) -> list[str]:
         if layer not in set(layer_names(model)):
             continue  # named by the layer checks
         try:
-            channels = len(select_channels(s.channels, layer_channels(model, layer, size, "cpu"), layer))
+            channels = len(select_channels(s.channels, layer_channels(model, layer, size), layer))
         except ValueError as err:
             problems.append(f"neurons.patches.channels: {err}")
             continue
@@ -385,7 +383,6 @@ def vital_problems(config: dict, name: str) -> list[str]:
     """neurons.vital: each VITAL layer is a neuron layer (its patches are the references), its channels exist and
     are among the patch search's channels, and some match layer comes before it."""
     from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
-    from peekflow.neurons.dora import layer_channels
     from peekflow.neurons.patches import PatchSettings, select_channels
     from peekflow.neurons.vital import VitalSettings, match_layers_for
     from peekflow.synthesis.relevance import check_method
@@ -411,7 +408,7 @@ def vital_problems(config: dict, name: str) -> list[str]:
             problems.append(f"neurons.vital.match_layers: {err}")
         if not size:
             continue  # the job checks the channels
-        n = layer_channels(model, layer, size, "cpu")
+        n = layer_channels(model, layer, size)
         try:
             searched = set(select_channels(patches.channels, n, layer).tolist())
             chosen = sorted(searched) if s.channels == "all" else \
