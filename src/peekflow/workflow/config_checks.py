@@ -264,6 +264,11 @@ def neuron_layers(config: dict, model: str) -> list[str]:
     return config["neurons"].get("layers") or config["models"][model]["layers"]
 
 
+def ranks_by_relevance(config: dict) -> bool:
+    """Whether the top-N images are ranked by relevance, running the model (neurons.ranking), not by activation."""
+    return config.get("neurons", {}).get("ranking", {}).get("rank_by") == "relevance"
+
+
 def neuron_dataset(config: dict) -> str:
     """The data set whose feature store ranks the images (default: the ID training set)."""
     return config["neurons"].get("dataset") or config["ood"]["id_train"]
