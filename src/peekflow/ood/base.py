@@ -41,6 +41,7 @@ class Detector:
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
     needs_model: ClassVar[bool] = False  # reads the model's weights (fit_model(model, layer)), scores feature stores
     gpu_helps: ClassVar[bool] = False  # a GPU in its job speeds it up (the SLURM profile asks one for score_ood)
+    pairwise: ClassVar[bool] = False  # compares every scored row with every bank row (its job's cost: fit x eval)
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
     sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value

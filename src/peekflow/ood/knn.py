@@ -67,6 +67,7 @@ class KNN(Detector):
     sweeps = ("k",)
 
     gpu_helps = True  # the neighbour search runs on a GPU where the job has one (faiss-gpu, else torch)
+    pairwise = True
 
     def __init__(self, k: int = 50, samples_per_class: int | None = None, seed: int = 0, backend: str = "auto",
                  batch_size: int = 4096):

@@ -22,7 +22,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from peekflow.ood.base import build as build_detector, detector_class
+from peekflow.ood.base import available, build as build_detector, detector_class
 
 # prototype method (config key and file name) -> the peekflow sub-command that makes it
 PROTOTYPE_COMMANDS = {"deepdream": "dream", "deepinversion": "deepinversion", "caricature": "caricature"}
@@ -107,6 +107,15 @@ def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:
             name = method + "".join(f"_{key}{_label(value)}" for key, value in zip(swept, values))
             runs[name] = (method, {**settings, **dict(zip(swept, values))})
     return runs
+
+
+def run_method(run: str) -> str:
+    """The OOD method of run `run` without the config (ood_runs' names read back): the longest registered method name
+    that is `run` itself or followed by `_` (a swept setting)."""
+    names = [name for name in available() if run == name or run.startswith(name + "_")]
+    if not names:
+        raise ValueError(f"{run!r} names no registered OOD method; valid methods: {available()}")
+    return max(names, key=len)
 
 
 class _References:

@@ -23,7 +23,7 @@ from peekflow.models.layers import layer_channels
 from peekflow.ood.base import detector_class
 from peekflow.workflow import preflight
 from peekflow.workflow import resources as costs
-from peekflow.workflow.config_checks import neuron_dataset, ood_runs, ranks_by_relevance
+from peekflow.workflow.config_checks import neuron_dataset, ood_runs, ranks_by_relevance, run_method
 
 KEYS = ("mem_mb", "runtime", "cpus_per_task")
 BATCH = 64  # images per batch where the command's batch is not configured (quality, probing, relevance, PGD)
@@ -52,6 +52,12 @@ def estimates(*rules: str):
 def existing_mb(paths) -> float:
     """MB of the input files that exist (a dry run's are mostly missing: 0)."""
     return sum(os.path.getsize(p) for p in paths if os.path.isfile(p)) / 1e6
+
+
+def score_gpus(run: str) -> int:
+    """GPUs of the score_ood jobs of OOD run `run`: 1 where its method's detector says a GPU speeds it up
+    (Detector.gpu_helps), else 0. The SLURM profile's `gpu:` of score_ood calls this."""
+    return int(detector_class(run_method(run)).gpu_helps)
 
 
 def shards_of(w) -> int:
@@ -191,8 +197,8 @@ class Requests:
             n_fit = self.prototype_count(w.model, bank) if bank else self.dataset_images(self.config["ood"]["id_train"])
         m = self.model_config(w.model)
         dim = self.layer_channels(w.model, m["penultimate"])
-        pairwise = method.startswith(("knn", "nnguide"))
-        return Work(*costs.scoring(n_fit, n_eval, dim, m["num_classes"], pairwise=pairwise), detector.gpu_helps)
+        work = costs.scoring(n_fit, n_eval, dim, m["num_classes"], pairwise=detector.pairwise)
+        return Work(*work, detector.gpu_helps)
 
     @estimates("rank_top_images")
     def _rank(self, w, i) -> Work:
