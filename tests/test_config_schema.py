@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from peekflow.cli import stage_parser
-from peekflow.workflow.config_schema import SCHEMA, generate, settings_problems
 from peekflow.neurons.dora import DoraSettings
 from peekflow.prototypes.deepdream import DreamSettings
+from peekflow.workflow.config_checks import fill_defaults
+from peekflow.workflow.config_schema import SCHEMA, generate, settings_problems, workflow_schema
 from peekflow.workflow.yaml_dump import dump
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,10 @@ def test_shipped_configs_have_no_problems_and_validate_fills_nested_defaults(pat
 
     config = load(path)
     assert settings_problems(config) == []
-    validate(config, str(SCHEMA))
+    by_snakemake = copy.deepcopy(config)
+    validate(by_snakemake, str(SCHEMA))
+    fill_defaults(config, workflow_schema())  # as the Snakefile does
+    assert config == by_snakemake  # the defaults that Snakemake's validate fills from the schema file
     assert settings_problems(config) == []
     inversion = config["prototypes"]["methods"]["deepinversion"]
     assert inversion["betas"] == [0.5, 0.9] and inversion["fold_bn"] is True and inversion["schedule"] == "cosine"

@@ -7,8 +7,8 @@ import json
 import shlex
 
 from peekflow.ood.base import detector_class
+from peekflow.prototypes import methods as prototype_methods
 from peekflow.workflow import config_checks, preflight, replicas, targets
-from peekflow.workflow.config_checks import PROTOTYPE_COMMANDS
 from peekflow.workflow.requests import Requests
 
 config_checks.check(config_checks.reference_problems(config))
@@ -203,9 +203,10 @@ def prototype_shards(method):
 
 
 def prototypes_pattern(sharded):
-    """Regex of the prototype methods rendered in shards (sharded=True) or by one job."""
-    names = [m for m in ("deepdream", "deepinversion") if (prototype_shards(m) > 1) == sharded]
-    return "|".join(names) or "^$"
+    """Regex of the prototype methods made from the model alone (not from reference images: caricatures) in shards
+    (sharded=True) or by one job."""
+    methods = [m.name for m in prototype_methods.methods().values() if not m.references]
+    return "|".join(m for m in methods if (prototype_shards(m) > 1) == sharded) or "^$"
 
 
 def caricature_pattern(sharded):
@@ -219,13 +220,18 @@ def prototype_shard_files(wildcards):
     return [f"results/prototypes/{wildcards.model}/{wildcards.proto}/shard_{i}_of_{n}.h5" for i in range(n)]
 
 
+def prototype_command(method):
+    """The `peekflow` sub-command that makes prototype method `method`."""
+    return prototype_methods.method(method).command
+
+
 def prototype_settings(method):
-    """--settings JSON of a prototype method: its config block less the rule's `dataset`."""
-    return settings_json(config["prototypes"]["methods"][method], drop=("dataset",))
+    """--settings JSON of a prototype method: its config block less the workflow's keys (a reference data set)."""
+    return settings_json(config["prototypes"]["methods"][method], drop=prototype_methods.method(method).workflow_keys)
 
 
 def caricature_dataset():
-    return config_checks.caricature_dataset(config)
+    return config_checks.reference_dataset(config, "caricature")
 
 
 def dora_settings():
@@ -363,7 +369,7 @@ wildcard_constraints:
     dataset="|".join(config["datasets"]),
     generated="|".join(generated_sets()) or "^$",
     method="|".join(ood_runs()),
-    proto="|".join(PROTOTYPE_COMMANDS),
+    proto="|".join(prototype_methods.methods()),
 
 
 # Resource requests (mem_mb, runtime in minutes, cpus_per_task) of every job, from the config and the job's inputs:

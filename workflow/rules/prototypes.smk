@@ -25,7 +25,7 @@ rule synthesize_prototypes:
         **job_resources("synthesize_prototypes"),
     params:
         device=config["device"],
-        command=lambda w: PROTOTYPE_COMMANDS[w.proto],
+        command=lambda w: prototype_command(w.proto),
         model=lambda w: model_spec(w.model),
         settings=lambda w: prototype_settings(w.proto),
     shell:
@@ -54,7 +54,7 @@ rule synthesize_prototype_shard:
         **job_resources("synthesize_prototype_shard"),
     params:
         device=config["device"],
-        command=lambda w: PROTOTYPE_COMMANDS[w.proto],
+        command=lambda w: prototype_command(w.proto),
         model=lambda w: model_spec(w.model),
         settings=lambda w: prototype_settings(w.proto),
     shell:

@@ -2,12 +2,12 @@
 
 Two passes, each reporting every problem at once, each problem naming its full config path:
 - `config_problems`: each stage's settings block against its settings class (peekflow.workflow.config_schema) and
-  the rest against the JSON schema (workflow/schemas/config.schema.yaml, generated from those classes): unknown keys
-  (with the nearest valid name), missing keys, types, choices and ranges. Run before Snakemake's `validate`, which
-  stops at the first error.
+  the rest against the JSON schema (config_schema.workflow_schema(), whose committed copy is
+  workflow/schemas/config.schema.yaml): unknown keys (with the nearest valid name), missing keys, types, choices and
+  ranges. Then `fill_defaults` fills in the schema's defaults.
 - `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
-  method, prototype method) exists, splits exist, the KNN bank never holds the ID test set. Run on the validated
-  config (defaults filled in).
+  method, prototype method: their registries) exists, splits exist, the KNN bank never holds the ID test set. Run on
+  the validated config (defaults filled in).
 `check` raises ConfigError with all of them. The checks that need files or built models are
 peekflow.workflow.preflight's.
 """
@@ -23,9 +23,7 @@ import jsonschema
 import yaml
 
 from peekflow.ood.base import available, build as build_detector, detector_class
-
-# prototype method (config key and file name) -> the peekflow sub-command that makes it
-PROTOTYPE_COMMANDS = {"deepdream": "dream", "deepinversion": "deepinversion", "caricature": "caricature"}
+from peekflow.prototypes.methods import methods as prototype_methods
 
 
 class ConfigError(ValueError):
@@ -78,6 +76,21 @@ def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
     found = settings_problems(config)
     seen = {p.split(": ", 1)[0] for p in found}
     return found + [p for p in schema_problems(config, schema) if p.split(": ", 1)[0] not in seen]
+
+
+def fill_defaults(config: dict, schema: dict) -> None:
+    """Fill in the schema's defaults, in place, as Snakemake's `validate` does: every `default` of a property that
+    the config leaves out, at every level the config has (a default mapping gets the defaults inside it)."""
+    checker = jsonschema.validators.validator_for(schema)
+    properties = checker.VALIDATORS["properties"]
+
+    def set_defaults(validator, props, instance, node):
+        for key, sub in props.items():
+            if "default" in sub and isinstance(instance, dict):
+                instance.setdefault(key, sub["default"])
+        yield from properties(validator, props, instance, node)
+
+    jsonschema.validators.extend(checker, {"properties": set_defaults})(schema).validate(config)
 
 
 def swept_settings(method: str, settings: dict) -> list[str]:
@@ -211,12 +224,13 @@ def _ood(config: dict, r: _References) -> None:
 
 
 def _prototypes_and_probing(config: dict, r: _References) -> None:
-    methods = config.get("prototypes", {}).get("methods", {})
+    methods, registered = config.get("prototypes", {}).get("methods", {}), prototype_methods()
     for method in methods:
-        if method not in PROTOTYPE_COMMANDS:
-            r.add(f"prototypes.methods.{method}: unknown prototype method; valid: {sorted(PROTOTYPE_COMMANDS)}")
-    if "caricature" in methods:
-        r.need("datasets", caricature_dataset(config), "prototypes.methods.caricature.dataset")
+        if method not in registered:
+            r.add(f"prototypes.methods.{method}: unknown prototype method; valid: {sorted(registered)}")
+    for method in methods:
+        if method in registered and registered[method].references:
+            r.need("datasets", reference_dataset(config, method), f"prototypes.methods.{method}.dataset")
     if methods and "probe_model" not in config:
         r.add("probe_model: prototypes need a probe_model (the transfer check of evaluate_prototypes)")
     if "probing" in config:
@@ -228,9 +242,10 @@ def _prototypes_and_probing(config: dict, r: _References) -> None:
             r.add("probe_model: probing needs a probe_model (the network that embeds the prototypes)")
 
 
-def caricature_dataset(config: dict) -> str:
-    """The data set caricatures draw their reference images from (default: the ID test set)."""
-    block = config["prototypes"]["methods"].get("caricature") or {}
+def reference_dataset(config: dict, method: str) -> str:
+    """The data set prototype method `method` (caricatures) draws its reference images from (default: the ID test
+    set)."""
+    block = config["prototypes"]["methods"].get(method) or {}
     return block.get("dataset", config["ood"]["id_test"])
 
 

@@ -19,6 +19,7 @@ from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_
 from peekflow.models.layers import layer_channels, layer_names
 from peekflow.models.registry import build_model
 from peekflow.prototypes.batching import resolve_classes
+from peekflow.prototypes.methods import method as prototype_method
 
 
 def check_image_folder(path) -> None:
@@ -147,24 +148,23 @@ def has_batch_norm(m: dict) -> bool:
 
 
 def prototype_problems(config: dict, target: str) -> list[str]:
-    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match; the
-    methods' shards fit their batches."""
+    """Class indices of the prototype methods exist in the target; a method that matches batch-norm statistics
+    (DeepInversion) has batch norms to match; the methods' shards fit their batches."""
 
     num_classes = config["models"][target]["num_classes"]
     problems = []
-    for method, settings in config.get("prototypes", {}).get("methods", {}).items():
-        settings = settings or {}
-        key = f"prototypes.methods.{method}"
-        model = config["models"][target]
-        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(model):
-            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models.{target} "
+    for name, block in config.get("prototypes", {}).get("methods", {}).items():
+        method, key, model = prototype_method(name), f"prototypes.methods.{name}", config["models"][target]
+        s = method.parse(block)
+        if method.batch_norm and getattr(s, method.batch_norm) and not has_batch_norm(model):
+            problems.append(f"{key}: {method.title} matches batch-norm statistics, but models.{target} "
                             f"({model['arch']}) has no BatchNorm2d layer (a vision transformer has none): use "
-                            "deepdream, or set r_feature: 0")
+                            f"deepdream, or set {method.batch_norm}: 0")
         try:
-            resolve_classes(settings.get("classes", "all"), num_classes)
+            resolve_classes(getattr(s, "classes", "all"), num_classes)  # a method without `classes`: all of them
         except ValueError as err:
             problems.append(f"{key}.classes: {err}")
-        index = settings.get("target")
+        index = getattr(s, "target", None)
         if index is not None and not (isinstance(index, int) and 0 <= index < num_classes):
             problems.append(f"{key}.target: {index!r} is not a class index of {target!r} ({num_classes} classes)")
     return problems or shard_problems(config, num_classes)
@@ -172,20 +172,14 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
-    from peekflow.prototypes.caricature import CaricatureSettings
-
     methods = config.get("prototypes", {}).get("methods", {})
     problems = []
     for method, count in config.get("prototypes", {}).get("shards", {}).items():
         if method not in methods:
             problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
             continue
-        if method == "caricature":  # per_class references of each class (the job names a class with fewer)
-            s = CaricatureSettings(**{k: v for k, v in methods[method].items() if k != "dataset"})
-            n = s.per_class * num_classes
-        else:
-            s, targets = prototype_targets(method, methods[method], num_classes)
-            n = len(targets)
+        s, targets = prototype_targets(method, methods[method], num_classes)
+        n = len(targets)
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "
@@ -193,15 +187,11 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
     return problems
 
 
-def prototype_targets(method: str, settings: dict, num_classes: int):
-    """(settings object, the class of every prototype) of prototype method deepdream or deepinversion."""
-    from peekflow.prototypes.deepdream import DreamSettings, dream_targets
-    from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
-
-    cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
-        (DreamSettings, dream_targets)
-    s = cls(**(settings or {}))
-    return s, targets(s, num_classes)
+def prototype_targets(name: str, block: dict | None, num_classes: int):
+    """(settings object, the class of every prototype) of prototype method `name` (its config block)."""
+    method = prototype_method(name)
+    s = method.parse(block)
+    return s, method.target_classes(s, num_classes)
 
 
 def ood_fit_size_problems(config: dict, target: str) -> list[str]:
@@ -287,7 +277,7 @@ def extract_shard_problems(config: dict) -> list[str]:
         if count == 1 or name not in config["datasets"]:
             continue
         n = dataset_size(config, name)
-        batch_size = block.get("batch_size", 128)
+        batch_size = block["batch_size"]
         batches = -(-n // batch_size) if n else None
         if batches is not None and count > batches:
             problems.append(f"extract.shards.{name}: {count} shards, but its {n} images make {batches} batch(es) "
@@ -368,12 +358,13 @@ def ranking_problems(config: dict, name: str) -> list[str]:
     ranking = config.get("neurons", {}).get("ranking", {})
     if ranking.get("rank_by") != "relevance":
         return []
+    from peekflow.neurons.topn import RankSettings
     from peekflow.synthesis.relevance import check_method
 
     target = config["models"][name]
     try:
         check_method(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
-                     ranking.get("relevance", "epsilon_plus_flat"))
+                     RankSettings(**ranking).relevance)
     except ValueError as err:
         return [f"neurons.ranking.relevance: {err}"]
     return []
@@ -424,17 +415,20 @@ def vital_problems(config: dict, name: str) -> list[str]:
 
 
 def shape_problems(config: dict, name: str) -> list[str]:
-    """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
-    map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
+    """Settings that must fit a target: a prototype method's layer (the caricatures') exists; the emergence grid fits
+    every analysed layer's map (the message gives the largest grid that fits all of them); a window of the patch
+    search fits the input."""
+    from peekflow.neurons.patches import PatchSettings
+
     target = config["models"][name]
     problems = []
-    caricature = config.get("prototypes", {}).get("methods", {}).get("caricature")
-    if caricature and "layer" in caricature:
-        try:
-            check_layers(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
-                         [caricature["layer"]])
-        except ValueError as err:
-            problems.append(f"prototypes.methods.caricature.layer: {err}")
+    for method, block in config.get("prototypes", {}).get("methods", {}).items():
+        if block and "layer" in block:
+            try:
+                check_layers(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
+                             [block["layer"]])
+            except ValueError as err:
+                problems.append(f"prototypes.methods.{method}.layer: {err}")
     if "emergence" in config:
         block = config["emergence"]
         size = input_size(config, block["dataset"], target)
@@ -457,9 +451,9 @@ def shape_problems(config: dict, name: str) -> list[str]:
             if flat:
                 problems.append(f"neurons.layers: {flat} give no spatial map at {size} px (vectors, or tokens that "
                                 "are not class/register tokens + a square grid of patch tokens): patches need one")
-    patches = config.get("neurons", {}).get("patches", {})
-    window = patches.get("window_size", "rf")
-    if patches.get("mode") == "window" and isinstance(window, int):
+    patches = PatchSettings(**config.get("neurons", {}).get("patches", {}))
+    window = patches.window_size
+    if patches.mode == "window" and isinstance(window, int):
         from peekflow.workflow.config_checks import neuron_dataset
 
         size = input_size(config, neuron_dataset(config), target)
