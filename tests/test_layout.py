@@ -46,3 +46,16 @@ def test_only_the_workflow_layer_takes_a_config():
     assert not takes, "a function outside peekflow.workflow takes the Snakemake config: take its settings instead"
     assert any(isinstance(node, ast.FunctionDef) and node.args.args and node.args.args[0].arg == "config"
                for tree in modules("workflow").values() for node in ast.walk(tree))  # the check sees what it looks for
+
+
+def test_no_cli_stage_imports_another():
+    """A `peekflow <stage>` module imports no other stage's module: what several share lives in peekflow.cli itself,
+    a private helper module (`_name`) or the library."""
+    from peekflow.cli import STAGES
+
+    stages = {f"peekflow.cli.{stage.replace('-', '_')}" for stage in STAGES}
+    cli = modules("cli")
+    helpers = {name for name in cli if name.rpartition(".")[2].startswith("_")}
+    assert set(cli) - helpers - {"peekflow.cli"} == stages  # every module is a stage or a private helper
+    wrong = {name: sorted(imported(tree) & (stages - {name})) for name, tree in cli.items() if name in stages}
+    assert not {name: found for name, found in wrong.items() if found}
