@@ -220,7 +220,8 @@ class Requests:
     @estimates("find_outlier_neurons", "synthesize_dora_signal_shard")
     def _dora(self, w, i) -> Work:
         dora = self.config["labels"]["dora"]
-        n = math.ceil(self.layer_channels(w.model, w.layer) / shards_of(w)) * dora["per_neuron"] * (1 + dora["restarts"])
+        neurons = math.ceil(self.layer_channels(w.model, w.layer) / shards_of(w))
+        n = neurons * dora["per_neuron"] * (1 + dora["restarts"])
         side = dora["size"] or self.image_side(w.model)
         return Work(*costs.synthesis(n, dora["steps"], side, dora["batch_size"]), True)
 
@@ -255,7 +256,8 @@ class Requests:
     def _emergence(self, w, i) -> Work:
         block = self.config["emergence"]
         rows = self.emergence_images(w.model) * len(block["layers"])
-        return Work(*costs.embedding(rows, sum(block[k] for k in ("sample_steps", "importance_steps", "regional_steps"))))
+        steps = sum(block[k] for k in ("sample_steps", "importance_steps", "regional_steps"))
+        return Work(*costs.embedding(rows, steps))
 
     @estimates("trace_emergence_attack")
     def _trajectory(self, w, i) -> Work:
