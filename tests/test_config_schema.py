@@ -10,7 +10,7 @@ from peekflow.cli import stage_parser
 from peekflow.neurons.dora import DoraSettings
 from peekflow.prototypes.deepdream import DreamSettings
 from peekflow.workflow.config_checks import fill_defaults
-from peekflow.workflow.config_schema import SCHEMA, generate, settings_problems, workflow_schema
+from peekflow.workflow.config_schema import SCHEMA, generate, settings_of, settings_problems, workflow_schema
 from peekflow.workflow.yaml_dump import dump
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +100,19 @@ def test_settings_reference_page_is_generated_and_current():
         "run: python -m peekflow.workflow.config_schema")
     assert "## `prototypes.methods.deepdream`" in text and "## `ood.methods.knn`" in text
     assert "| `jitter` |" in text and "adam \\| adamw" in text
+
+
+def test_settings_of_a_block_are_its_classes_keys_less_the_workflows():
+    from test_config_checks import validated
+    from workflow import tiny_config
+
+    config = validated(tiny_config())
+    invert = settings_of(config, "labels.invert")
+    assert "dataset" not in invert and invert["beam_size"] == 3 and "max_length" in invert
+    assert "dataset" not in settings_of(config, "prototypes.methods.caricature")
+    assert settings_of(config, "prototypes.methods.deepdream") == config["prototypes"]["methods"]["deepdream"]
+    extract = settings_of(config, "extract", layers=["layer4"])
+    assert extract["layers"] == ["layer4"] and not {"threads", "shards"} & set(extract)
+    emergence = settings_of(config, "emergence")
+    assert not {"dataset", "layers", "trajectory"} & set(emergence) and emergence["grid"] == 2
+    assert settings_of(config, "models.tiny_resnet.train.settings")["epochs"] == 2  # a block under `*`

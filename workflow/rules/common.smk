@@ -1,20 +1,15 @@
-# Helpers of the rules: config look-ups named for what they return, and one helper per file-path pattern. The config is
-# checked before any job: its schema in the Snakefile, its cross-references here (peekflow.workflow.config_checks),
-# then, once in the main process, its inputs and model shapes (peekflow.workflow.preflight). Every problem names its
-# config key.
+# Helpers of the rules: config look-ups named for what they return, and one helper per file-path pattern. The config
+# they read is checked and expanded (Snakefile); the workflow layer (peekflow.workflow) holds what has logic of its
+# own: the checks, the targets of rule all, the resource requests.
 import itertools
 import json
 import shlex
 
 from peekflow.ood.base import detector_class
 from peekflow.prototypes import methods as prototype_methods
-from peekflow.workflow import config_checks, preflight, replicas, targets
+from peekflow.workflow import config_checks, config_schema, targets
 from peekflow.workflow.requests import Requests
-
-config_checks.check(config_checks.reference_problems(config))
-replicas.expand(config)  # a model with train.seeds or a list of checkpoints -> one model per replica
-if workflow.is_main_process:
-    config_checks.check(preflight.input_problems(config), "config: inputs (checked before any job is submitted)")
+from peekflow.workflow.targets import feature_store
 
 
 def as_json(obj):
@@ -22,16 +17,13 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def settings_json(block, drop=()):
-    """--settings JSON of a config block (defaults filled in by the schema), less the rule's own keys `drop`."""
-    return as_json({k: v for k, v in (block or {}).items() if k not in drop})
+def stage_settings(path, **filled):
+    """--settings JSON of the config block at `path` (e.g. labels.dora): the keys its settings class takes (defaults
+    filled in by the schema; not the workflow's own keys), and `filled`."""
+    return as_json(config_schema.settings_of(config, path, **filled))
 
 
-# file-path patterns (wildcards or values)
-def feature_store(model, dataset):
-    return targets.feature_store(model, dataset)
-
-
+# file-path patterns (wildcards or values; and feature_store)
 def prototype_file(model, method):
     return f"results/prototypes/{model}/{method}.h5"
 
@@ -47,30 +39,19 @@ def generated_sets():
 def dataset_images(name):
     """The image folder of data set `name`."""
     spec = config["datasets"][name]
-    if "path" in spec:
-        return spec["path"]
-    return f"resources/datasets/{spec['generated']}/{spec['split']}"
+    return spec["path"] if "path" in spec else f"resources/datasets/{spec['generated']}/{spec['split']}"
 
 
 def dataset_input(name):
     """What a job reading data set `name` depends on: the generated set's attributes.csv, or the folder itself."""
     spec = config["datasets"][name]
-    if "path" in spec:
-        return spec["path"]
-    return f"resources/datasets/{spec['generated']}/attributes.csv"
+    return spec["path"] if "path" in spec else f"resources/datasets/{spec['generated']}/attributes.csv"
 
 
 def generate_settings(name):
     gen = config["generate"]
-    spec = gen["sets"][name]
-    settings = {
-        "seed": gen["seed"],
-        "image_size": gen["image_size"],
-        "splits": spec["splits"],
-    }
-    if "classes" in spec:
-        settings["classes"] = spec["classes"]
-    return as_json(settings)
+    spec = {k: v for k, v in gen["sets"][name].items() if k in ("splits", "classes")}
+    return as_json({"seed": gen["seed"], "image_size": gen["image_size"], **spec})
 
 
 def model_config(name):
@@ -93,10 +74,9 @@ def model_checkpoint(name):
 
 
 def extract_settings(model, layers=None, maps=None):
-    """--settings JSON of an extraction: the extract block less its workflow keys, the layers (default: the model's)
-    and the layers whose maps are stored."""
-    settings = {"layers": layers or model_config(model)["layers"], **({"maps": maps} if maps else {})}
-    return settings_json({**config["extract"], **settings}, drop=("threads", "shards"))
+    """--settings JSON of an extraction: the extract block's settings, the layers (default: the model's) and the
+    layers whose maps are stored."""
+    return stage_settings("extract", layers=layers or model_config(model)["layers"], **({"maps": maps} if maps else {}))
 
 
 def shards(section, name):
@@ -104,21 +84,15 @@ def shards(section, name):
     return config.get(section, {}).get("shards", {}).get(name, 1)
 
 
-def extract_shards(dataset):
-    """How many jobs extract data set `dataset` (extract.shards; 1: one job writes its store)."""
-    return shards("extract", dataset)
+def sharded_pattern(section, names, sharded, pattern=None):
+    """Regex of the `names` (data sets, methods) of config section `section` made in shards (sharded=True) or by one
+    job ("^$": none); `pattern` in place of the names where one count holds for all values (every layer)."""
+    chosen = [name for name in names if (shards(section, name) > 1) == sharded]
+    return (pattern if pattern and chosen else "|".join(chosen)) or "^$"
 
 
-def datasets_pattern(sharded):
-    """Regex of the data sets extracted in shards (sharded=True) or by one job."""
-    names = [d for d in config["datasets"] if (extract_shards(d) > 1) == sharded]
-    return "|".join(names) or "^$"
-
-
-def feature_shards(wildcards):
-    """The shard stores that merge_feature_shards joins, in shard order."""
-    n = extract_shards(wildcards.dataset)
-    stem = feature_store(wildcards.model, wildcards.dataset).removesuffix(".h5")
+def shard_files(stem, n):
+    """The shard files that a merge joins, in shard order."""
     return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
 
 
@@ -163,61 +137,33 @@ def score_inputs(wildcards):
     folder for methods that run the model (odin); the checkpoint for methods that read its weights (bn_gaussian).
     Nothing of the other data sets: adding one reruns no other job.
     """
-    method = detector_class(ood_run_method(wildcards.method))
-    if method.needs_images:
-        return {
-            "checkpoint": model_checkpoint(wildcards.model),
-            "images": dataset_input(wildcards.dataset),
-        }
+    method = ood_run_method(wildcards.method)
+    if detector_class(method).needs_images:
+        return {"checkpoint": model_checkpoint(wildcards.model), "images": dataset_input(wildcards.dataset)}
     stores = {"store": feature_store(wildcards.model, wildcards.dataset)}
-    if method.needs_model:  # bn_gaussian: derived from the weights
+    if detector_class(method).needs_model:  # bn_gaussian: derived from the weights
         stores["checkpoint"] = model_checkpoint(wildcards.model)
-    if method.needs_fit:
-        bank = method.prototype_bank
-        fit = f"prototypes_{bank}" if bank else config["ood"]["id_train"]
-        stores["fit"] = feature_store(wildcards.model, fit)
-    return stores
+    fit = config_checks.ood_fit_dataset(config, method)
+    return stores | ({"fit": feature_store(wildcards.model, fit)} if fit else {})
 
 
 def score_eval_args(wildcards, input):
-    name = wildcards.dataset
-    if detector_class(ood_run_method(wildcards.method)).needs_images:
-        model = shlex.quote(model_spec(wildcards.model))
-        return (
-            f"--images {name}={shlex.quote(dataset_images(name))} --model {model}"
-            f" --checkpoint {shlex.quote(input.checkpoint)} --device {config['device']}"
-        )
-    if detector_class(ood_run_method(wildcards.method)).needs_model:
-        model = shlex.quote(model_spec(wildcards.model))
-        return f"--eval {name}={input.store} --model {model} --checkpoint {shlex.quote(input.checkpoint)}"
-    return f"--eval {name}={input.store}"
+    name, method = wildcards.dataset, detector_class(ood_run_method(wildcards.method))
+    if not (method.needs_images or method.needs_model):
+        return f"--eval {name}={input.store}"
+    model = f"--model {shlex.quote(model_spec(wildcards.model))} --checkpoint {shlex.quote(input.checkpoint)}"
+    if method.needs_images:
+        return f"--images {name}={shlex.quote(dataset_images(name))} {model} --device {config['device']}"
+    return f"--eval {name}={input.store} {model}"
 
 
 def score_fit_args(wildcards, input):
     return f"--fit-store {input.fit}" if "fit" in input.keys() else ""
 
 
-def prototype_shards(method):
-    """How many jobs render prototype method `method` (prototypes.shards; 1: one job writes its file)."""
-    return shards("prototypes", method)
-
-
-def prototypes_pattern(sharded):
-    """Regex of the prototype methods made from the model alone (not from reference images: caricatures) in shards
-    (sharded=True) or by one job."""
-    methods = [m.name for m in prototype_methods.methods().values() if not m.references]
-    return "|".join(m for m in methods if (prototype_shards(m) > 1) == sharded) or "^$"
-
-
-def caricature_pattern(sharded):
-    """Regex matching "caricature" where caricatures are made in shards (sharded=True) or by one job; else nothing."""
-    return "caricature" if (prototype_shards("caricature") > 1) == sharded else "^$"
-
-
-def prototype_shard_files(wildcards):
-    """The shard files that merge_prototype_shards joins, in shard order."""
-    n = prototype_shards(wildcards.proto)
-    return [f"results/prototypes/{wildcards.model}/{wildcards.proto}/shard_{i}_of_{n}.h5" for i in range(n)]
+def model_made_prototypes():
+    """The prototype methods made from the model alone (caricatures also draw reference images: rules of their own)."""
+    return [m.name for m in prototype_methods.methods().values() if not m.references]
 
 
 def prototype_command(method):
@@ -225,34 +171,8 @@ def prototype_command(method):
     return prototype_methods.method(method).command
 
 
-def prototype_settings(method):
-    """--settings JSON of a prototype method: its config block less the workflow's keys (a reference data set)."""
-    return settings_json(config["prototypes"]["methods"][method], drop=prototype_methods.method(method).workflow_keys)
-
-
 def caricature_dataset():
     return config_checks.reference_dataset(config, "caricature")
-
-
-def dora_settings():
-    return settings_json(config["labels"]["dora"])
-
-
-def dora_shards():
-    """How many jobs render the DORA signals of a layer (labels.shards.dora; 1: one job writes its table)."""
-    return shards("labels", "dora")
-
-
-def dora_layers_pattern(sharded):
-    """Regex of the layers whose DORA signals are rendered in shards (sharded=True) or by one job."""
-    return "[^/]+" if (dora_shards() > 1) == sharded else "^$"
-
-
-def dora_shard_files(wildcards):
-    """The signal files that merge_dora_signal_shards joins, in shard order."""
-    n = dora_shards()
-    stem = f"results/neurons/{wildcards.model}/{wildcards.layer}/dora"
-    return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
 
 
 def invert_store(wildcards):
@@ -263,10 +183,6 @@ def invert_attributes():
     """The attributes.csv of INVERT's data set: given, or the generated set's."""
     block = config["labels"]["invert"]
     return block.get("attributes") or dataset_input(block["dataset"])
-
-
-def invert_settings():
-    return settings_json(config["labels"]["invert"], drop=("dataset", "attributes"))
 
 
 def neuron_dataset():
@@ -281,42 +197,17 @@ def ranking_args(wildcards, input, threads):
     """`peekflow topn` ranks by activation from the store alone; by relevance it runs the model (neurons.ranking)."""
     if not ranks_by_relevance():
         return ""
-    settings = settings_json(config["neurons"]["ranking"])
+    settings = stage_settings("neurons.ranking")
     return (
         f"--settings {shlex.quote(settings)} --model {shlex.quote(model_spec(wildcards.model))} "
         f"--checkpoint {shlex.quote(input.checkpoint)} --device {config['device']} --threads {threads}"
     )
 
 
-def patch_settings():
-    return settings_json(config["neurons"]["patches"])
-
-
-def patch_shards():
-    """How many jobs search the patches of a layer (neurons.shards.patches; 1: one job writes its folder)."""
-    return shards("neurons", "patches")
-
-
-def patch_layers_pattern(sharded):
-    """Regex of the layers whose patches are searched in shards (sharded=True) or by one job."""
-    return "[^/]+" if (patch_shards() > 1) == sharded else "^$"
-
-
-def patch_shard_files(wildcards):
-    """The shard files that merge_patch_shards joins, in shard order."""
-    n = patch_shards()
-    stem = f"results/neurons/{wildcards.model}/{wildcards.layer}/patch_shards"
-    return [f"{stem}/shard_{i}_of_{n}.h5" for i in range(n)]
-
-
 def patch_figure_labels(wildcards):
     """Report label of a patch folder's figure: only overview.png is a report item (the per-channel grids are in the
     neuron atlas)."""
     return {"figure": f"all channels ({wildcards.figure})"}
-
-
-def vital_settings():
-    return settings_json(config["neurons"]["vital"], drop=("layers",))
 
 
 def probe_args(wildcards, input):
@@ -339,29 +230,12 @@ def atlas_files(wildcards):
     return [path for files in atlas_layers(wildcards.model).values() for path in files.values()]
 
 
-# emergence section: keys that are not settings of `peekflow emergence`
-EMERGENCE_RULE_KEYS = ("dataset", "layers", "threads", "trajectory")
-
-
 def emergence_layers():
     return config.get("emergence", {}).get("layers", [])
 
 
 def emergence_dataset():
     return config["emergence"]["dataset"]
-
-
-def emergence_extract_settings(model):
-    """Settings of the emergence feature store: the usual extraction settings, the analysed layers, their maps."""
-    return extract_settings(model, emergence_layers(), emergence_layers())
-
-
-def emergence_settings():
-    return settings_json(config["emergence"], drop=EMERGENCE_RULE_KEYS)
-
-
-def emergence_trajectory_settings():
-    return settings_json(config["emergence"]["trajectory"])
 
 
 wildcard_constraints:

@@ -122,6 +122,15 @@ def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:
     return runs
 
 
+def ood_fit_dataset(config: dict, method: str) -> str | None:
+    """The data set whose feature store OOD method `method` fits on: the ID training set, or prototypes_<bank> for a
+    method on a data-free bank; None for a method that fits on nothing."""
+    cls = detector_class(method)
+    if not cls.needs_fit:
+        return None
+    return f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else config["ood"]["id_train"]
+
+
 def run_method(run: str) -> str:
     """The OOD method of run `run` without the config (ood_runs' names read back): the longest registered method name
     that is `run` itself or followed by `_` (a swept setting)."""

@@ -217,6 +217,18 @@ def config_blocks(config: dict, path: str):
     return found
 
 
+def settings_of(config: dict, path: str, **filled) -> dict:
+    """What the config block at `path` (e.g. labels.dora, prototypes.methods.deepdream) gives its command as
+    settings: the keys its settings class takes (not the workflow's own keys, not the blocks inside it), and
+    `filled` (keys the workflow fills in)."""
+    parts = path.split(".")
+    block = next(b for b in blocks() if len(b.path.split(".")) == len(parts)
+                 and all(p in ("*", q) for p, q in zip(b.path.split("."), parts)))
+    names = {f.name for f in dataclasses.fields(block.settings)}
+    ((_, data),) = config_blocks(config, path)
+    return {key: value for key, value in (data or {}).items() if key in names} | filled
+
+
 def settings_problems(config: dict) -> list[str]:
     """Every problem of the settings blocks of `config`, each naming its config path: unknown keys (with the
     closest valid name), wrong types, values outside their choices or limits, and the classes' own checks."""

@@ -540,6 +540,7 @@ def last_layer_problems(config: dict) -> list[str]:
     Stores still to be made record it at extraction (or the scoring job fails at its start, naming the same)."""
     from peekflow.features.last_layer import LastLayer
     from peekflow.features.store import open_store
+    from peekflow.workflow.config_checks import ood_fit_dataset
     from peekflow.workflow.targets import feature_store
 
     ood, problems = config["ood"], []
@@ -547,8 +548,8 @@ def last_layer_problems(config: dict) -> list[str]:
         layer = config["models"][model]["penultimate"]
         if not cls.needs_last_layer:
             continue
-        fit = f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else ood["id_train"]
-        for dataset in [*([fit] if cls.needs_fit else []), ood["id_test"], *ood["ood_sets"]]:
+        fit = ood_fit_dataset(config, method)
+        for dataset in [*([fit] if fit else []), ood["id_test"], *ood["ood_sets"]]:
             path = Path(feature_store(model, dataset))
             try:
                 with open_store(path) as h5:
