@@ -1,4 +1,4 @@
-"""The numbers of docs/results.md come from a run's summary files (peekflow.readme_numbers): every number the
+"""The numbers of docs/results.md come from a run's summary files (peekflow.workflow.readme_numbers): every number the
 generator writes is one of the summaries' values at the shown precision, only the marked sections change, and the
 page it writes by default holds every section."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peekflow.readme_numbers import SECTIONS, main, ood_section, ood_sets_section, rewrite, sections
+from peekflow.workflow.readme_numbers import SECTIONS, main, ood_section, ood_sets_section, rewrite, sections
 
 ROOT = Path(__file__).resolve().parents[1]
 

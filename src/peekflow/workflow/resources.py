@@ -1,10 +1,10 @@
 """Cluster requests of a job (mem_mb, runtime in minutes, cpus_per_task) from the numbers its work grows with.
 
-Pure functions of counts and sizes; the workflow (workflow/rules/common.smk: job_resources) feeds them from the
-config and the job's inputs. Each estimate is the work in seconds of one CPU thread, spread over the job's threads
-(or a GPU), times a safety margin, then floored, multiplied by the attempt (a retry gets more) and capped.
-`python -m peekflow.resource_table` tabulates the requests a dry run plans (docs/cluster.md: "Resource
-requests"). A rule's costs are ResNet-50's per pixel, so smaller networks get generous requests.
+Pure functions of counts and sizes; peekflow.workflow.requests feeds them from the config and the job's inputs. Each
+estimate is the work in seconds of one CPU thread, spread over the job's threads (or a GPU), times a safety margin, then
+floored, multiplied by the attempt (a retry gets more) and capped. `python -m peekflow.workflow.resource_table`
+tabulates the requests a dry run plans (docs/cluster.md: "Resource requests"). A rule's costs are ResNet-50's per
+pixel, so smaller networks get generous requests.
 """
 
 from __future__ import annotations
