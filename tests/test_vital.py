@@ -172,6 +172,24 @@ def test_vital_images_match_the_references_distributions_better_than_plain(seed)
     assert float(vital.mean()) < 0.7 * float(plain.mean()), (vital, plain)
 
 
+def test_greyscale_references_give_grey_visualisations_colour_ones_colour():
+    from peekflow.data.folder import Preprocessing
+    from peekflow.neurons.vital import VitalSettings, vital_channels
+
+    model = small_resnet()
+    grey = np.repeat(np.random.default_rng(0).integers(0, 255, (2, 2, 1, 16, 16), dtype=np.uint8), 3, axis=2)
+    s = VitalSettings(steps=3, batch_size=2, references=2, match_layers={"layer1": 1.0})
+    prep = Preprocessing(mean=NORM[0], std=NORM[1])
+    result = vital_channels(model, "layer3", np.array([0, 1]), grey, prep, s)
+    assert result.grey
+    for images in (result.plain, result.vital):
+        assert np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 1], images[:, 2])
+    colour = grey.copy()
+    colour[0, 0, 0, 0, 0] += 1  # one pixel of one reference off grey: a colour model
+    result = vital_channels(model, "layer3", np.array([0, 1]), colour, prep, s)
+    assert not result.grey and not np.array_equal(result.plain[:, 0], result.plain[:, 1])
+
+
 def test_match_layers_after_the_target_are_skipped_and_none_left_fails():
     from peekflow.neurons.vital import match_layers_for
 
@@ -225,7 +243,7 @@ def test_vital_file_round_trip_and_cli(tmp_path, tiny_checkpoint, capsys):
     assert data["vital"].shape == data["plain"].shape == (2, 3, 32, 32)
     assert set(data) >= {"activation/plain", "activation/vital", "activation/reference", "similarity/plain",
                          "similarity/vital", "similarity/reference", "cpu_seconds/plain", "cpu_seconds/vital"}
-    assert attrs["layer"] == "layer4" and json.loads(attrs["settings"])["channels"] == "1:3"
+    assert attrs["layer"] == "layer4" and json.loads(attrs["settings"])["channels"] == "1:3" and not attrs["grey"]
     assert json.loads(attrs["probe"]) == {"model": "tiny", "layer": "layer4"}
     assert (tmp_path / "vital.png").stat().st_size > 0
     assert summary_rows([out])[0]["channels"] == 2
