@@ -297,3 +297,18 @@ def test_regional_fit_keeps_one_blocks_graph_at_a_time(monkeypatch):
     assert split_peak < 0.3 * whole_peak, (split_peak, whole_peak)
     torch.testing.assert_close(split.weight, whole.weight, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(split.history, whole.history, rtol=1e-5)
+
+
+def test_a_run_without_knowledge_points_says_so_in_words(tmp_path):
+    from figure_helpers import clipped_texts, texts
+    from peekflow.emergence.plots import plot_counts
+
+    rows = [{"layer": f"layer{i}", "knowledge_points": 0, "toward_label": 0, "regions": 512} for i in range(1, 5)]
+    fig = plot_counts(tmp_path / "none.png", rows, title="tiny_resnet: knowledge points per layer (64 images)")
+    assert any(t.startswith("no knowledge points") and "512 regions" in t for t in texts(fig))
+    ax = fig.axes[0]
+    assert not ax.lines and ax.get_ylim() == (0, 1)  # no flat line on an axis of +-0.04
+    assert clipped_texts(fig) == [] and (tmp_path / "none.png").is_file()
+    rows[2]["knowledge_points"] = 7
+    fig = plot_counts(tmp_path / "some.png", rows)
+    assert not any(t.startswith("no knowledge points") for t in texts(fig)) and len(fig.axes[0].lines) == 2

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from peekflow.figures import save_figure
+from peekflow.figures import save_figure, wrap_title
 
 
 def class_colours(n: int) -> np.ndarray:
@@ -75,22 +75,32 @@ def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, cla
     save_figure(fig, path, dpi)
 
 
-def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120) -> None:
-    """The curve of knowledge points per layer (rows as written to knowledge_points.csv)."""
+def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120):
+    """The curve of knowledge points per layer (rows as written to knowledge_points.csv); a run without any
+    knowledge point says so in words on an axis from 0, not as a flat line on an axis of +-0.04. Returns the Figure."""
     layers = [r["layer"] for r in rows]
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(rows))
+    if not any(r["knowledge_points"] for r in rows):
+        regions = f"\n(none of the {rows[0]['regions']} regions of any layer)" if rows else ""
+        ax.text(0.5, 0.5, f"no knowledge points{regions}",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10)
+        ax.set(xticks=x, xticklabels=layers, xlabel="layer", ylabel="knowledge points", ylim=(0, 1),
+               xlim=(-0.5, max(len(rows), 1) - 0.5), title=wrap_title(title, 4.6))
+        save_figure(fig, path, dpi)
+        return fig
     for key, label in [("knowledge_points", "knowledge points"), ("toward_label", "toward the image's label")]:
         y = [r[key] for r in rows]
         ax.plot(x, y, marker="o", label=label)
         if key == "knowledge_points":
             for xi, yi in zip(x, y):
                 ax.annotate(str(yi), (xi, yi), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=layers, xlabel="layer", title=title,
-           ylabel=f"knowledge points (of {rows[0]['regions']} regions)" if rows else "knowledge points")
+    ax.set(xticks=x, xticklabels=layers, xlabel="layer", title=wrap_title(title, 4.6), ylim=(0, None),
+           ylabel=f"knowledge points (of {rows[0]['regions']} regions)")
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi)
+    return fig
 
 
 def plot_trajectory(path, layers: list[str], sample_paths: np.ndarray, class_dirs: list[np.ndarray],
