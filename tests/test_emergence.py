@@ -190,7 +190,13 @@ def run_emergence(store, out_dir, **extra):
                  json.dumps({**SMALL, **extra}), "--device", "cpu", "--out-dir", str(out_dir)])
 
 
-def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store, tiny_checkpoint):
+def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store, tiny_checkpoint, monkeypatch):
+    from peekflow.emergence import plots
+
+    titles = []
+    for name in ("plot_layer", "plot_counts"):
+        draw = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, draw=draw, **k: (titles.append(k["title"]), draw(*a, **k)))
     first, second = tmp_path / "first", tmp_path / "second"
     assert run_emergence(emergence_store, first) == 0 and run_emergence(emergence_store, second) == 0
     for layer in ("layer3", "layer4"):
@@ -207,6 +213,8 @@ def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store
     assert [r["layer"] for r in counts["layers"]] == ["layer3", "layer4"] and counts["images"] == 12
     assert (first / "knowledge_points.csv").read_text().splitlines()[0].startswith("layer,regions,knowledge_points")
     assert (first / "knowledge_points.png").stat().st_size > 0
+    assert titles[:3] == ["tiny: emergence at layer3", "tiny: emergence at layer4",
+                          "tiny: emergence, knowledge points per layer (12 images)"]  # the store's model named
     # another seed draws another embedding
     assert run_emergence(emergence_store, tmp_path / "other", seed=4) == 0
     with h5py.File(first / "layer4.h5") as a, h5py.File(tmp_path / "other" / "layer4.h5") as b:

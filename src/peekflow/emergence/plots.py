@@ -55,9 +55,9 @@ def _class_stars(ax, directions: np.ndarray, classes: list[str], colours: np.nda
 
 def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, class_dirs: np.ndarray,
                region_emb: np.ndarray, kp_mask: np.ndarray, kp_class: np.ndarray, classes: list[str],
-               dpi: int = 120) -> None:
+               dpi: int = 120, title: str = "") -> None:
     """sample_emb [N, d], labels [N], class_dirs [Y, d], region_emb [N, R, d], kp_mask / kp_class [N, R]; drawn in
-    3-D (to_3d)."""
+    3-D (to_3d); `title` (model and layer) above both panels."""
     project = to_3d(sample_emb)
     sample_emb, class_dirs, region_emb = project(sample_emb), project(class_dirs), project(region_emb)
     colours = class_colours(len(classes))
@@ -72,6 +72,8 @@ def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, cla
     ax.scatter(*regions[~mask].T, s=2, c="0.6", alpha=0.4, depthshade=False)
     ax.scatter(*regions[mask].T, s=9, marker="^", c=colours[kp_class.reshape(-1)[mask]], depthshade=False)
     _class_stars(ax, class_dirs, classes, colours)
+    if title:
+        fig.suptitle(wrap_title(title, 9.8), fontsize=10)
     save_figure(fig, path, dpi)
 
 
