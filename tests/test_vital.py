@@ -319,3 +319,21 @@ def test_lrp_on_a_transformer_is_named_before_any_job():
         "layer norms of VisionTransformer; use relevance: guided_backprop or gradient for a transformer"]
     config["neurons"]["ranking"]["relevance"] = "guided_backprop"
     assert ranking_problems(config, "v") == []
+
+
+def test_a_transformer_is_rendered_at_its_own_input_size_from_smaller_token_references():
+    """A token layer's references are a token with context (20 px of a 32 px input): VITAL renders at the 32 px the
+    ViT insists on, not at the references' side, where the model would refuse the input."""
+    from peekflow.data.folder import Preprocessing
+    from peekflow.models.tokens import fixed_input_side
+    from peekflow.neurons.vital import VitalSettings, vital_channels
+
+    torch.manual_seed(0)
+    vit = build_model("timm/vit_small_patch16_224", 3, img_size=32, patch_size=4, embed_dim=48, depth=2,
+                      num_heads=2).eval()
+    assert fixed_input_side(vit) == 32 and fixed_input_side(small_resnet()) is None
+    assert fixed_input_side(build_model("vit_b_16", 3, image_size=32)) == 32
+    refs = (np.random.default_rng(0).random((1, 2, 3, 20, 20)) * 255).astype(np.uint8)
+    s = VitalSettings(steps=2, batch_size=1, references=2, relevance="gradient", match_layers={"blocks.0": 1.0})
+    result = vital_channels(vit, "blocks.1", np.array([3]), refs, Preprocessing(mean=[0.5] * 3, std=[0.5] * 3), s)
+    assert result.plain.shape == (1, 3, 32, 32) and result.references.shape == (1, 2, 3, 32, 32)

@@ -21,6 +21,9 @@ references (their mean); with a probe model, the cosine of each image's penultim
 feature of the references (faithfulness: higher = closer to the real patches), the references' own leave-one-out
 value as the ceiling, and CPU seconds per channel of each render.
 
+Render size: settings.size, else the model's crop, else its resize, else the input side a transformer insists on
+(timm, torchvision: a token layer's references are a token with context, smaller than the input), else the references'.
+
 Greyscale: where every reference has R == G == B (a model of greyscale data, e.g. digits), both renders are grey
 (synthesis.param.greyscale) and `grey` records it; colour noise would show what the model never saw.
 """
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peekflow.models.layers import get_layers, layer_names, pool, record_layers
+from peekflow.models.tokens import fixed_input_side
 from peekflow.prototypes.batching import per_image_param, transforms_of
 from peekflow.settings import redefault, setting
 from peekflow.synthesis.objective import Activations, Objective
@@ -161,7 +165,8 @@ def _cpu_seconds() -> float:
 def vital_channels(model, layer: str, channels: np.ndarray, references: np.ndarray, preprocessing,
                    s: VitalSettings, device="cpu") -> VitalResult:
     """Plain and VITAL visualisations of `channels` of `layer`; references [S,k,3,P,P] uint8 or float in [0,1]."""
-    size = int(s.size or preprocessing.crop or preprocessing.resize or references.shape[-1])
+    # a transformer that insists on its input size gets it (its references, a token with context, are smaller)
+    size = int(s.size or preprocessing.crop or preprocessing.resize or fixed_input_side(model) or references.shape[-1])
     model = model.to(device).eval()
     layers = match_layers_for(model, layer, s.match_layers)
     normalisation = (preprocessing.mean, preprocessing.std)
