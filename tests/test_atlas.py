@@ -55,8 +55,10 @@ def test_atlas_pages_images_labels_and_filters(atlas_run):
     # top-N 4 shared images (boxes drawn over them), one strip each of the k=2 patches, plain | VITAL, DORA's s-AMS;
     # the thumbnails of neighbours in DORA's map that have pages
     own = [s for s in sources if not s.startswith(("../images/", "img/thumb_"))]
-    assert own == ["img/patches_1.png", "img/vital_1.png", "img/sams_1.png"]
+    assert own == ["img/vital_1.png", "img/sams_1.png"]
     assert sum(s.startswith("../images/") for s in sources) == 4
+    crops = re.findall(r'class="crop" style="[^"]*background-image:url\(([^)]+)\)', page.read_text())
+    assert len(crops) == 2 and all(c.startswith("../images/") and (layer / c).is_file() for c in crops)  # k = 2
     assert all(s == "img/thumb_0.png" for s in sources if s.startswith("img/thumb_"))
     for src in thumbs + sources:
         assert not src.startswith("data:") and (layer / src).is_file(), src
@@ -194,12 +196,18 @@ def test_top_images_and_thumbnails_are_written_once_and_shared(synthetic_atlas):
     distinct = set(conv_rows.ravel()) | set(token_rows.ravel())
     assert len(list((atlas / "images").glob("*.png"))) == len(distinct)  # across both layers, once each
     for layer, n in (("conv", 8), ("blocks.1", 6)):
-        # per neuron: its thumbnail and one strip of its patches; nothing else per neuron
-        assert sorted(p.name for p in (atlas / layer / "img").iterdir()) == sorted(
-            [f"thumb_{c}.png" for c in range(n)] + [f"patches_{c}.png" for c in range(n)])
+        # per neuron one image file, its thumbnail; its top-N images and patches are views of the shared ones
+        assert sorted(p.name for p in (atlas / layer / "img").iterdir()) == sorted(f"thumb_{c}.png" for c in range(n))
     page = (atlas / "conv" / "neuron_0.html").read_text()
     sources = img_sources(atlas / "conv" / "neuron_0.html")
-    assert sum(s.startswith("../images/") for s in sources) == 4 and "img/patches_0.png" in sources
+    shared = {f"../images/{p.name}" for p in (atlas / "images").iterdir()}
+    assert sum(s in shared for s in sources) == 4
+    crops = re.findall(r'<div class="crop" style="([^"]*)">', page)
+    assert len(crops) == 2 and all(re.search(r"url\((\.\./images/[0-9a-f]+\.png)\)", c).group(1) in shared
+                                   for c in crops)
+    # a 16 px patch at (0, 0) of a 32 px image, shown at 64 px: the image scaled 4x, not shifted
+    assert "width:64px;height:64px;" in crops[0] and "background-size:128.00px 128.00px;" in crops[0]
+    assert "background-position:0.00px 0.00px" in crops[0]
     neighbours = [s for s in sources if s.startswith("img/thumb_")]
     assert len(neighbours) == 6  # the nearest neurons in DORA's map, by their shared thumbnails
     grid = img_sources(atlas / "conv" / "index.html")
@@ -210,9 +218,15 @@ def test_top_images_and_thumbnails_are_written_once_and_shared(synthetic_atlas):
 def test_token_layer_pages_mark_the_token_cell(synthetic_atlas):
     work, *_ = synthetic_atlas
     page = (work / "atlas" / "blocks.1" / "neuron_2.html").read_text()
-    assert "token layer: each patch is the token&#x27;s 4 px cell (framed) with 20 px of context" in page
-    # token (1, 2) of the 8 x 8 grid: rows 4..8, columns 8..12 of 32 px, drawn over the shared image in percent
+    assert "Token layer: each patch is the token's 4 px cell (framed) with 20 px of context." in page
+    # token (1, 2) of the 8 x 8 grid: rows 4..8, columns 8..12 of 32 px, framed over the shared image in percent
     assert page.count('<span style="top:12.500%;left:25.000%;height:12.500%;width:12.500%"></span>') >= 1
+    # its patch: the 20 px context, shifted inside the image to rows 0..20, columns 0..20 (shown 4x: 80 px), the
+    # token framed at rows 4..8, columns 8..12 of it
+    crop = re.search(r'<div class="crop" style="([^"]*)">(.*?)</div>', page)
+    assert "width:80px;height:80px;" in crop.group(1) and "background-size:128.00px 128.00px;" in crop.group(1)
+    assert "background-position:0.00px 0.00px" in crop.group(1)
+    assert crop.group(2) == '<span style="top:20.000%;left:40.000%;height:20.000%;width:20.000%"></span>'
     from PIL import Image
 
     with Image.open(work / "atlas" / "blocks.1" / "img" / "thumb_2.png") as thumb:
@@ -233,7 +247,8 @@ def test_layer_grid_carries_labels_and_outlier_marks(synthetic_atlas):
         assert bool(out) == bool(d.outlier) and (f'data-outlier="{int(d.outlier)}"' in attrs)
         assert ("DORA outlier" in inner) == bool(d.outlier) and f'data-lof="{d.lof:.6g}"' in attrs
         if isinstance(i.formula, str):
-            assert html.escape(i.formula) in inner and f"AUC {i.auc:.3f}" in inner and f'data-auc="{i.auc:.6g}"' in attrs
+            assert html.escape(i.formula) in inner and f"AUC {i.auc:.3f}" in inner
+            assert f'data-auc="{i.auc:.6g}"' in attrs
         else:
             assert "no INVERT label" in inner and 'data-auc=""' in attrs
     assert '<option value="auc">' in index and '<option value="lof">' in index

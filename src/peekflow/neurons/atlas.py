@@ -8,13 +8,14 @@ layer is labelled, DORA (dora.csv, dora.png, dora_signals.h5), INVERT (invert.cs
 <out>/<layer>/index.html          a grid of the layer's neurons (those with patches): each its thumbnail, INVERT label
                                   and AUC, DORA outlier mark and LOF; sorted by neuron, INVERT AUC, DORA LOF or top
                                   activation, filtered by label text, outliers only, labelled only
-<out>/<layer>/neuron_<c>.html     the top-N images with the neuron's patch boxes drawn over them (a token layer: the
-                                  token's cell), the patches (a token layer: the token framed in its context), LOF
-                                  score / flag / rank, INVERT formula / AUC / p-value, the nearest neurons in DORA's
-                                  2-D map (dora.csv holds MDS coordinates of the extreme-activation distances, not the
-                                  distances: neighbours are by distance in that map), VITAL and the s-AMS
-images, <layer>/img               the PNGs, each written once (atlas_images: a top-N image is shared by every neuron
-                                  and layer that ranks it, a thumbnail by every page that shows the neuron)
+<out>/<layer>/neuron_<c>.html     the top-N images with the neuron's patch boxes framed over them (a token layer: the
+                                  token's cell), the patches (crops of those images; a token layer's: the token framed
+                                  in its context), LOF score / flag / rank, INVERT formula / AUC / p-value, the nearest
+                                  neurons in DORA's 2-D map (dora.csv holds MDS coordinates of the extreme-activation
+                                  distances, not the distances: neighbours are by distance in that map), VITAL, s-AMS
+images/, <layer>/img/             the PNGs, each written once (atlas_images): a top-N image is shared by every neuron
+                                  and layer that ranks it (boxes and patches are CSS frames and crops of it), a
+                                  neuron's thumbnail by every page that shows the neuron
 
 A partial run builds too: an input that does not exist yet is named on the pages it would fill ("not built yet"), and
 a layer without top-N images or patches gets an index page saying so and no neuron pages. All text is escaped
@@ -23,7 +24,6 @@ a layer without top-N images or patches gets an index page saying so and no neur
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -35,7 +35,8 @@ import pandas as pd
 from peekflow.data.folder import Preprocessing
 from peekflow.io import atomic_folder
 from peekflow.neurons.atlas_grid import grid_page
-from peekflow.neurons.atlas_images import SharedImages, cell_side, is_grey, page_weight, save_png, save_strip
+from peekflow.neurons.atlas_images import SharedImages, cell_side, page_weight, save_png
+from peekflow.neurons.atlas_neuron import LayerView, esc, neuron_body
 from peekflow.neurons.patch_files import info_of, patch_view, read_patches
 from peekflow.neurons.patches import token_marks
 from peekflow.neurons.topn import read_topn
@@ -44,14 +45,14 @@ __all__ = ["LayerInputs", "build_atlas", "page_weight"]
 THUMB = 64  # px of a neuron's thumbnail (one file per neuron, shared by every page that shows it)
 NEIGHBOURS = 6
 HIGHLIGHTS = 8  # neurons on the home page per list
-MIN_SIDE = 128  # top-N images are shown at least this wide (enlarged by the browser, pixelated)
-STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}.grid{display:flex;flex-wrap:wrap;"
-         "gap:6px}.n{display:inline-block;width:112px;text-align:center;font-size:11px;text-decoration:none;"
-         "color:#222;border:1px solid #ddd;padding:2px}.n.out{outline:2px solid #c00}.n span{display:block;"
-         "overflow:hidden;white-space:nowrap;text-overflow:ellipsis}.o{color:#c00;font-weight:bold}"
-         "figure{display:inline-block;margin:4px;vertical-align:top}.boxed{position:relative;display:inline-block}"
-         ".boxed span{position:absolute;box-sizing:border-box;border:2px solid #ffd700}.caps{display:flex;"
-         "font-size:11px}.caps span{text-align:center}td,th{padding:2px 8px;text-align:left}")
+STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}td,th{padding:2px 8px;text-align:left}"
+         ".grid{display:flex;flex-wrap:wrap;gap:6px}.n{display:inline-block;width:112px;text-align:center;"
+         "font-size:11px;text-decoration:none;color:#222;border:1px solid #ddd;padding:2px}.n.out{outline:2px solid "
+         "#c00}.n span{display:block;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}.o{color:#c00;"
+         "font-weight:bold}figure{display:inline-block;margin:4px;vertical-align:top}.boxed{position:relative;"
+         "display:inline-block}.crop{position:relative;display:inline-block;background-repeat:no-repeat;"
+         "image-rendering:pixelated}.boxed span,.crop span{position:absolute;box-sizing:border-box;border:2px solid "
+         "#ffd700}.caps{display:flex;font-size:11px}.caps span{text-align:center}")
 
 
 @dataclass
@@ -85,10 +86,6 @@ class LayerSummary:
     vital: int | None = None  # channels with VITAL
     missing: dict = field(default_factory=dict)
     cells: list = field(default_factory=list)  # (neuron, dora row, invert row) of each page, for the highlights
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def page(title: str, body: str) -> str:
@@ -157,14 +154,14 @@ def build_layer(out: Path, model: str, layer: str, inputs: LayerInputs, thumb: i
     order = [int(c) for c in patches.channels]
     if inputs.dora_figure:
         shutil.copyfile(inputs.dora_figure, folder / "img" / "dora.png")
-    side = cell_side(max(patches.pixels.shape[-2:]))
+    view = LayerView(folder, model, layer, topn, patches, marks, cell_side(max(patches.pixels.shape[-2:])), images,
+                     order, bool(inputs.dora_figure), info)
     for s, c in enumerate(order):
         # the neuron's one thumbnail file: the grid, the home page, its page and its neighbours' pages show it
         save_png(patch_view(patches.pixels[s, 0], thumb, None if marks is None else marks[s, 0]),
                  folder / "img" / f"thumb_{c}.png")
-        body = neuron_body(folder, model, layer, c, s, topn, patches, marks, side, images, dora_rows.get(c),
-                           invert_rows.get(c), near.get(c, []), set(order), bool(inputs.dora_figure), vital.get(c),
-                           sams.get(c), info, order)
+        body = neuron_body(view, c, s, dora_rows.get(c), invert_rows.get(c), near.get(c, []), vital.get(c),
+                           sams.get(c))
         (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body + missing_note(missing)))
         summary.cells.append((c, dora_rows.get(c), invert_rows.get(c)))
     summary.neurons, summary.channels = len(order), topn.indices.shape[0]
@@ -206,101 +203,6 @@ def read_vital_images(path: str | None) -> dict[int, dict]:
         values = {key: float(v[s]) for key, v in data.items() if key.startswith(("activation/", "similarity/"))}
         out[int(c)] = {"plain": data["plain"][s], "vital": data["vital"][s], "grey": attrs.get("grey"), **values}
     return out
-
-
-def strip_html(src: str, captions: list[str], size: tuple[int, int], alt: str) -> str:
-    """One strip image (save_strip) with a caption under each of its cells."""
-    w, h = size
-    n = len(captions)
-    caps = "".join(f'<span style="width:{w}px;margin-right:{4 if j < n - 1 else 0}px">{c}</span>'
-                   for j, c in enumerate(captions))
-    return (f'<div><img src="{src}" loading="lazy" width="{n * (w + 4) - 4}" height="{h}" alt="{esc(alt)}">'
-            f'<div class="caps">{caps}</div></div>')
-
-
-def boxed_html(src: str, width: int, height: int, boxes, caption: str, alt: str) -> str:
-    """A shared image shown at least MIN_SIDE px wide, each box (top, left, bottom, right) drawn over it by CSS."""
-    shown = max(MIN_SIDE, width)
-    spans = "".join(f'<span style="top:{100 * t / height:.3f}%;left:{100 * left / width:.3f}%;'
-                    f'height:{100 * (b - t) / height:.3f}%;width:{100 * (r - left) / width:.3f}%"></span>'
-                    for t, left, b, r in boxes)
-    return (f'<figure><div class="boxed"><img src="{src}" loading="lazy" width="{shown}" '
-            f'height="{round(shown * height / width)}" alt="{esc(alt)}">{spans}</div>'
-            f"<figcaption>{caption}</figcaption></figure>")
-
-
-def label_rows(dora_row, invert_row) -> list[tuple[str, str]]:
-    rows = []
-    if invert_row is not None:
-        formula = "(none)" if pd.isna(invert_row.formula) else invert_row.formula
-        rows += [("INVERT formula", formula), ("INVERT AUC", f"{invert_row.auc:.4g}"),
-                 ("INVERT p-value", f"{invert_row.p_value:.3g}")]
-    if dora_row is not None:
-        rows += [("DORA LOF score", f"{dora_row.lof:.4g}"), ("DORA outlier", "yes" if dora_row.outlier else "no"),
-                 ("DORA rank", dora_row.rank), ("s-AMS raised the neuron", "yes" if dora_row.activated else "no")]
-    return rows
-
-
-def neuron_body(folder, model, layer, c, s, topn, patches, marks, side, images: SharedImages, dora_row, invert_row,
-                near, pages, has_figure, vital, sams, info, order) -> str:
-    img = folder / "img"
-    top = []
-    for j, (row, path, act) in enumerate(zip(topn.indices[c], topn.paths[c], topn.activations[c])):
-        name, width, height = images.get(str(path))
-        top.append(boxed_html(f"../images/{name}", width, height, patches.boxes[s][patches.rows[s] == row],
-                              f"{act:.4g}<br>{esc(Path(path).name)}", f"top image {j + 1}"))
-    size = save_strip(patches.pixels[s], img / f"patches_{c}.png", side, None if marks is None else marks[s])
-    crops = strip_html(f"img/patches_{c}.png", [f"{a:.4g}" for a in patches.activations[s]], size,
-                       f"top-{len(patches.activations[s])} patches")
-    token = info.get("token")
-    what = (f"token layer: each patch is the token's {token['cell'][0]} px cell (framed) with "
-            f"{token['context'][0]} px of context" if token else "")
-    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
-                    for k, v in label_rows(dora_row, invert_row)) or "<tr><td>not labelled</td></tr>"
-    links = " ".join((f'<a href="neuron_{n}.html" title="neuron {n}"><img src="img/thumb_{n}.png" loading="lazy" '
-                      f'width="32" height="32" alt="neuron {n}"> {n}</a>' if n in pages else str(n)) + f" ({d:.3g})"
-                     for n, d in near)
-    at = order.index(c)
-    step = " ".join(f'<a href="neuron_{order[i]}.html">{label}</a>'
-                    for i, label in ((at - 1, "&larr; previous"), (at + 1, "next &rarr;")) if 0 <= i < len(order))
-    return (f'<p><a href="../index.html">{esc(model)}</a> &rsaquo; <a href="index.html">{esc(layer)}</a> &rsaquo; '
-            f"neuron {c} &nbsp; {step}</p><h1>{esc(layer)}, neuron {c}</h1><table>{table}</table>"
-            + (f"<p>Nearest neurons in DORA's 2-D map (distance in the map): {links}</p>" if near else "")
-            + ('<p><a href="img/dora.png">DORA map and s-AMS of the layer</a></p>' if has_figure else "")
-            + f"<h2>Top-{len(top)} images (patch boxes in yellow)</h2>{''.join(top)}"
-            + f"<h2>Top-{len(patches.activations[s])} patches</h2>" + (f"<p>{esc(what)}</p>" if what else "")
-            + crops + vital_section(img, c, vital, side) + sams_section(img, c, sams, side, images.grey))
-
-
-def vital_section(img: Path, c: int, vital: dict | None, side: int) -> str:
-    if vital is None:
-        return ""
-    size = save_strip(np.stack([vital["plain"], vital["vital"]]), img / f"vital_{c}.png",
-                      max(side, vital["plain"].shape[-1]))
-    captions = []
-    for kind, title in (("plain", "plain"), ("vital", "VITAL")):
-        caption = f"{title}<br>activation {vital[f'activation/{kind}']:.4g}"
-        if f"similarity/{kind}" in vital:
-            caption += f"<br>probe similarity {vital[f'similarity/{kind}']:.3f}"
-        captions.append(caption)
-    ref = f"mean activation of the references: {vital['activation/reference']:.4g}"
-    if "similarity/reference" in vital:
-        ref += f"; their own probe similarity (leave-one-out): {vital['similarity/reference']:.3f}"
-    grey = " Rendered in grey: the references are greyscale." if vital.get("grey") else ""
-    return (f"<h2>Visualisations: plain channel visualisation and VITAL</h2>"
-            f"{strip_html(f'img/vital_{c}.png', captions, size, 'plain and VITAL')}<p>{esc(ref)}.{grey}</p>")
-
-
-def sams_section(img: Path, c: int, sams: np.ndarray | None, side: int, grey_images: bool) -> str:
-    if sams is None:
-        return ""
-    size = save_strip(sams, img / f"sams_{c}.png", max(side, sams.shape[-1]))
-    note = ""
-    if grey_images and not is_grey(sams):
-        note = ("<p>DORA's s-AMS are data-free (drawn from the model alone, which cannot tell that its data is "
-                "greyscale), so they are in colour though this model's top images are greyscale.</p>")
-    captions = [f"s-AMS {j + 1}" for j in range(len(sams))]
-    return "<h2>DORA signal (s-AMS)</h2>" + strip_html(f"img/sams_{c}.png", captions, size, "s-AMS") + note
 
 
 def home_page(model: str, summaries: list[LayerSummary], shared: dict[str, SharedImages]) -> str:

@@ -4,9 +4,9 @@ the value last) and filters (label text, DORA outliers only, INVERT-labelled onl
 
 from __future__ import annotations
 
-import html
-
 import pandas as pd
+
+from peekflow.neurons.atlas_neuron import esc
 
 SORTS = {"neuron": "neuron", "auc": "INVERT AUC (highest first)", "lof": "DORA LOF score (highest first)",
          "act": "top activation (highest first)"}
@@ -43,10 +43,6 @@ document.getElementById('concept').addEventListener('input', applyView);
   document.getElementById(id).addEventListener('change', applyView);
 });
 """
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _value(x) -> str:

@@ -1,16 +1,16 @@
 """The neuron atlas's image files, each written once and referenced from every page that shows it.
 
 <out>/images/<digest>.png           a top-N image as the model sees it (resize/crop, no normalisation), at its own
-                                   size, shared by every neuron and layer that ranks it (the pages draw the patch
-                                   boxes over it with CSS, so no copy per neuron); <digest>: of its path
-<out>/<layer>/img/thumb_<c>.png     the neuron's best patch (`thumb` px): the layer grid, the home page, the neuron
-                                   page and its neighbours' links all show this one file
-<out>/<layer>/img/patches_<c>.png   the neuron's k patches in one strip (token layers: the token framed in its context)
+                                   size, shared by every neuron and layer that ranks it: the pages frame the patch
+                                   boxes over it and crop the patches out of it with CSS, so no copy per neuron;
+                                   <digest>: of its path and the preprocessing
+<out>/<layer>/img/thumb_<c>.png     the neuron's best patch (`thumb` px; a token layer's: the token framed in its
+                                   context): the layer grid, the home page and the neighbours' links show this file
 <out>/<layer>/img/vital_<c>.png     plain | VITAL visualisation, one strip
 <out>/<layer>/img/sams_<c>.png      DORA's s-AMS of the neuron, one strip
 
-A strip's cells are `cell_side` px: small patches enlarged by a whole factor (nearest) to at least MIN_CELL, large
-ones shrunk (bilinear) to at most MAX_CELL, so a 224 px ImageNet patch costs 96 px, not 224.
+A strip's cells (and a patch as shown) are `cell_side` px: small patches enlarged by a whole factor to at least
+MIN_CELL, large ones shrunk to at most MAX_CELL, so a 224 px ImageNet patch is shown at 96 px.
 """
 
 from __future__ import annotations
