@@ -179,8 +179,9 @@ def test_home_page_lists_the_layers_with_their_counts_and_highlights(synthetic_a
         "conv/index.html", "blocks.1/index.html", "later/index.html"]
     cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
     # neurons (of the layer), top-N, k, INVERT labelled, p < 0.001, DORA outliers, VITAL, token layer
-    assert cells[0][1:8] == ["8 of 8", "4", "2", "7", "3", "2", ""]
-    assert cells[1][1:4] == ["6 of 6", "4", "2"] and "token layer (4 px cells)" in cells[1][8]
+    assert cells[0][1:8] == ["8 of 8", "4", "2", "7", "3", "2", "not run"]
+    assert cells[1][1:8] == ["6 of 6", "4", "2", "not run", "not run", "not run", "not run"]
+    assert "token layer (4 px cells)" in cells[1][8]
     assert cells[2][1] == "no neurons yet" and "no_topn.h5" in home
     outlying = home[home.index("Most outlying"):home.index("Best INVERT")]
     assert re.findall(r'href="conv/neuron_(\d+).html"', outlying) == ["3", "5"]  # by DORA rank

@@ -207,7 +207,7 @@ def read_vital_images(path: str | None) -> dict[int, dict]:
 
 def home_page(model: str, summaries: list[LayerSummary], shared: dict[str, SharedImages]) -> str:
     def cell(value, total=None):
-        return "" if value is None else f"{value}" + (f" of {total}" if total is not None else "")
+        return "not run" if value is None else f"{value}" + (f" of {total}" if total is not None else "")
 
     rows = []
     for s in summaries:
