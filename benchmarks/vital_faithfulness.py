@@ -7,6 +7,9 @@ patches (cosine to their mean penultimate feature; for the patches, leave-one-ou
 channels where VITAL's similarity beats the plain one's, and CPU seconds per channel. Every figure is the mean over
 the channels, then mean +- std over the seeds.
 Run: python benchmarks/vital_faithfulness.py [--layers layer3 layer4] [--channels 0:32] [--seeds 0 1 2] [--write-readme]
+Another model: run it in a folder laid out like the workflow's (results/models/<m>/model.pt, results/neurons/<m>/
+<layer>/patches) with --config naming target_model and probe_model there, and --section / --heading / --setup for
+its own README section (vit_digits.py builds such a folder for a small vision transformer).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ def main() -> None:
     p.add_argument("--settings", default="{}", help="extra VITAL settings (JSON)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--write-readme", action="store_true")
+    p.add_argument("--section", default=SECTION, help="README section to write")
+    p.add_argument("--heading", default="VITAL against the plain channel visualisation (`vital_faithfulness.py`)")
+    p.add_argument("--setup", default=None, help="the setup sentence (default: the embedded default's)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(open(args.config))
@@ -80,8 +86,9 @@ def main() -> None:
              f"{pm(s, 'sim_reference')} | {pm(s, 'wins', '{:.2f}')} | {pm(s, 'cpu_plain', '{:.2f}')} | "
              f"{pm(s, 'cpu_vital', '{:.2f}')} |" for layer, n, s in rows]
     dev = platform.processor() or platform.machine()
+    setup = args.setup or f"the embedded default ({args.config}, target {target})"
     section = "\n".join([
-        "## VITAL against the plain channel visualisation (`vital_faithfulness.py`)", "",
+        f"## {args.heading}", "",
         "Baseline: the plain channel visualisation, the same render without VITAL's matching term.", "",
         "| layer | activation: plain | VITAL | top patches | probe similarity: plain | VITAL | patches (LOO) "
         "| VITAL beats plain | CPU s/channel: plain | VITAL |",
@@ -91,13 +98,13 @@ def main() -> None:
         f"probe model's ({probe_name}) penultimate features, to the mean feature of the channel's top patches; the "
         "patches' own value is leave-one-out (each to the mean of the others), the ceiling. VITAL beats plain: share "
         "of channels where VITAL's similarity is the higher.", "",
-        f"Setup: the embedded default ({args.config}, target {target}), VITAL settings: defaults + {extra or '{}'}, "
+        f"Setup: {setup}, VITAL settings: defaults + {extra or '{}'}, "
         f"CPU ({dev}), torch {torch.__version__}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} CPUs.", "",
         command_line(),
     ])
     print(section)
     if args.write_readme:
-        write_section(SECTION, section)
+        write_section(args.section, section)
 
 
 if __name__ == "__main__":

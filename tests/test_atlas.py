@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,15 +52,21 @@ def test_atlas_pages_images_labels_and_filters(atlas_run):
     dora = pd.read_csv(atlas_run / "results" / "neurons" / MODEL / LAYER / "dora.csv").set_index("neuron")
     page = layer / "neuron_1.html"
     sources = img_sources(page)
-    assert len(sources) == 4 + 2 + 2 + 1  # top-N 4 images with boxes, k=2 patches, plain and VITAL, DORA's s-AMS
-    assert 'src="img/c1_sams0.png"' in page.read_text()
+    # top-N 4 shared images (boxes drawn over them), one strip each of the k=2 patches, plain | VITAL, DORA's s-AMS;
+    # the thumbnails of neighbours in DORA's map that have pages
+    own = [s for s in sources if not s.startswith(("../images/", "img/thumb_"))]
+    assert own == ["img/vital_1.png", "img/sams_1.png"]
+    assert sum(s.startswith("../images/") for s in sources) == 4
+    crops = re.findall(r'class="crop" style="[^"]*background-image:url\(([^)]+)\)', page.read_text())
+    assert len(crops) == 2 and all(c.startswith("../images/") and (layer / c).is_file() for c in crops)  # k = 2
+    assert all(s == "img/thumb_0.png" for s in sources if s.startswith("img/thumb_"))
     for src in thumbs + sources:
         assert not src.startswith("data:") and (layer / src).is_file(), src
     text = page.read_text()
     assert html.escape(invert.loc[1, "formula"]) in text
     assert f"{dora.loc[1, 'lof']:.4g}" in text and 'href="img/dora.png"' in text and (layer / "img/dora.png").is_file()
     assert f'data-concept="{html.escape(invert.loc[1, "formula"].lower())}"' in index
-    assert 'src="img/c1_plain.png"' in text and 'src="img/c1_vital.png"' in text
+    assert "Visualisations: plain channel visualisation and VITAL" in text
     from peekflow.neurons.vital_files import read_vital
 
     vital, _ = read_vital(atlas_run / "results" / "neurons" / MODEL / LAYER / "vital.h5")
@@ -104,6 +111,152 @@ def test_text_is_escaped(atlas_run, tmp_path, monkeypatch):
     assert "m&lt;1&gt;" in (tmp_path / "atlas" / "index.html").read_text()
 
 
+# --- a synthetic atlas: two layers over 12 shared greyscale images (no workflow run), labelled where it matters
+PREP = json.dumps({"resize": None, "crop": None, "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"})
+
+
+def synthetic_layer(work, images, layer: str, channels: int, rows, token: bool = False):
+    """topn.h5 and a patch folder of `channels` channels whose top-4 images are `rows` [C,4] of `images`."""
+    import numpy as np
+
+    from peekflow.neurons.patch_files import write_patch_h5
+    from peekflow.neurons.patches import Patches
+    from peekflow.neurons.topn import TopN, write_topn
+
+    paths = np.asarray(images, dtype=object)[rows]
+    acts = np.sort(np.random.default_rng(1).random(rows.shape, np.float32))[:, ::-1] + np.arange(channels)[:, None]
+    write_topn(work / f"{layer}_topn.h5", TopN(rows, acts.astype(np.float32), paths,
+                                               {"layer": layer, "n": 4, "rows": len(images), "preprocessing": PREP}))
+    boxes = np.array([4, 8, 8, 12]) if token else np.array([0, 0, 16, 16])  # token (1, 2) of a 4 px grid
+    side = 20 if token else 16
+    pixels = np.repeat(np.random.default_rng(2).integers(0, 255, (channels, 2, 1, side, side), dtype=np.uint8), 3, 2)
+    info = {"mode": "map", "token": {"cell": [4, 4], "context": [20, 20], "input": [32, 32]}} if token else {}
+    (work / f"{layer}_patches").mkdir()
+    write_patch_h5(work / f"{layer}_patches" / "patches.h5", Patches(
+        channels=np.arange(channels), rows=rows[:, :2], paths=paths[:, :2], activations=acts[:, :2],
+        boxes=np.broadcast_to(boxes, (channels, 2, 4)).copy(), pixels=pixels), {"layer": layer, "info": info})
+    return str(work / f"{layer}_topn.h5"), str(work / f"{layer}_patches")
+
+
+@pytest.fixture(scope="module")
+def synthetic_atlas(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    from peekflow.neurons.atlas import LayerInputs, build_atlas
+
+    work = tmp_path_factory.mktemp("synthetic_atlas")
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(12):
+        images.append(str(work / f"img_{i}.png"))
+        Image.fromarray(np.repeat(rng.integers(0, 256, (32, 32, 1), dtype=np.uint8), 3, 2)).save(images[-1])
+    conv_rows = np.stack([rng.permutation(12)[:4] for _ in range(8)])
+    token_rows = np.stack([rng.permutation(12)[:4] for _ in range(6)])
+    conv = synthetic_layer(work, images, "conv", 8, conv_rows)
+    tokens = synthetic_layer(work, images, "blocks.1", 6, token_rows, token=True)
+    dora = pd.DataFrame({"neuron": range(8), "lof": [1.0, 1.1, 0.9, 3.5, 1.2, 2.5, 1.0, 0.95],
+                         "outlier": [False, False, False, True, False, True, False, False],
+                         "rank": [5, 3, 8, 1, 2, 4, 6, 7], "activated": True, "x": rng.random(8), "y": rng.random(8)})
+    dora.to_csv(work / "dora.csv", index=False)
+    invert = pd.DataFrame({"neuron": range(8), "formula": ["a", "b OR c", None, "square", "a AND d", "circle", "e",
+                                                           "<f>"], "auc": [0.7, 0.9, 0.5, 0.95, 0.6, 0.8, 0.75, 0.65],
+                           "p_value": [0.01, 1e-5, 0.5, 1e-6, 0.2, 1e-4, 0.002, 0.03]})
+    invert.to_csv(work / "invert.csv", index=False)
+    layers = {"conv": LayerInputs(*conv, dora=str(work / "dora.csv"), invert=str(work / "invert.csv")),
+              "blocks.1": LayerInputs(*tokens), "later": LayerInputs(str(work / "no_topn.h5"), str(work / "none"))}
+    counts = build_atlas(work / "atlas", "vit<s>", layers)
+    return work, counts, images, (conv_rows, token_rows), dora, invert
+
+
+def test_home_page_lists_the_layers_with_their_counts_and_highlights(synthetic_atlas):
+    work, counts, *_ = synthetic_atlas
+    assert counts == {"conv": 8, "blocks.1": 6, "later": 0}
+    home = (work / "atlas" / "index.html").read_text()
+    assert "Neuron atlas of vit&lt;s&gt;" in home and "3 layer(s), 14 neurons" in home
+    rows = re.findall(r"<tr>(<td>.*?)</tr>", home)
+    assert [re.search(r'href="([^"]+)"', r).group(1) for r in rows] == [
+        "conv/index.html", "blocks.1/index.html", "later/index.html"]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
+    # neurons (of the layer), top-N, k, INVERT labelled, p < 0.001, DORA outliers, VITAL, token layer
+    assert cells[0][1:8] == ["8 of 8", "4", "2", "7", "3", "2", "not run"]
+    assert cells[1][1:8] == ["6 of 6", "4", "2", "not run", "not run", "not run", "not run"]
+    assert "token layer (4 px cells)" in cells[1][8]
+    assert cells[2][1] == "no neurons yet" and "no_topn.h5" in home
+    outlying = home[home.index("Most outlying"):home.index("Best INVERT")]
+    assert re.findall(r'href="conv/neuron_(\d+).html"', outlying) == ["3", "5"]  # by DORA rank
+    best = home[home.index("Best INVERT"):]
+    assert re.findall(r'href="conv/neuron_(\d+).html"', best)[:3] == ["3", "1", "5"]  # by AUC
+    for src in img_sources(work / "atlas" / "index.html"):
+        assert (work / "atlas" / src).is_file()
+
+
+def test_top_images_and_thumbnails_are_written_once_and_shared(synthetic_atlas):
+    work, _, images, (conv_rows, token_rows), *_ = synthetic_atlas
+    atlas = work / "atlas"
+    distinct = set(conv_rows.ravel()) | set(token_rows.ravel())
+    assert len(list((atlas / "images").glob("*.png"))) == len(distinct)  # across both layers, once each
+    for layer, n in (("conv", 8), ("blocks.1", 6)):
+        # per neuron one image file, its thumbnail; its top-N images and patches are views of the shared ones
+        assert sorted(p.name for p in (atlas / layer / "img").iterdir()) == sorted(f"thumb_{c}.png" for c in range(n))
+    page = (atlas / "conv" / "neuron_0.html").read_text()
+    sources = img_sources(atlas / "conv" / "neuron_0.html")
+    shared = {f"../images/{p.name}" for p in (atlas / "images").iterdir()}
+    assert sum(s in shared for s in sources) == 4
+    crops = re.findall(r'<div class="crop" style="([^"]*)">', page)
+    assert len(crops) == 2 and all(re.search(r"url\((\.\./images/[0-9a-f]+\.png)\)", c).group(1) in shared
+                                   for c in crops)
+    # a 16 px patch at (0, 0) of a 32 px image, shown at 64 px: the image scaled 4x, not shifted
+    assert "width:64px;height:64px;" in crops[0] and "background-size:128.00px 128.00px;" in crops[0]
+    assert "background-position:0.00px 0.00px" in crops[0]
+    neighbours = [s for s in sources if s.startswith("img/thumb_")]
+    assert len(neighbours) == 6  # the nearest neurons in DORA's map, by their shared thumbnails
+    grid = img_sources(atlas / "conv" / "index.html")
+    assert grid == [f"img/thumb_{c}.png" for c in range(8)] and "neuron_1.html" in page  # next neuron
+    assert len(list(atlas.rglob("*"))) < 80
+
+
+def test_token_layer_pages_mark_the_token_cell(synthetic_atlas):
+    work, *_ = synthetic_atlas
+    page = (work / "atlas" / "blocks.1" / "neuron_2.html").read_text()
+    assert "Token layer: each patch is the token's 4 px cell (framed) with 20 px of context." in page
+    # token (1, 2) of the 8 x 8 grid: rows 4..8, columns 8..12 of 32 px, framed over the shared image in percent
+    assert page.count('<span style="top:12.500%;left:25.000%;height:12.500%;width:12.500%"></span>') >= 1
+    # its patch: the 20 px context, shifted inside the image to rows 0..20, columns 0..20 (shown 4x: 80 px), the
+    # token framed at rows 4..8, columns 8..12 of it
+    crop = re.search(r'<div class="crop" style="([^"]*)">(.*?)</div>', page)
+    assert "width:80px;height:80px;" in crop.group(1) and "background-size:128.00px 128.00px;" in crop.group(1)
+    assert "background-position:0.00px 0.00px" in crop.group(1)
+    assert crop.group(2) == '<span style="top:20.000%;left:40.000%;height:20.000%;width:20.000%"></span>'
+    from PIL import Image
+
+    with Image.open(work / "atlas" / "blocks.1" / "img" / "thumb_2.png") as thumb:
+        px = np.asarray(thumb.convert("RGB"))
+    scale = 64 / 20  # the token: rows 4..8, columns 8..12 of its 20 px context (shifted inside), framed outside
+    assert tuple(px[round(4 * scale) - 1, round(10 * scale)]) == (255, 215, 0)
+    assert tuple(px[round(6 * scale), round(8 * scale) - 1]) == (255, 215, 0)
+
+
+def test_layer_grid_carries_labels_and_outlier_marks(synthetic_atlas):
+    work, _, _, _, dora, invert = synthetic_atlas
+    index = (work / "atlas" / "conv" / "index.html").read_text()
+    cells = re.findall(r'<a class="n( out)?" href="neuron_(\d+).html"([^>]*)>(.*?)</a>', index)
+    assert [int(c[1]) for c in cells] == list(range(8))
+    for out, c, attrs, inner in cells:
+        c = int(c)
+        d, i = dora.set_index("neuron").loc[c], invert.set_index("neuron").loc[c]
+        assert bool(out) == bool(d.outlier) and (f'data-outlier="{int(d.outlier)}"' in attrs)
+        assert ("DORA outlier" in inner) == bool(d.outlier) and f'data-lof="{d.lof:.6g}"' in attrs
+        if isinstance(i.formula, str):
+            assert html.escape(i.formula) in inner and f"AUC {i.auc:.3f}" in inner
+            assert f'data-auc="{i.auc:.6g}"' in attrs
+        else:
+            assert "no INVERT label" in inner and 'data-auc=""' in attrs
+    assert '<option value="auc">' in index and '<option value="lof">' in index
+    plain = (work / "atlas" / "blocks.1" / "index.html").read_text()
+    assert '<option value="auc" disabled>' in plain  # no INVERT table: nothing to sort by
+
+
 # After the page has loaded: every image made eager, then, once all are complete, [src, naturalWidth] of each image
 # and the number of neurons the filter shows for a concept no neuron has, written into <body data-probe>.
 PROBE = """<script>
@@ -134,26 +287,67 @@ def headless(exe: str, *args: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("page", ["index.html", "neuron_0.html"])
-def test_chromium_loads_every_image(atlas_run, tmp_path, page):
-    exe = chromium()
-    layer = atlas_run / "results" / "atlas" / MODEL / LAYER
-    probe = layer / f"_probe_{page}"  # beside the page, so its relative image paths resolve
-    probe.write_text((layer / page).read_text().replace("</body>", PROBE))
+def probed(exe: str, page, script: str) -> dict:
+    """The JSON a probe `script` (inserted before </body>) leaves in <body data-probe> of `page` in Chromium."""
+    probe = page.with_name(f"_probe_{page.name}")  # beside the page, so its relative image paths resolve
+    probe.write_text(page.read_text().replace("</body>", script))
     try:
         dom = headless(exe, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     finally:
         probe.unlink()
     found = re.search(r'data-probe="([^"]*)"', dom)
     assert found, dom[-2000:]
-    result = json.loads(html.unescape(found.group(1)))
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["index.html", "neuron_0.html"])
+def test_chromium_loads_every_image(atlas_run, tmp_path, page):
+    exe = chromium()
+    layer = atlas_run / "results" / "atlas" / MODEL / LAYER
+    result = probed(exe, layer / page, PROBE)
     assert result["images"] and all(width > 0 for _, width in result["images"]), result
     if page == "index.html":
         assert result["shown"] == "0"
     shot = tmp_path / f"{page}.png"
     headless(exe, f"--screenshot={shot}", (layer / page).as_uri())
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+# The visible neurons, in page order, after each of a series of views (sort key, label text, outliers, labelled).
+VIEWS = """<script>
+window.addEventListener('load', function () {
+  var views = [['auc', '', false, false], ['lof', '', false, false], ['act', '', false, false],
+               ['neuron', '', true, false], ['auc', 'a', false, false], ['lof', '', false, true]];
+  var seen = views.map(function (v) {
+    document.getElementById('sort').value = v[0];
+    document.getElementById('concept').value = v[1];
+    document.getElementById('outliers').checked = v[2];
+    document.getElementById('labelled').checked = v[3];
+    applyView();
+    return [].slice.call(document.querySelectorAll('#grid .n')).filter(function (e) {
+      return e.style.display !== 'none'; }).map(function (e) { return +e.getAttribute('data-neuron'); });
+  });
+  document.body.setAttribute('data-probe', JSON.stringify({views: seen,
+    shown: document.getElementById('shown').textContent}));
+});
+</script></body>"""
+
+
+@pytest.mark.slow
+def test_chromium_sorts_and_filters_the_layer_grid(synthetic_atlas):
+    exe = chromium()
+    work, _, _, _, dora, invert = synthetic_atlas
+    result = probed(exe, work / "atlas" / "conv" / "index.html", VIEWS)
+    labelled = invert.dropna(subset=["formula"])
+    by_auc = labelled.sort_values("auc", ascending=False, kind="stable")["neuron"].tolist() + [2]  # unlabelled last
+    by_lof = dora.sort_values("lof", ascending=False, kind="stable")["neuron"].tolist()  # ties: lower neuron first
+    assert result["views"][0] == by_auc and result["views"][1] == by_lof
+    assert result["views"][2] == list(range(7, -1, -1))  # the synthetic top activations grow with the neuron
+    assert result["views"][3] == [3, 5]  # DORA outliers only
+    assert result["views"][4] == [n for n in by_auc if "a" in str(invert.set_index("neuron").formula[n]).lower()
+                                  and n != 2]
+    assert result["views"][5] == [n for n in by_lof if n != 2] and result["shown"] == "7"  # labelled only
 
 
 def test_vital_reference_images_are_the_top_n_images_as_the_model_sees_them(atlas_run, monkeypatch):

@@ -190,7 +190,13 @@ def run_emergence(store, out_dir, **extra):
                  json.dumps({**SMALL, **extra}), "--device", "cpu", "--out-dir", str(out_dir)])
 
 
-def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store, tiny_checkpoint):
+def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store, tiny_checkpoint, monkeypatch):
+    from peekflow.emergence import plots
+
+    titles = []
+    for name in ("plot_layer", "plot_counts"):
+        draw = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, draw=draw, **k: (titles.append(k["title"]), draw(*a, **k)))
     first, second = tmp_path / "first", tmp_path / "second"
     assert run_emergence(emergence_store, first) == 0 and run_emergence(emergence_store, second) == 0
     for layer in ("layer3", "layer4"):
@@ -207,6 +213,8 @@ def test_emergence_stages_end_to_end_and_deterministic(tmp_path, emergence_store
     assert [r["layer"] for r in counts["layers"]] == ["layer3", "layer4"] and counts["images"] == 12
     assert (first / "knowledge_points.csv").read_text().splitlines()[0].startswith("layer,regions,knowledge_points")
     assert (first / "knowledge_points.png").stat().st_size > 0
+    assert titles[:3] == ["tiny: emergence at layer3", "tiny: emergence at layer4",
+                          "tiny: emergence, knowledge points per layer (12 images)"]  # the store's model named
     # another seed draws another embedding
     assert run_emergence(emergence_store, tmp_path / "other", seed=4) == 0
     with h5py.File(first / "layer4.h5") as a, h5py.File(tmp_path / "other" / "layer4.h5") as b:
@@ -297,3 +305,18 @@ def test_regional_fit_keeps_one_blocks_graph_at_a_time(monkeypatch):
     assert split_peak < 0.3 * whole_peak, (split_peak, whole_peak)
     torch.testing.assert_close(split.weight, whole.weight, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(split.history, whole.history, rtol=1e-5)
+
+
+def test_a_run_without_knowledge_points_says_so_in_words(tmp_path):
+    from figure_helpers import clipped_texts, texts
+    from peekflow.emergence.plots import plot_counts
+
+    rows = [{"layer": f"layer{i}", "knowledge_points": 0, "toward_label": 0, "regions": 512} for i in range(1, 5)]
+    fig = plot_counts(tmp_path / "none.png", rows, title="tiny_resnet: knowledge points per layer (64 images)")
+    assert any(t.startswith("no knowledge points") and "512 regions" in t for t in texts(fig))
+    ax = fig.axes[0]
+    assert not ax.lines and ax.get_ylim() == (0, 1)  # no flat line on an axis of +-0.04
+    assert clipped_texts(fig) == [] and (tmp_path / "none.png").is_file()
+    rows[2]["knowledge_points"] = 7
+    fig = plot_counts(tmp_path / "some.png", rows)
+    assert not any(t.startswith("no knowledge points") for t in texts(fig)) and len(fig.axes[0].lines) == 2

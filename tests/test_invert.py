@@ -129,7 +129,12 @@ def write_store(path, paths, acts):
     w.finish()
 
 
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, monkeypatch):
+    from peekflow.neurons import label_figures
+
+    titles = []
+    draw = label_figures.plot_invert
+    monkeypatch.setattr(label_figures, "plot_invert", lambda *a, title: (titles.append(title), draw(*a, title=title)))
     table = attributes(300)
     csv = tmp_path / "resources" / "set" / "attributes.csv"
     csv.parent.mkdir(parents=True)
@@ -147,5 +152,6 @@ def test_cli_end_to_end(tmp_path):
     result = pd.read_csv(out)
     assert list(result["formula"][:2]) == ["class=ring", "size=small"] and fig.exists()
     assert (result["auc"][:2] > 0.999).all()
+    assert titles == ["INVERT: m layer4 (3 neurons)"]  # the store's model named
     assert main(args[:6] + ["layer9"] + args[7:]) == 1
     assert main(args[:8] + [json.dumps({"beam": 3})] + args[9:]) == 1

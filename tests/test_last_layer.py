@@ -35,10 +35,15 @@ class _NonlinearHead(nn.Module):
 
 
 def test_a_head_that_does_not_reproduce_the_logits_is_not_recorded(caplog):
+    import logging
+
     torch.manual_seed(0)
     model, x = _NonlinearHead(), torch.randn(8, 4)
-    assert find_last_layer(model, {"x": x}, model(x)) is None
+    with caplog.at_level(logging.INFO, logger="peekflow.extract"):
+        assert find_last_layer(model, {"x": x}, model(x)) is None
     assert "last layer not recorded" in caplog.text and "fc on x" in caplog.text
+    # a normal run (e.g. a ViT's blocks, which its head never reads): said, but no warning to learn to ignore
+    assert [r.levelno for r in caplog.records if "last layer" in r.message] == [logging.INFO]
     found = find_last_layer(model.fc, {"x": x}, model.fc(x))
     assert found is not None and found.input == "x"
 

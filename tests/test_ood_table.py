@@ -149,3 +149,53 @@ def test_swept_settings_show_in_the_setting_column(tmp_path):
                                                 "results/features/m/shapes_train.h5")}
     row = build_table(files, "val", OOD, n_bootstrap=0).iloc[0]
     assert (row.setting, row.bank) == ("percentile=85", "shapes_train")
+
+
+@pytest.mark.parametrize("dim, used", [(None, 8), (5, 5), (16, 8)])  # 16 features: the paper's rule, D / 2
+def test_vim_row_states_the_dimension_its_fit_used(tmp_path, monkeypatch, dim, used):
+    from ood_reference import problem
+    from peekflow.ood import scoring
+
+    _, _, train, test = problem(seed=1)
+    test.attrs = train.attrs = {"model": "vit_digits"}
+    val, ood = test, problem(seed=2)[3]
+    sets = {"train.h5": train, "val.h5": val, "textures.h5": ood, "noise.h5": ood}
+    monkeypatch.setattr(scoring, "load_feature_set", lambda path, layer, name=None: sets[str(path)])
+    out = tmp_path / "vim.h5"
+    scoring.score_stores("vim", {"dim": dim}, "penultimate", "train.h5",
+                         {"val": "val.h5", "textures": "textures.h5", "noise": "noise.h5"}, out)
+    with h5py.File(out) as h5:
+        assert json.loads(h5.attrs["settings"]) == {"dim": dim}  # as configured
+        assert json.loads(h5.attrs["fitted"]) == {"dim": used} and h5.attrs["model"] == "vit_digits"
+    row = build_table({"vim": str(out)}, "val", OOD, n_bootstrap=0).iloc[0]
+    assert row.setting == f"dim={used}"
+
+
+def test_ood_figures_name_model_and_run_and_are_not_clipped(tmp_path, monkeypatch):
+    from figure_helpers import clipped_texts
+    from peekflow.ood import plots
+
+    path = write_scores(tmp_path / "vim_dim64.h5", "vim", {"dim": 64}, "results/features/m/shapes_train.h5")
+    with h5py.File(path, "a") as h5:
+        h5.attrs["model"] = "its_vit_tiny_patch4_digits"
+    titles, figures = [], []
+    for name in ("plot_roc", "plot_histograms"):
+        original = getattr(plots, name)
+
+        def spy(*args, original=original, **kwargs):
+            titles.append(kwargs["title"])
+            figures.append(original(*args, **kwargs))
+            return figures[-1]
+
+        monkeypatch.setattr(plots, name, spy)
+    assert cli.main(["plot-ood", "--scores", path, "--id", "val", "--ood", *OOD, "--out-roc",
+                     str(tmp_path / "roc.png"), "--out-hist", str(tmp_path / "hist.png")]) == 0
+    assert titles == ["its_vit_tiny_patch4_digits: vim_dim64 (vim)"] * 2
+    assert all(clipped_texts(fig) == [] for fig in figures)
+    long = plots.plot_roc(read_scores(path), "val", OOD, tmp_path / "long.png", title=" ".join([titles[0]] * 3))
+    assert clipped_texts(long) == []
+
+
+def read_scores(path):
+    with h5py.File(path) as h5:
+        return {name: h5[name][:] for name in ["val", *OOD]}

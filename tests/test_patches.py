@@ -243,3 +243,96 @@ def test_overview_shows_the_first_channels_of_a_wide_layer(tmp_path):
     with Image.open(tmp_path / "patches" / "overview.png") as img:
         assert img.width == ncol * (8 + 2) + 2
     assert len(list((tmp_path / "patches").glob("channel_*.png"))) == n
+
+
+# --- planted token layer: a ViT-shaped model whose channel 0 is a 4 px token's brightness, channel 1 its blue
+class _Embed(nn.Module):
+    patch_size = (4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 2, 4, 4)
+        with torch.no_grad():
+            self.proj.weight.zero_()
+            self.proj.weight[0] = 1.0 / 48
+            self.proj.weight[1, 2] = 1.0 / 16
+            self.proj.bias.zero_()
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, T, C]
+
+
+class PlantedTokens(nn.Module):
+    """timm's layout as models/tokens.py reads it: a class token, then 8 x 8 patch tokens of a 32 px input."""
+    num_prefix_tokens, global_pool = 1, "token"
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed, self.blocks, self.head = _Embed(), nn.Identity(), nn.Linear(2, 2)
+
+    def forward(self, x):
+        tokens = self.patch_embed(x)
+        tokens = self.blocks(torch.cat([tokens.mean(1, keepdim=True), tokens], 1))
+        return self.head(tokens[:, 0])
+
+
+@pytest.fixture
+def planted_tokens(tmp_path):
+    """10 black 32 px images, each with one bright token cell (planted token index), their top-N file."""
+    rng = np.random.default_rng(5)
+    paths, tokens = [], [int(t) for t in rng.choice(64, 10, replace=False)]
+    tokens[0] = 0  # a token in the corner: its context is shifted inside the image
+    for i, (token, level) in enumerate(zip(tokens, np.linspace(1.0, 0.4, 10))):
+        img = np.full((32, 32, 3), 20, np.uint8)
+        row, col = divmod(token, 8)
+        img[4 * row:4 * row + 4, 4 * col:4 * col + 4] = int(255 * level)
+        paths.append(str(tmp_path / f"{i:02d}.png"))
+        Image.fromarray(img).save(paths[-1])
+    prep = Preprocessing(mean=[0, 0, 0], std=[1, 1, 1])
+    model = PlantedTokens().eval()
+    x = torch.stack([prep(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        maxact = forward_to(model, "blocks", x).amax((2, 3)).numpy()
+    topn = top_n(write_store(tmp_path / "store.h5", maxact, layer="blocks"), "blocks", 6)
+    topn.paths = np.vectorize(lambda i: paths[i], otypes=[object])(topn.indices)
+    return model, topn, prep, tokens
+
+
+@pytest.mark.parametrize("mode", ["map", "window"])
+def test_token_patches_are_the_token_with_context_and_marked_at_the_planted_token(planted_tokens, mode, tmp_path):
+    from peekflow.neurons.patch_files import write_patch_folder
+    from peekflow.neurons.patches import CONTEXT_TOKENS, context_box, token_marks
+
+    model, topn, prep, tokens = planted_tokens
+    patches, info = find_patches(model, "blocks", topn, PatchSettings(mode=mode, k=4, channels=[0]), prep,
+                                 torch.device("cpu"))
+    side = 4 * CONTEXT_TOKENS
+    assert info["token"] == {"cell": [4, 4], "context": [side, side], "input": [32, 32]}
+    assert patches.pixels.shape == (1, 4, 3, side, side)  # not the bare 4 x 4 token
+    marks = token_marks(patches, info)
+    for j, row in enumerate(patches.rows[0]):
+        row_, col = divmod(tokens[row], 8)
+        assert tuple(patches.boxes[0, j]) == (4 * row_, 4 * col, 4 * row_ + 4, 4 * col + 4)  # the planted token
+        t, l, b, r = marks[0, j]
+        crop = patches.pixels[0, j]
+        assert (crop[:, t:b, l:r] > 60).all()  # the mark is on the bright token inside its context ...
+        assert (crop > 60).sum() == 3 * 16  # ... and the token is the only bright thing in it
+        top, left, _, _ = context_box(patches.boxes[0, j], (side, side), (32, 32))
+        assert (top, left) == (patches.boxes[0, j, 0] - t, patches.boxes[0, j, 1] - l)
+        if tokens[row] == 0:
+            assert (t, l) == (0, 0)  # the corner token: context shifted inside, the mark in its corner
+        else:
+            assert 0 <= t <= side - 4 and 0 <= l <= side - 4
+    np.testing.assert_array_equal(crop_patches(patches, prep, context=(side, side)), patches.pixels)
+    write_patch_folder(tmp_path / "patches", patches, {"layer": "blocks", "info": info})
+    _, attrs = read_patches(tmp_path / "patches")
+    assert np.array_equal(token_marks(patches, json.loads(attrs["info"])), marks)
+    with Image.open(tmp_path / "patches" / "channel_0.png") as png:
+        grid = np.asarray(png.convert("RGB"))
+    scale = int(np.ceil(64 / side))  # the grid's cells: side * scale px, 2 px apart
+    t, l, b, r = marks[0, 1]
+    y0, x0 = 2, 2 + (side * scale + 2)  # the second cell
+    frame = grid[y0 + t * scale - 1, x0 + l * scale:x0 + r * scale]  # the row just above the token
+    assert (frame == (255, 215, 0)).all()
+    inside = grid[y0 + t * scale + 1, x0 + l * scale + 1]
+    assert inside[0] == inside[1] == inside[2]  # the token itself is not painted over

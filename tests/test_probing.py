@@ -89,3 +89,16 @@ def test_bad_inputs_are_named():
     result = probe(protos, units, known, labels, 5)
     with pytest.raises(ValueError, match="lacks the true classes \\['zebra'\\]"):
         evaluate(result, ["a", "b", "c", "d", "zebra"], CLASSES)
+
+
+def test_similarity_figure_title_names_model_and_method_and_is_not_clipped(tmp_path):
+    from figure_helpers import clipped_texts, texts
+    from peekflow.probing import plot_similarity
+
+    protos, units, known, labels, perm = planted()
+    result = probe(protos, units, known, labels, 5, ProbeSettings())
+    title = ("its_vit deepdream prototypes by probe resnet18_probe.layer4: accuracy 100%, Hungarian 100% (a title "
+             "longer than this narrow figure)")
+    fig = plot_similarity(tmp_path / "s.png", result, CLASSES, [CLASSES[p] for p in perm], title=title)
+    assert (tmp_path / "s.png").is_file() and clipped_texts(fig) == []
+    assert " ".join(" ".join(texts(fig)).split()).count(title) == 1  # whole, wrapped onto lines

@@ -172,6 +172,24 @@ def test_vital_images_match_the_references_distributions_better_than_plain(seed)
     assert float(vital.mean()) < 0.7 * float(plain.mean()), (vital, plain)
 
 
+def test_greyscale_references_give_grey_visualisations_colour_ones_colour():
+    from peekflow.data.folder import Preprocessing
+    from peekflow.neurons.vital import VitalSettings, vital_channels
+
+    model = small_resnet()
+    grey = np.repeat(np.random.default_rng(0).integers(0, 255, (2, 2, 1, 16, 16), dtype=np.uint8), 3, axis=2)
+    s = VitalSettings(steps=3, batch_size=2, references=2, match_layers={"layer1": 1.0})
+    prep = Preprocessing(mean=NORM[0], std=NORM[1])
+    result = vital_channels(model, "layer3", np.array([0, 1]), grey, prep, s)
+    assert result.grey
+    for images in (result.plain, result.vital):
+        assert np.array_equal(images[:, 0], images[:, 1]) and np.array_equal(images[:, 1], images[:, 2])
+    colour = grey.copy()
+    colour[0, 0, 0, 0, 0] += 1  # one pixel of one reference off grey: a colour model
+    result = vital_channels(model, "layer3", np.array([0, 1]), colour, prep, s)
+    assert not result.grey and not np.array_equal(result.plain[:, 0], result.plain[:, 1])
+
+
 def test_match_layers_after_the_target_are_skipped_and_none_left_fails():
     from peekflow.neurons.vital import match_layers_for
 
@@ -225,7 +243,7 @@ def test_vital_file_round_trip_and_cli(tmp_path, tiny_checkpoint, capsys):
     assert data["vital"].shape == data["plain"].shape == (2, 3, 32, 32)
     assert set(data) >= {"activation/plain", "activation/vital", "activation/reference", "similarity/plain",
                          "similarity/vital", "similarity/reference", "cpu_seconds/plain", "cpu_seconds/vital"}
-    assert attrs["layer"] == "layer4" and json.loads(attrs["settings"])["channels"] == "1:3"
+    assert attrs["layer"] == "layer4" and json.loads(attrs["settings"])["channels"] == "1:3" and not attrs["grey"]
     assert json.loads(attrs["probe"]) == {"model": "tiny", "layer": "layer4"}
     assert (tmp_path / "vital.png").stat().st_size > 0
     assert summary_rows([out])[0]["channels"] == 2
@@ -301,3 +319,21 @@ def test_lrp_on_a_transformer_is_named_before_any_job():
         "layer norms of VisionTransformer; use relevance: guided_backprop or gradient for a transformer"]
     config["neurons"]["ranking"]["relevance"] = "guided_backprop"
     assert ranking_problems(config, "v") == []
+
+
+def test_a_transformer_is_rendered_at_its_own_input_size_from_smaller_token_references():
+    """A token layer's references are a token with context (20 px of a 32 px input): VITAL renders at the 32 px the
+    ViT insists on, not at the references' side, where the model would refuse the input."""
+    from peekflow.data.folder import Preprocessing
+    from peekflow.models.tokens import fixed_input_side
+    from peekflow.neurons.vital import VitalSettings, vital_channels
+
+    torch.manual_seed(0)
+    vit = build_model("timm/vit_small_patch16_224", 3, img_size=32, patch_size=4, embed_dim=48, depth=2,
+                      num_heads=2).eval()
+    assert fixed_input_side(vit) == 32 and fixed_input_side(small_resnet()) is None
+    assert fixed_input_side(build_model("vit_b_16", 3, image_size=32)) == 32
+    refs = (np.random.default_rng(0).random((1, 2, 3, 20, 20)) * 255).astype(np.uint8)
+    s = VitalSettings(steps=2, batch_size=1, references=2, relevance="gradient", match_layers={"blocks.0": 1.0})
+    result = vital_channels(vit, "blocks.1", np.array([3]), refs, Preprocessing(mean=[0.5] * 3, std=[0.5] * 3), s)
+    assert result.plain.shape == (1, 3, 32, 32) and result.references.shape == (1, 2, 3, 32, 32)

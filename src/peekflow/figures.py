@@ -1,6 +1,9 @@
-"""Image grids for prototypes, patches and feature visualisations: one PNG, optionally labelled per cell."""
+"""Image grids for prototypes, patches and feature visualisations: one PNG, optionally labelled per cell; matplotlib
+figures saved atomically, with titles wrapped to their width (a long title must not be clipped)."""
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -43,3 +46,10 @@ def save_figure(fig, path, dpi: int = 120) -> None:
     """A matplotlib Figure as PNG, written atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
+
+
+def wrap_title(text: str, width_inches: float, fontsize: float = 10.0) -> str:
+    """`text` broken at spaces into lines that fit `width_inches` at `fontsize` points (a character of the default
+    sans-serif font is at most ~0.6 em wide on average), its own line breaks kept."""
+    per_line = max(16, int(width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join("\n".join(textwrap.wrap(line, per_line)) or line for line in text.split("\n"))

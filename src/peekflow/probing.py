@@ -127,18 +127,19 @@ def evaluate(result: ProbeResult, unit_names: list[str], known_classes: list[str
 
 
 def plot_similarity(path, result: ProbeResult, known_classes: list[str], unit_names: list[str] | None = None,
-                    title: str = "") -> None:
-    """Heatmap of S (units x known classes); dots mark each unit's best match, boxes the true class if known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                    title: str = ""):
+    """Heatmap of S (units x known classes); dots mark each unit's best match, boxes the true class if known. The
+    title (model, method, probe) is wrapped to the figure's width, the legend sits below: nothing is clipped. Returns
+    the Figure (saved to `path`)."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from peekflow.io import atomic_path
+    from peekflow.figures import save_figure, wrap_title
 
     u, k = result.similarity.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * k, 1.0 + 0.4 * u))
+    width = max(4.5, 1.6 + 0.45 * k)
+    fig = Figure(figsize=(width, 2.0 + 0.4 * u), layout="constrained")
+    ax = fig.add_subplot()
     im = ax.imshow(result.similarity, cmap="viridis", aspect="auto")
     fig.colorbar(im, ax=ax, label="mean cosine")
     ax.set_xticks(range(k), known_classes, rotation=60, ha="right")
@@ -151,12 +152,10 @@ def plot_similarity(path, result: ProbeResult, known_classes: list[str], unit_na
                 col = known_classes.index(unit_names[unit])
                 ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
         ax.plot([], [], "s", mfc="none", mec="red", label="true class")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8)
-    ax.set_title(title.replace(": ", ":\n", 1), fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle(wrap_title(title, width - 0.2, 9), fontsize=9)
+    save_figure(fig, path, dpi=110)
+    return fig
 
 
 def write_similarity_csv(path, result: ProbeResult, known_classes: list[str]) -> None:

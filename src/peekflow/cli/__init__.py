@@ -98,6 +98,14 @@ def load_model_spec(spec_json: str, checkpoint: str, where: str):
     return model, spec.preprocess(), classes
 
 
+def store_model(path) -> str:
+    """The model a feature store records ("" if none): figures made from a store name it in their titles."""
+    from peekflow.features.store import open_store
+
+    with open_store(path) as h5:
+        return str(h5.attrs.get("model", ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in STAGES:

@@ -33,6 +33,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     from peekflow.emergence.analysis import EmergenceSettings, analyse
     from peekflow.emergence.files import count_row, write_counts, write_layer
+    from peekflow.cli import store_model
     from peekflow.emergence.plots import plot_counts, plot_layer
 
     set_threads(args.threads)
@@ -40,19 +41,21 @@ def run(args) -> None:
     out = Path(args.out_dir)
     plain = dataclasses.asdict(settings)
     rows, model = [], None
+    name = store_model(args.store)  # figure titles name it
     for samples, result in analyse(args.store, args.layers, settings, device=args.device):
         write_layer(out / f"{result.layer}.h5", result, samples, plain, {"store": str(args.store)})
         plot_layer(out / f"{result.layer}.png", result.layer, result.sample.embed(result.features).cpu().numpy(),
                    samples.labels.numpy(), result.sample.mixture.directions.cpu().numpy(),
                    result.region_emb.cpu().numpy(), result.knowledge.mask.cpu().numpy(),
                    result.knowledge.classes.cpu().numpy(), samples.classes or
-                   [str(i) for i in range(samples.probs.shape[1])], dpi=args.dpi)
+                   [str(i) for i in range(samples.probs.shape[1])], dpi=args.dpi,
+                   title=f"{name}: emergence at {result.layer}" if name else "")
         rows.append(count_row(result, samples))
         model = model or samples
     write_counts(out / "knowledge_points.csv", out / "knowledge_points.json", rows,
                  {"store": str(args.store), "images": len(model.rows), "settings": plain})
-    plot_counts(out / "knowledge_points.png", rows, title=f"knowledge points per layer ({len(model.rows)} images)",
-                dpi=args.dpi)
+    plot_counts(out / "knowledge_points.png", rows, title=f"{name + ': ' if name else ''}emergence, knowledge points "
+                f"per layer ({len(model.rows)} images)", dpi=args.dpi)
     logging.getLogger("peekflow").info("knowledge points per layer: %s",
                                        ", ".join(f"{r['layer']} {r['knowledge_points']}" for r in rows))
 

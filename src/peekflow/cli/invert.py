@@ -41,7 +41,11 @@ def run(args) -> None:
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     if args.figure:
-        plot_invert(args.figure, table, title=f"INVERT: {args.layer} ({len(table)} neurons)")
+        from peekflow.cli import store_model
+
+        model = store_model(args.store)
+        plot_invert(args.figure, table, title=f"INVERT: {model + ' ' if model else ''}{args.layer} ({len(table)} "
+                    "neurons)")
     good = table[table["auc"] > 0.9]
     logging.getLogger("peekflow").info("wrote %s: %d neurons, %d with AUC > 0.9; best: %s", args.out, len(table),
                                        len(good), table.sort_values("auc").tail(3)[["neuron", "formula", "auc"]]

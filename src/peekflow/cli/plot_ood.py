@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from peekflow.cli import stage_main
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ood", nargs="+", required=True, help="names of the OOD data sets")
     parser.add_argument("--bins", type=int, default=60, help="histogram bins shared by all sets (default 60)")
     parser.add_argument("--dpi", type=int, default=120, help="resolution of both PNGs (default 120)")
-    parser.add_argument("--title", default=None, help="figure title (default: the score file's method)")
+    parser.add_argument("--title", default=None, help="figure title (default: the score file's model and method)")
     parser.add_argument("--out-roc", required=True, help="ROC curve PNG to write")
     parser.add_argument("--out-hist", required=True, help="score histogram PNG to write")
 
@@ -36,7 +37,10 @@ def run(args: argparse.Namespace) -> None:
     title = args.title
     if title is None:
         with open_complete_h5(args.scores, "score file", "rerun its scoring") as h5:
-            title = str(h5.attrs.get("method", ""))
+            model, method = str(h5.attrs.get("model", "")), str(h5.attrs.get("method", ""))
+        run = Path(args.scores).stem  # the run's name (results/ood/<model>/scores/<run>.h5), e.g. vim_dim64
+        run = run if run == method or not method else f"{run} ({method})"
+        title = f"{model}: {run}" if model else run  # score files written before they named the model: the run
     plot_roc(scores, args.id_name, args.ood, args.out_roc, title=title, dpi=args.dpi)
     plot_histograms(scores, args.id_name, args.ood, args.out_hist, title=title, bins=args.bins, dpi=args.dpi)
 

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from peekflow.figures import save_figure
+from peekflow.figures import save_figure, wrap_title
 
 
 def class_colours(n: int) -> np.ndarray:
@@ -55,9 +55,9 @@ def _class_stars(ax, directions: np.ndarray, classes: list[str], colours: np.nda
 
 def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, class_dirs: np.ndarray,
                region_emb: np.ndarray, kp_mask: np.ndarray, kp_class: np.ndarray, classes: list[str],
-               dpi: int = 120) -> None:
+               dpi: int = 120, title: str = "") -> None:
     """sample_emb [N, d], labels [N], class_dirs [Y, d], region_emb [N, R, d], kp_mask / kp_class [N, R]; drawn in
-    3-D (to_3d)."""
+    3-D (to_3d); `title` (model and layer) above both panels."""
     project = to_3d(sample_emb)
     sample_emb, class_dirs, region_emb = project(sample_emb), project(class_dirs), project(region_emb)
     colours = class_colours(len(classes))
@@ -72,25 +72,37 @@ def plot_layer(path, layer: str, sample_emb: np.ndarray, labels: np.ndarray, cla
     ax.scatter(*regions[~mask].T, s=2, c="0.6", alpha=0.4, depthshade=False)
     ax.scatter(*regions[mask].T, s=9, marker="^", c=colours[kp_class.reshape(-1)[mask]], depthshade=False)
     _class_stars(ax, class_dirs, classes, colours)
+    if title:
+        fig.suptitle(wrap_title(title, 9.8), fontsize=10)
     save_figure(fig, path, dpi)
 
 
-def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120) -> None:
-    """The curve of knowledge points per layer (rows as written to knowledge_points.csv)."""
+def plot_counts(path, rows: list[dict], title: str = "", dpi: int = 120):
+    """The curve of knowledge points per layer (rows as written to knowledge_points.csv); a run without any
+    knowledge point says so in words on an axis from 0, not as a flat line on an axis of +-0.04. Returns the Figure."""
     layers = [r["layer"] for r in rows]
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(rows))
+    if not any(r["knowledge_points"] for r in rows):
+        regions = f"\n(none of the {rows[0]['regions']} regions of any layer)" if rows else ""
+        ax.text(0.5, 0.5, f"no knowledge points{regions}",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10)
+        ax.set(xticks=x, xticklabels=layers, xlabel="layer", ylabel="knowledge points", ylim=(0, 1),
+               xlim=(-0.5, max(len(rows), 1) - 0.5), title=wrap_title(title, 4.6))
+        save_figure(fig, path, dpi)
+        return fig
     for key, label in [("knowledge_points", "knowledge points"), ("toward_label", "toward the image's label")]:
         y = [r[key] for r in rows]
         ax.plot(x, y, marker="o", label=label)
         if key == "knowledge_points":
             for xi, yi in zip(x, y):
                 ax.annotate(str(yi), (xi, yi), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
-    ax.set(xticks=x, xticklabels=layers, xlabel="layer", title=title,
-           ylabel=f"knowledge points (of {rows[0]['regions']} regions)" if rows else "knowledge points")
+    ax.set(xticks=x, xticklabels=layers, xlabel="layer", title=wrap_title(title, 4.6), ylim=(0, None),
+           ylabel=f"knowledge points (of {rows[0]['regions']} regions)")
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi)
+    return fig
 
 
 def plot_trajectory(path, layers: list[str], sample_paths: np.ndarray, class_dirs: list[np.ndarray],

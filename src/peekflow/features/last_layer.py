@@ -5,7 +5,9 @@ them in the model, among its `nn.Linear` modules (last first) whose shape fits a
 and the logits (`fc` of a ResNet, `classifier[-1]` of a VGG or ViT head), and records them in the store only after
 checking on the first batch that pooled features @ W^T + b reproduce the logits (max error below `tolerance` times
 the logits' scale). Anything else between the pooled features and the logits (a nonlinearity, a different pooling)
-fails that check: then nothing is recorded and the log says why. Costs K*(D+1) float32 values per store.
+fails that check: then nothing is recorded and the log says why -- at info level, not as a warning: a store of layers
+the head does not read (a ViT's blocks before its final norm) is a normal run, and a method that needs W, b on such
+a store is refused, naming it, before any job (peekflow.workflow.preflight). Costs K*(D+1) float32 values per store.
 
 Store layout: `last_layer/weight` [K,D] float32, `last_layer/bias` [K] float32; group attributes `module` (its
 name in the model) and `input` (the layer whose pooled features it maps).
@@ -71,6 +73,7 @@ def find_last_layer(model, pooled: dict, logits, tolerance: float = 1e-4) -> Las
                          layer, error)
                 return LastLayer(w.float().numpy(), b.float().numpy(), name, layer)
             tried.append(f"{name} on {layer} (max error {error:.3g})")
-    log.warning("last layer not recorded: no nn.Linear of %s maps the pooled features of %s to the logits%s",
-                type(model).__name__, sorted(pooled), f"; tried {tried}" if tried else "")
+    log.info("last layer not recorded: no nn.Linear of %s maps the pooled features of %s to the logits%s (only OOD "
+             "methods that read W, b need it, and the checks before the first job name any configured)",
+             type(model).__name__, sorted(pooled), f"; tried {tried}" if tried else "")
     return None

@@ -44,6 +44,16 @@ def token_layout(model: nn.Module) -> TokenLayout | None:
     return None
 
 
+def fixed_input_side(model: nn.Module) -> int | None:
+    """The input side a transformer insists on (timm's strict patch embedding, torchvision's ViT), else None."""
+    embed = getattr(model, "patch_embed", None)
+    if embed is not None and getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
+        return int(embed.img_size[0])
+    if hasattr(model, "class_token") and isinstance(getattr(model, "image_size", None), int):
+        return model.image_size
+    return None
+
+
 def set_token_pool(model: nn.Module, how: str) -> nn.Module:
     if how not in TOKEN_POOLS:
         raise ValueError(f"token_pool {how!r} not in {list(TOKEN_POOLS)}")

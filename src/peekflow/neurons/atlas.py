@@ -1,62 +1,58 @@
 """The neuron atlas: a static site (results/atlas/<model>/, opened from the file system, no server, no network) built
 from a layer's existing neuron outputs -- top-N images (topn.h5), top-k patches (patches/patches.h5), and, where the
-layer is labelled, DORA (dora.csv, dora.png) and INVERT (invert.csv).
+layer is labelled, DORA (dora.csv, dora.png, dora_signals.h5), INVERT (invert.csv) and VITAL (vital.h5).
 
-<out>/index.html                  the layers
-<out>/<layer>/index.html          a grid of the layer's neurons (those with patches), one lazy-loaded thumbnail each
-                                  (the best patch, `thumb` px), filtered by INVERT formula text and DORA outlier flag
-<out>/<layer>/neuron_<c>.html     the top-N images (model input view) with the neuron's patch boxes drawn on them,
-                                  the patches, LOF score / flag / rank, INVERT formula / AUC / p-value, and the
-                                  nearest neurons in DORA's 2-D map (dora.csv holds MDS coordinates of the
-                                  extreme-activation distances, not the distances: neighbours are by distance in that
-                                  map), the neuron's s-AMS (DORA's signal file), and a link to the layer's DORA figure
-<out>/<layer>/img/*.png           every image as a PNG file beside the pages (none inlined)
+<out>/index.html                  home: the model, a table of its layers (neurons shown of the layer's channels, top-N,
+                                  k, INVERT labels, DORA outliers, VITAL), the most outlying neurons and the best
+                                  INVERT labels of all layers
+<out>/<layer>/index.html          a grid of the layer's neurons (those with patches): each its thumbnail, INVERT label
+                                  and AUC, DORA outlier mark and LOF; sorted by neuron, INVERT AUC, DORA LOF or top
+                                  activation, filtered by label text, outliers only, labelled only
+<out>/<layer>/neuron_<c>.html     the top-N images with the neuron's patch boxes framed over them (a token layer: the
+                                  token's cell), the patches (crops of those images; a token layer's: the token framed
+                                  in its context), LOF score / flag / rank, INVERT formula / AUC / p-value, the nearest
+                                  neurons in DORA's 2-D map (dora.csv holds MDS coordinates of the extreme-activation
+                                  distances, not the distances: neighbours are by distance in that map), VITAL, s-AMS
+images/, <layer>/img/             the PNGs, each written once (atlas_images): a top-N image is shared by every neuron
+                                  and layer that ranks it (boxes and patches are CSS frames and crops of it), a
+                                  neuron's thumbnail by every page that shows the neuron
 
-Where the layer has VITAL (vital.h5), a neuron page shows its plain and VITAL visualisations with their activation
-and probe similarity. A partial run builds too: an input that does not exist yet is named on the pages it would fill
-("not built yet"), and a layer without top-N images or patches gets an index page saying so and no neuron pages.
-
-All text is escaped (html.escape). The folder is built under a temporary name and renamed when whole.
+A partial run builds too: an input that does not exist yet is named on the pages it would fill ("not built yet"), and
+a layer without top-N images or patches gets an index page saying so and no neuron pages. All text is escaped
+(html.escape). The folder is built under a temporary name and renamed when whole.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 from peekflow.data.folder import Preprocessing
 from peekflow.io import atomic_folder
-from peekflow.neurons.patch_files import read_patches
+from peekflow.neurons.atlas_grid import grid_page
+from peekflow.neurons.atlas_images import SharedImages, cell_side, page_weight, save_png
+from peekflow.neurons.atlas_neuron import LayerView, esc, neuron_body
+from peekflow.neurons.patch_files import info_of, patch_view, read_patches
+from peekflow.neurons.patches import token_marks
 from peekflow.neurons.topn import read_topn
 
-THUMB = 64  # px of an index thumbnail: a 2,048-neuron index stays light (and its thumbnails load lazily)
+__all__ = ["LayerInputs", "build_atlas", "page_weight"]
+THUMB = 64  # px of a neuron's thumbnail (one file per neuron, shared by every page that shows it)
 NEIGHBOURS = 6
-MIN_SIDE = 128  # top-N images smaller than this are enlarged (nearest) so their boxes stay visible
-STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}.grid{display:flex;flex-wrap:wrap;"
-         "gap:6px}.n{display:inline-block;text-align:center;font-size:11px;text-decoration:none;color:#222}"
-         ".n.out{outline:2px solid #c00}figure{display:inline-block;margin:4px}td,th{padding:2px 8px;text-align:left}")
-FILTER_JS = """
-function applyFilter() {
-  var q = document.getElementById('concept').value.toLowerCase();
-  var only = document.getElementById('outliers').checked;
-  var shown = 0;
-  document.querySelectorAll('.n').forEach(function (e) {
-    var ok = e.getAttribute('data-concept').indexOf(q) >= 0 && (!only || e.getAttribute('data-outlier') === '1');
-    e.style.display = ok ? '' : 'none';
-    if (ok) shown++;
-  });
-  document.getElementById('shown').textContent = shown;
-}
-document.getElementById('concept').addEventListener('input', applyFilter);
-document.getElementById('outliers').addEventListener('change', applyFilter);
-"""
+HIGHLIGHTS = 8  # neurons on the home page per list
+STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}td,th{padding:2px 8px;text-align:left}"
+         ".grid{display:flex;flex-wrap:wrap;gap:6px}.n{display:inline-block;width:112px;text-align:center;"
+         "font-size:11px;text-decoration:none;color:#222;border:1px solid #ddd;padding:2px}.n.out{outline:2px solid "
+         "#c00}.n span{display:block;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}.o{color:#c00;"
+         "font-weight:bold}figure{display:inline-block;margin:4px;vertical-align:top}.boxed{position:relative;"
+         "display:inline-block}.crop{position:relative;display:inline-block;background-repeat:no-repeat;"
+         "image-rendering:pixelated}.boxed span,.crop span{position:absolute;box-sizing:border-box;border:2px solid "
+         "#ffd700}.caps{display:flex;font-size:11px}.caps span{text-align:center}")
 
 
 @dataclass
@@ -74,34 +70,27 @@ class LayerInputs:
         return {k: v for k, v in vars(self).items() if v and not Path(v).exists()}
 
 
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+@dataclass
+class LayerSummary:
+    """What the home page says of a layer."""
+
+    layer: str
+    neurons: int = 0  # with pages
+    channels: int | None = None  # of the layer
+    topn: int | None = None
+    k: int | None = None
+    token: dict | None = None  # a token layer's cell and context (patch folder's info)
+    labelled: int | None = None  # INVERT: neurons with a formula
+    significant: int | None = None  # INVERT: with p < 0.001
+    outliers: int | None = None  # DORA
+    vital: int | None = None  # channels with VITAL
+    missing: dict = field(default_factory=dict)
+    cells: list = field(default_factory=list)  # (neuron, dora row, invert row) of each page, for the highlights
 
 
 def page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def save_png(array: np.ndarray, path: Path, side: int | None = None) -> None:
-    """[3,h,w] uint8 -> PNG; resized to `side` px (nearest when enlarging) if given."""
-    img = Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)))
-    if side:
-        img = img.resize((side, side), Image.NEAREST if max(img.size) <= side else Image.BILINEAR)
-    img.save(path, optimize=True)
-
-
-def boxed_image(path: str, preprocessing: Preprocessing, boxes) -> Image.Image:
-    """The model's view of an image (resize/crop, no normalisation) with `boxes` (top, left, bottom, right) drawn."""
-    with Image.open(path) as src:
-        pixels = preprocessing.pixels(src.convert("RGB"))
-    img = Image.fromarray((pixels.mul(255).round().byte().permute(1, 2, 0).numpy()))
-    scale = max(1, -(-MIN_SIDE // max(img.size)))
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(img)
-    for t, left, b, r in boxes:
-        draw.rectangle([left * scale, t * scale, r * scale - 1, b * scale - 1], outline=(255, 255, 0), width=2)
-    return img
 
 
 def neighbours(dora: pd.DataFrame | None, k: int = NEIGHBOURS) -> dict[int, list[tuple[int, float]]]:
@@ -121,12 +110,10 @@ def neighbours(dora: pd.DataFrame | None, k: int = NEIGHBOURS) -> dict[int, list
 def build_atlas(out, model: str, layers: dict[str, LayerInputs], thumb: int = THUMB) -> dict:
     """Write the atlas of `model` into the folder `out` (replaced when whole); returns {layer: neurons}."""
     with atomic_folder(out) as tmp:
-        counts = {layer: build_layer(tmp / layer, model, layer, inputs, thumb) for layer, inputs in layers.items()}
-        items = "".join(f'<li><a href="{esc(layer)}/index.html">{esc(layer)}</a> ({n} neurons)</li>'
-                        for layer, n in counts.items())
-        (tmp / "index.html").write_text(page(f"{model}: neuron atlas",
-                                             f"<h1>Neuron atlas of {esc(model)}</h1><ul>{items}</ul>"))
-    return counts
+        shared: dict[str, SharedImages] = {}
+        summaries = [build_layer(tmp, model, layer, inputs, thumb, shared) for layer, inputs in layers.items()]
+        (tmp / "index.html").write_text(home_page(model, summaries, shared))
+    return {s.layer: s.neurons for s in summaries}
 
 
 def _table(path: str | None) -> pd.DataFrame | None:
@@ -140,46 +127,56 @@ def missing_note(missing: dict[str, str]) -> str:
     return f'<p class="missing">Not built yet, so not shown: {items}.</p>'
 
 
-def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb: int) -> int:
+def build_layer(out: Path, model: str, layer: str, inputs: LayerInputs, thumb: int,
+                shared: dict[str, SharedImages]) -> LayerSummary:
+    folder = out / layer
     (folder / "img").mkdir(parents=True)
     missing = inputs.missing()
+    summary = LayerSummary(layer, missing=missing)
     if "topn" in missing or "patches" in missing:
         body = (f'<p><a href="../index.html">{esc(model)}</a></p><h1>{esc(layer)}: no neurons yet</h1>'
                 + missing_note(missing))
         (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
-        return 0
+        return summary
     inputs = LayerInputs(**{k: (None if k in missing else v) for k, v in vars(inputs).items()})
-    topn, (patches, _) = read_topn(inputs.topn), read_patches(inputs.patches)
-    preprocessing = Preprocessing(**json.loads(topn.attrs["preprocessing"]))
+    topn, (patches, attrs) = read_topn(inputs.topn), read_patches(inputs.patches)
+    recorded = topn.attrs["preprocessing"]
+    if recorded not in shared:
+        shared[recorded] = SharedImages(out, Preprocessing(**json.loads(recorded)))
+    images = shared[recorded]
+    info = info_of(attrs)
+    marks = token_marks(patches, info)
     dora, invert = _table(inputs.dora), _table(inputs.invert)
-    vital = read_vital_images(inputs.vital)
-    sams = read_sams(inputs.dora_signals)
+    vital, sams = read_vital_images(inputs.vital), read_sams(inputs.dora_signals)
     dora_rows = {int(r.neuron): r for r in dora.itertuples()} if dora is not None else {}
     invert_rows = {int(r.neuron): r for r in invert.itertuples()} if invert is not None else {}
     near = neighbours(dora)
-    pages = {int(c) for c in patches.channels}
+    order = [int(c) for c in patches.channels]
     if inputs.dora_figure:
         shutil.copyfile(inputs.dora_figure, folder / "img" / "dora.png")
-    cells = []
-    for s, c in enumerate(patches.channels):
-        c = int(c)
-        save_png(patches.pixels[s, 0], folder / "img" / f"thumb_{c}.png", thumb)
-        d, i = dora_rows.get(c), invert_rows.get(c)
-        concept = "" if i is None or pd.isna(i.formula) else str(i.formula)
-        outlier = d is not None and bool(d.outlier)
-        cells.append(f'<a class="n{" out" if outlier else ""}" href="neuron_{c}.html" data-concept="{esc(concept.lower())}"'
-                     f' data-outlier="{int(outlier)}" title="{esc(concept)}"><img src="img/thumb_{c}.png" '
-                     f'loading="lazy" width="{thumb}" height="{thumb}" alt="neuron {c}"><br>{c}</a>')
-        neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, d, i, near.get(c, []), pages,
-                    bool(inputs.dora_figure), vital.get(c), missing_note(missing), sams.get(c))
-    dora_link = ' &middot; <a href="img/dora.png">DORA map and s-AMS</a>' if inputs.dora_figure else ""
-    body = (f'<p><a href="../index.html">{esc(model)}</a>{dora_link}</p><h1>{esc(layer)}: {len(cells)} neurons</h1>'
-            '<p><input id="concept" type="search" placeholder="INVERT concept contains..."> '
-            '<label><input id="outliers" type="checkbox"> DORA outliers only</label> '
-            f'<span id="shown">{len(cells)}</span> shown</p>{missing_note(missing)}'
-            f'<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
-    (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
-    return len(cells)
+    view = LayerView(folder, model, layer, topn, patches, marks, cell_side(max(patches.pixels.shape[-2:])), images,
+                     order, bool(inputs.dora_figure), info)
+    for s, c in enumerate(order):
+        # the neuron's one thumbnail file: the grid, the home page, its page and its neighbours' pages show it
+        save_png(patch_view(patches.pixels[s, 0], thumb, None if marks is None else marks[s, 0]),
+                 folder / "img" / f"thumb_{c}.png")
+        body = neuron_body(view, c, s, dora_rows.get(c), invert_rows.get(c), near.get(c, []), vital.get(c),
+                           sams.get(c))
+        (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body + missing_note(missing)))
+        summary.cells.append((c, dora_rows.get(c), invert_rows.get(c)))
+    summary.neurons, summary.channels = len(order), topn.indices.shape[0]
+    summary.topn, summary.k, summary.token = topn.indices.shape[1], patches.pixels.shape[1], info.get("token")
+    if invert is not None:
+        summary.labelled = int(invert["formula"].notna().sum())
+        summary.significant = int((invert["formula"].notna() & (invert["p_value"] < 0.001)).sum())
+    if dora is not None:
+        summary.outliers = int(dora["outlier"].astype(bool).sum())
+    if vital:
+        summary.vital = len(vital)
+    top_act = {int(c): float(topn.activations[c, 0]) for c in order}
+    (folder / "index.html").write_text(page(f"{model} {layer}: neurons", grid_page(
+        model, layer, summary, top_act, thumb, bool(inputs.dora_figure), missing_note(missing))))
+    return summary
 
 
 def read_sams(path: str | None) -> dict[int, np.ndarray]:
@@ -200,76 +197,47 @@ def read_vital_images(path: str | None) -> dict[int, dict]:
         return {}
     from peekflow.neurons.vital_files import read_vital
 
-    data, _ = read_vital(path)
+    data, attrs = read_vital(path)
     out = {}
     for s, c in enumerate(data["channels"]):
         values = {key: float(v[s]) for key, v in data.items() if key.startswith(("activation/", "similarity/"))}
-        out[int(c)] = {"plain": data["plain"][s], "vital": data["vital"][s], **values}
+        out[int(c)] = {"plain": data["plain"][s], "vital": data["vital"][s], "grey": attrs.get("grey"), **values}
     return out
 
 
-def vital_section(img: Path, c: int, vital: dict | None) -> str:
-    if vital is None:
-        return ""
-    figures = []
-    for kind, title in (("plain", "plain channel visualisation"), ("vital", "VITAL")):
-        save_png(vital[kind], img / f"c{c}_{kind}.png", max(MIN_SIDE // 2, vital[kind].shape[-1]))
-        caption = f"{title}<br>activation {vital[f'activation/{kind}']:.4g}"
-        if f"similarity/{kind}" in vital:
-            caption += f"<br>probe similarity {vital[f'similarity/{kind}']:.3f}"
-        figures.append(f'<figure><img src="img/c{c}_{kind}.png" loading="lazy" alt="{esc(title)}">'
-                       f"<figcaption>{caption}</figcaption></figure>")
-    ref = f"mean activation of the patches: {vital['activation/reference']:.4g}"
-    if "similarity/reference" in vital:
-        ref += f"; their own probe similarity (leave-one-out): {vital['similarity/reference']:.3f}"
-    return f"<h2>Visualisations</h2>{''.join(figures)}<p>{esc(ref)}</p>"
+def home_page(model: str, summaries: list[LayerSummary], shared: dict[str, SharedImages]) -> str:
+    def cell(value, total=None):
+        return "not run" if value is None else f"{value}" + (f" of {total}" if total is not None else "")
 
-
-def neuron_page(folder, model, layer, c, s, topn, patches, preprocessing, dora_row, invert_row, near, pages,
-                has_figure, vital=None, note="", sams=None) -> None:
-    img = folder / "img"
-    signal = ""
-    if sams is not None:
-        for j, sam in enumerate(sams):
-            save_png(sam, img / f"c{c}_sams{j}.png", max(MIN_SIDE // 2, sam.shape[-1]))
-        signal = ("<h2>DORA signal (s-AMS)</h2>" + "".join(
-            f'<figure><img src="img/c{c}_sams{j}.png" loading="lazy" alt="s-AMS {j + 1}"></figure>'
-            for j in range(len(sams))))
-    top = []
-    for j, (row, path, act) in enumerate(zip(topn.indices[c], topn.paths[c], topn.activations[c])):
-        boxes = patches.boxes[s][patches.rows[s] == row]
-        boxed_image(path, preprocessing, boxes).save(img / f"c{c}_top{j}.png", optimize=True)
-        top.append(f'<figure><img src="img/c{c}_top{j}.png" loading="lazy" alt="top image {j + 1}">'
-                   f"<figcaption>{act:.4g}<br>{esc(Path(path).name)}</figcaption></figure>")
-    side = max(MIN_SIDE // 2, *patches.pixels.shape[-2:])
-    crops = []
-    for j, act in enumerate(patches.activations[s]):
-        save_png(patches.pixels[s, j], img / f"c{c}_patch{j}.png", side)
-        crops.append(f'<figure><img src="img/c{c}_patch{j}.png" loading="lazy" alt="patch {j + 1}">'
-                     f"<figcaption>{act:.4g}</figcaption></figure>")
     rows = []
-    if invert_row is not None:
-        formula = "(none)" if pd.isna(invert_row.formula) else invert_row.formula
-        rows += [("INVERT formula", formula), ("INVERT AUC", f"{invert_row.auc:.4g}"),
-                 ("INVERT p-value", f"{invert_row.p_value:.3g}")]
-    if dora_row is not None:
-        rows += [("DORA LOF score", f"{dora_row.lof:.4g}"), ("DORA outlier", "yes" if dora_row.outlier else "no"),
-                 ("DORA rank", dora_row.rank), ("s-AMS raised the neuron", "yes" if dora_row.activated else "no")]
-    table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) or "<tr><td>not labelled</td></tr>"
-    links = ", ".join((f'<a href="neuron_{n}.html">{n}</a>' if n in pages else str(n)) + f" ({dist:.3g})"
-                      for n, dist in near)
-    body = (f'<p><a href="index.html">{esc(model)} {esc(layer)}</a></p><h1>{esc(layer)}, neuron {c}</h1>'
-            f"<table>{table}</table>{note}"
-            + (f"<p>Nearest neurons in DORA's 2-D map (distance in the map): {links}</p>" if near else "")
-            + ('<p><a href="img/dora.png">DORA map and s-AMS of the layer</a></p>' if has_figure else "")
-            + f"<h2>Top-{len(top)} images (patch boxes in yellow)</h2>{''.join(top)}"
-            + f"<h2>Top-{len(crops)} patches</h2>{''.join(crops)}" + vital_section(img, c, vital) + signal)
-    (folder / f"neuron_{c}.html").write_text(page(f"{model} {layer} neuron {c}", body))
+    for s in summaries:
+        token = f"token layer ({s.token['cell'][0]} px cells)" if s.token else ""
+        rows.append(f'<tr><td><a href="{esc(s.layer)}/index.html">{esc(s.layer)}</a></td>'
+                    f"<td>{cell(s.neurons, s.channels) if s.channels else 'no neurons yet'}</td><td>{cell(s.topn)}</td>"
+                    f"<td>{cell(s.k)}</td><td>{cell(s.labelled)}</td><td>{cell(s.significant)}</td>"
+                    f"<td>{cell(s.outliers)}</td><td>{cell(s.vital)}</td><td>{esc(token)}</td></tr>")
+    head = ("<tr><th>layer</th><th>neurons shown (of its channels)</th><th>top-N images</th><th>patches</th>"
+            "<th>INVERT labelled</th><th>p &lt; 0.001</th><th>DORA outliers</th><th>VITAL</th><th></th></tr>")
+    outlying = sorted(((s.layer, c, d) for s in summaries for c, d, _ in s.cells if d is not None and d.outlier),
+                      key=lambda t: (float(t[2].rank), t[0], t[1]))[:HIGHLIGHTS]
+    labelled = sorted(((s.layer, c, i) for s in summaries for c, _, i in s.cells
+                       if i is not None and not pd.isna(i.formula)), key=lambda t: (-float(t[2].auc), t[0], t[1]))
+    lists = [highlights("Most outlying neurons (DORA)", [(layer, c, f"LOF {d.lof:.3g}") for layer, c, d in outlying]),
+             highlights("Best INVERT labels", [(layer, c, f"{i.formula} (AUC {i.auc:.3f})")
+                                               for layer, c, i in labelled[:HIGHLIGHTS]])]
+    missing = "".join(f"<p>{esc(s.layer)}: {missing_note(s.missing)}</p>" for s in summaries if s.missing)
+    images = sum(len(x.written) for x in shared.values())
+    body = (f"<h1>Neuron atlas of {esc(model)}</h1><p>{len(summaries)} layer(s), "
+            f"{sum(s.neurons for s in summaries)} neurons, {images} distinct top-N images.</p>"
+            f"<table>{head}{''.join(rows)}</table>{missing}{''.join(lists)}")
+    return page(f"{model}: neuron atlas", body)
 
 
-def page_weight(folder) -> dict:
-    """Bytes of HTML and of images under an atlas folder, and of one layer index with its thumbnails."""
-    files = [p for p in Path(folder).rglob("*") if p.is_file()]
-    html_bytes = sum(p.stat().st_size for p in files if p.suffix == ".html")
-    image_bytes = sum(p.stat().st_size for p in files if p.suffix == ".png")
-    return {"files": len(files), "html_bytes": html_bytes, "image_bytes": image_bytes}
+def highlights(title: str, items: list[tuple[str, int, str]]) -> str:
+    if not items:
+        return ""
+    cells = "".join(f'<a class="n" href="{esc(layer)}/neuron_{c}.html" title="{esc(text)}"><img '
+                    f'src="{esc(layer)}/img/thumb_{c}.png" loading="lazy" width="{THUMB}" height="{THUMB}" '
+                    f'alt="{esc(layer)} neuron {c}"><span>{esc(layer)} {c}</span><span>{esc(text)}</span></a>'
+                    for layer, c, text in items)
+    return f'<h2>{esc(title)}</h2><div class="grid">{cells}</div>'

@@ -15,6 +15,12 @@ image itself, so window mode ranks images as the store does. The score stays the
 at the window's centre: under pad that unit sees exactly the window, so window mode would be map mode again (an
 independent check no more), and a shifted border window is no unit's field.
 
+A transformer's token layer (models/tokens.py) credits a unit with its own grid cell only: a 4 x 4 px token of a
+32 px input is a blocky square no one can read. Its box stays the token's cell, but its pixels are the token with
+context: a window of CONTEXT_TOKENS x CONTEXT_TOKENS cells centred on the token (shifted inside the input, clipped to
+it), and `info["token"]` records the cell, the context and the input size, from which `token_marks` gives the token's
+place inside each patch's pixels (figures and the atlas frame it; VITAL takes the unframed pixels as references).
+
 Boxes are (top, left, bottom, right) in the model's input pixels (after resize/crop), bottom/right exclusive.
 Per channel: at most `per_image` patches from one image; the best `k` of all candidates by activation, ties by the
 image's top-N rank, then by position (row-major unit or window order). Every patch has the size of the boxes of the
@@ -47,6 +53,7 @@ log = logging.getLogger("peekflow")
 MODES = ("map", "window")
 CACHE_BYTES = 1 << 30  # input images kept (as uint8) between the search and the cropping of the winners
 FILLS = ("resize", "pad")
+CONTEXT_TOKENS = 5  # token layers: side of a patch's pixels in grid cells (the token and two cells each side)
 
 
 @dataclass
@@ -73,7 +80,7 @@ class Patches:
     paths: np.ndarray  # [S, k] image paths
     boxes: np.ndarray  # [S, k, 4] (top, left, bottom, right)
     activations: np.ndarray  # [S, k]
-    pixels: np.ndarray | None = None  # [S, k, 3, P, P] uint8, filled by crop_patches
+    pixels: np.ndarray | None = None  # [S, k, 3, P, P] uint8, filled by crop_patches (token layers: with context)
 
 
 def select_channels(spec, n_channels: int, layer: str, what: str = "patches") -> np.ndarray:
@@ -122,6 +129,26 @@ def _inside(start: int, size: int, limit: int) -> tuple[int, int]:
     size = min(size, limit)
     start = min(max(start, 0), limit - size)
     return start, start + size
+
+
+def context_box(box, size: tuple[int, int], hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The window of `size` (h, w) centred on `box` (top, left, bottom, right), shifted inside an `hw` input."""
+    t, l, b, r = (int(v) for v in box)
+    (top, bottom), (left, right) = _inside((t + b - size[0]) // 2, size[0], hw[0]), _inside((l + r - size[1]) // 2,
+                                                                                         size[1], hw[1])
+    return top, left, bottom, right
+
+
+def token_marks(patches: Patches, info: dict) -> np.ndarray | None:
+    """[S,k,4] the box of each patch inside its pixels (top, left, bottom, right) where the layer is a token layer
+    (info["token"], see the module doc); None for other layers, whose pixels are their box."""
+    token = info.get("token") if info else None
+    if not token:
+        return None
+    hw, size = tuple(token["input"]), tuple(token["context"])
+    origin = np.array([context_box(box, size, hw)[:2] for box in patches.boxes.reshape(-1, 4)]).reshape(
+        *patches.boxes.shape[:2], 2)
+    return patches.boxes - np.concatenate([origin, origin], axis=-1)
 
 
 def _stable_top(scores: np.ndarray, count: int) -> np.ndarray:
@@ -250,7 +277,10 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
                     "the whole image: choose an earlier layer, or mode window", layer, "x".join(map(str, rf.size)),
                     "x".join(map(str, first.shape[1:])))
         info["whole_image_patches"] = True
-    if settings.mode == "map":
+    if rf.token:  # the token's cell with CONTEXT_TOKENS cells of context (module doc)
+        size = tuple(min(CONTEXT_TOKENS * f, side) for f, side in zip(rf.size, first.shape[1:]))
+        info["token"] = {"cell": list(rf.size), "context": list(size), "input": list(first.shape[1:])}
+    elif settings.mode == "map":
         size = tuple(min(f, side) for f, side in zip(rf.size, first.shape[1:]))
     else:
         boxes = window_grid(settings, rf, *first.shape[1:])
@@ -300,7 +330,7 @@ def batch_patches(model, layer, topn, channels, rf, settings, preprocessing, dev
                 boxes=np.array([[b[4] for b in items] for items in best], dtype=np.int64),
                 activations=np.array([[b[0] for b in items] for items in best], dtype=np.float32))
     return {"channels": p.channels, "rows": p.rows, "boxes": p.boxes, "activations": p.activations,
-            "pixels": crop_patches(p, preprocessing, cand.images, size)}
+            "pixels": crop_patches(p, preprocessing, cand.images, size, context=size if rf.token else None)}
 
 
 def to_uint8(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
@@ -311,18 +341,19 @@ def to_uint8(x: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
 
 
 def crop_patches(p: Patches, preprocessing: Preprocessing, cache: dict | None = None,
-                 size: tuple[int, int] | None = None) -> np.ndarray:
+                 size: tuple[int, int] | None = None, context: tuple[int, int] | None = None) -> np.ndarray:
     """[S, k, 3, ph, pw] uint8 pixels of every box, from the preprocessed image (cached, or loaded again); (ph, pw):
-    `size`, or the largest box's; boxes of another size are resized to it."""
+    `size`, or the largest box's; boxes of another size are resized to it. With a `context` (h, w) (token layers):
+    the pixels of that window centred on each box (context_box) instead of the box, (ph, pw) = `context`."""
     heights, widths = p.boxes[..., 2] - p.boxes[..., 0], p.boxes[..., 3] - p.boxes[..., 1]
-    ph, pw = size or (int(heights.max()), int(widths.max()))
+    ph, pw = context or size or (int(heights.max()), int(widths.max()))
     out = np.zeros((*p.rows.shape, 3, ph, pw), np.uint8)
     for row in np.unique(p.rows):
         img = (cache or {}).get(int(row))
         if img is None:
             img = to_uint8(load_images([p.paths[p.rows == row][0]], preprocessing)[0][None], preprocessing)[0]
         for s, j in zip(*np.nonzero(p.rows == row)):
-            t, l, b, r = p.boxes[s, j]
+            t, l, b, r = context_box(p.boxes[s, j], (ph, pw), img.shape[1:]) if context else p.boxes[s, j]
             crop = img[:, t:b, l:r]
             if crop.shape[1:] != (ph, pw):  # images of several sizes: bring every patch to one size
                 crop = np.asarray(Image.fromarray(crop.transpose(1, 2, 0)).resize((pw, ph), Image.BILINEAR))

@@ -28,6 +28,7 @@ class ReceptiveField:
     size: tuple[int, int]  # (rows, columns) of input pixels one unit sees
     stride: tuple[int, int]  # input pixels between neighbouring units
     offset: tuple[int, int]  # input (row, column) of unit (0, 0)'s top-left corner
+    token: bool = False  # a transformer's token map (models/tokens.py): a unit is credited with its grid cell only
 
     def box(self, i: int, j: int) -> tuple[int, int, int, int]:
         """Unclipped (top, left, bottom, right) of unit (i, j), bottom/right exclusive."""
@@ -121,7 +122,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: int, max_size: int
         y = forward_to(model.eval(), layer, torch.zeros(1, 3, input_size, input_size))
     cell = getattr(y, "grid_cell", None)
     if cell:
-        return ReceptiveField(size=(cell, cell), stride=(cell, cell), offset=(0, 0))
+        return ReceptiveField(size=(cell, cell), stride=(cell, cell), offset=(0, 0), token=True)
     probe = _positive_copy(model)
     size = max(int(input_size), 8)
     while True:

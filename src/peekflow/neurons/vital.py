@@ -20,6 +20,12 @@ Measured per channel (vital.h5): the channel's spatial-mean activation on the pl
 references (their mean); with a probe model, the cosine of each image's penultimate probe feature to the mean probe
 feature of the references (faithfulness: higher = closer to the real patches), the references' own leave-one-out
 value as the ceiling, and CPU seconds per channel of each render.
+
+Render size: settings.size, else the model's crop, else its resize, else the input side a transformer insists on
+(timm, torchvision: a token layer's references are a token with context, smaller than the input), else the references'.
+
+Greyscale: where every reference has R == G == B (a model of greyscale data, e.g. digits), both renders are grey
+(synthesis.param.greyscale) and `grey` records it; colour noise would show what the model never saw.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from peekflow.models.layers import get_layers, layer_names, pool, record_layers
+from peekflow.models.tokens import fixed_input_side
 from peekflow.prototypes.batching import per_image_param, transforms_of
 from peekflow.settings import redefault, setting
 from peekflow.synthesis.objective import Activations, Objective
 from peekflow.synthesis.objectives import channel
+from peekflow.synthesis.param import greyscale
 from peekflow.synthesis.regularisers import l2_pixel, penalizer
 from peekflow.synthesis.relevance import METHODS, channel_relevance, unit_range
 from peekflow.synthesis.render import render
@@ -87,6 +95,7 @@ class VitalResult:
     seconds: dict  # "plain" | "vital" -> CPU seconds per channel [S] (a batch's time shared by its channels)
     match_layers: dict  # the layers used -> weight
     similarity: dict = dataclasses.field(default_factory=dict)  # "plain" | "vital" | "reference" -> [S]
+    grey: bool = False  # rendered in grey: the references are greyscale (module doc)
 
 
 def match_layers_for(model: nn.Module, layer: str, wanted: dict) -> dict[str, float]:
@@ -156,7 +165,8 @@ def _cpu_seconds() -> float:
 def vital_channels(model, layer: str, channels: np.ndarray, references: np.ndarray, preprocessing,
                    s: VitalSettings, device="cpu") -> VitalResult:
     """Plain and VITAL visualisations of `channels` of `layer`; references [S,k,3,P,P] uint8 or float in [0,1]."""
-    size = int(s.size or preprocessing.crop or preprocessing.resize or references.shape[-1])
+    # a transformer that insists on its input size gets it (its references, a token with context, are smaller)
+    size = int(s.size or preprocessing.crop or preprocessing.resize or fixed_input_side(model) or references.shape[-1])
     model = model.to(device).eval()
     layers = match_layers_for(model, layer, s.match_layers)
     normalisation = (preprocessing.mean, preprocessing.std)
@@ -165,6 +175,9 @@ def vital_channels(model, layer: str, channels: np.ndarray, references: np.ndarr
         refs = refs / 255
     refs = F.interpolate(refs.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False,
                          antialias=True).clamp(0, 1).view(*refs.shape[:2], 3, size, size)
+    grey = bool((np.diff(np.asarray(references[:, :s.references]), axis=2) == 0).all())  # R == G == B everywhere
+    if grey:
+        log.info("vital %s: the references are greyscale, so the visualisations are rendered in grey", layer)
     transforms = transforms_of(s.jitter_at(size), s.flip) or None
     priors = penalizer(tv=s.tv, l1_edge=0.0, l2_pixel=0.0) if s.tv else 0
     out = {"plain": [], "vital": []}
@@ -183,7 +196,8 @@ def vital_channels(model, layer: str, channels: np.ndarray, references: np.ndarr
                                                         s.relevance, normalisation)
                 objective = base + s.match_weight * match_objective(model, layer, chans, layers, targets, importance,
                                                                     s.relevance, normalisation)
-            result = render(objective, model, per_image_param(s.param, idx, size, s.seed, s.init_std, device),
+            param = per_image_param(s.param, idx, size, s.seed, s.init_std, device)
+            result = render(objective, model, greyscale(param) if grey else param,
                             normalisation=normalisation, transforms=transforms, seed=s.seed + j, device=device,
                             **render_options(s))
             out[kind].append(result.images.float().cpu().clamp(0, 1))
@@ -197,7 +211,7 @@ def vital_channels(model, layer: str, channels: np.ndarray, references: np.ndarr
                                                  normalisation, device).reshape(-1, k).mean(1)
     return VitalResult(channels=np.asarray(channels), plain=plain.numpy(), vital=vital.numpy(), references=refs.numpy(),
                        activation=activation, seconds={k: np.asarray(v) for k, v in seconds.items()},
-                       match_layers=layers)
+                       match_layers=layers, grey=grey)
 
 
 @torch.no_grad()

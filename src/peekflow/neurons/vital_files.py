@@ -4,8 +4,9 @@ vital.h5: `channels` [S]; `plain`, `vital` [S,3,H,W] uint8 (render size); `refer
 to the render size); `activation/{plain,vital,reference}` [S] (spatial mean of the channel; references: their mean);
 `similarity/{plain,vital,reference}` [S] with a probe (cosine to the references' mean probe feature; references:
 leave-one-out); `cpu_seconds/{plain,vital}` [S]; attributes layer, model, settings, match_layers, probe (JSON
-where not plain), `complete=True` last. The grid: one row per channel (the first GRID_CHANNELS), plain | VITAL | up to
-`GRID_REFS` references; the atlas shows every channel.
+where not plain), grey (rendered in grey: greyscale references), `complete=True` last. A token layer's references
+are its patches, the token with context (neurons.patches). The grid: one row per channel (the first
+GRID_CHANNELS), plain | VITAL | up to `GRID_REFS` references; the atlas shows every channel.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def write_vital(out, grid, result, attrs: dict) -> None:
         for key, value in attrs.items():
             value = asdict(value) if is_dataclass(value) else value
             h5.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+        h5.attrs["grey"] = bool(result.grey)
         h5.attrs["complete"] = True
     if grid:
         save_vital_grid(grid, result)

@@ -74,6 +74,11 @@ class Detector:
         """The effective keyword settings (defaults filled in), as stored in score files."""
         return {key: getattr(self, key) for key in _setting_names(type(self))}
 
+    def fitted_settings(self) -> dict:
+        """Settings the fit chose where the configured ones left them to a rule (ViM's `dim`: null -> the paper's
+        rule for the features' dimension), once fitted; score files keep them (`fitted`) and the table shows them."""
+        return {}
+
 
 def register(name: str):
     """Class decorator: make a Detector subclass buildable as `name`."""

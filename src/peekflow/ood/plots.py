@@ -3,7 +3,8 @@
 ROC: ID is the positive class (as for AUROC), x = OOD accepted (FPR), y = ID kept (TPR), both in percent; the
 legend carries each OOD set's AUROC and FPR95 (peekflow.ood.metrics), a dotted line marks 95% TPR. Histograms: densities
 over bins shared by every set, so the overlap reads directly. matplotlib's object API (Figure, Agg canvas): no pyplot
-state, no display needed. PNGs are written atomically.
+state, no display needed. PNGs are written atomically. Titles (`peekflow plot-ood`: model and method) are wrapped to
+the figure's width. Both functions return the Figure.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from peekflow.figures import save_figure
+from peekflow.figures import save_figure, wrap_title
 from peekflow.ood.metrics import ood_metrics
 
 
 def plot_roc(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], path: str | os.PathLike,
-             title: str = "", dpi: int = 120) -> None:
+             title: str = "", dpi: int = 120):
     """ROC curve of `id_name` against each OOD set in `ood_names` (scores: data set name -> 1-D scores)."""
     fig = Figure(figsize=(5, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -33,13 +34,14 @@ def plot_roc(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], 
     ax.plot([0, 100], [0, 100], ls="--", lw=0.8, color="grey")
     ax.axhline(95, ls=":", lw=0.8, color="grey")
     ax.set(xlim=(0, 100), ylim=(0, 100.5), xlabel="OOD accepted (FPR, %)", ylabel=f"ID kept: {id_name} (TPR, %)",
-           title=title)
+           title=wrap_title(title, 4.4))
     ax.legend(loc="lower right", fontsize="small")
     save_figure(fig, path, dpi)
+    return fig
 
 
 def plot_histograms(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], path: str | os.PathLike,
-                    title: str = "", bins: int = 60, dpi: int = 120) -> None:
+                    title: str = "", bins: int = 60, dpi: int = 120):
     """Score densities of the ID set (filled) and each OOD set (outlined) over `bins` shared bins."""
     if bins < 1:
         raise ValueError(f"plot: bins must be >= 1, got {bins}")
@@ -55,6 +57,7 @@ def plot_histograms(scores: dict[str, np.ndarray], id_name: str, ood_names: list
             label=f"{id_name} (ID, n={values[id_name].size})")
     for name in ood_names:
         ax.hist(values[name], bins=edges, density=True, histtype="step", lw=1.5, label=f"{name} (n={values[name].size})")
-    ax.set(xlabel="score (higher = more in-distribution)", ylabel="density", title=title)
+    ax.set(xlabel="score (higher = more in-distribution)", ylabel="density", title=wrap_title(title, 5.4))
     ax.legend(fontsize="small")
     save_figure(fig, path, dpi)
+    return fig

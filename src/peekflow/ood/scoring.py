@@ -3,10 +3,11 @@ folders), write one HDF5 file; join the score files of one method on different d
 
 Layout of `results/ood/<model>/scores/<method>.h5`: one float64 data set [N] per data set name (attribute `store`:
 the feature store it came from; `images` instead: the image folder, for `needs_images` methods), file attributes
-`method`, `settings` (JSON, defaults filled in), `layer`, `fit_store` ("" when the method needs no fitting),
-`notes` (JSON list: the warnings logged while fitting and scoring, e.g. a rank-deficient covariance; the table
-repeats them), `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` and
-`needs_model` methods).
+`method`, `settings` (JSON, defaults filled in), `fitted` (JSON: what the fit chose where a setting left it to a
+rule, e.g. ViM's dim; {} for most methods), `model` (the model of the scored stores, or the scoring model; the
+figures' titles name it), `layer`, `fit_store` ("" when the method needs no fitting), `notes` (JSON list: the
+warnings logged while fitting and scoring, e.g. a rank-deficient covariance; the table repeats them),
+`higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` and `needs_model` methods).
 The file is written under a temporary name and renamed.
 
 The workflow scores one data set per job (`results/ood/<model>/scores/<method>/<dataset>.h5`, same layout), so an
@@ -70,11 +71,14 @@ def score_stores(
         elif fit_store is not None:
             log.warning("score: method %r needs no fitting; ignoring fit store %s", method, fit_store)
             fit_store = None
+        models = []
         for name, path in eval_stores.items():
             data = load_feature_set(path, feature_layer, name=name)
+            models.append(str(data.attrs.get("model", "")))
             scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
     _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
-           {**_method_attrs(detector), "layer": feature_layer or "",
+           {**_method_attrs(detector), "model": ", ".join(dict.fromkeys(m for m in models if m)),
+            "layer": feature_layer or "",
             "fit_store": str(fit_store) if fit_store is not None else "", "notes": json.dumps(notes),
             **({"checkpoint": str(checkpoint)} if detector.needs_model else {})})
     return scores
@@ -89,6 +93,7 @@ def score_images(
     device,
     out: str | os.PathLike,
     checkpoint: str | os.PathLike = "",
+    model_name: str = "",
 ) -> dict[str, np.ndarray]:
     """Score the image folders `folders` (name -> <folder>/<class>/<image>) with a `needs_images` method (ODIN) and
     `model` (its `preprocessing`, on `device`); write `out` in the layout of `score_stores`. Returns the scores."""
@@ -104,7 +109,7 @@ def score_images(
             s = detector.score_images(model, folder, preprocessing, device)
             scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)
     _write(out, scores, {name: {"images": str(folder)} for name, folder in folders.items()},
-           {**_method_attrs(detector), "layer": "", "fit_store": "", "checkpoint": str(checkpoint),
+           {**_method_attrs(detector), "model": model_name, "layer": "", "fit_store": "", "checkpoint": str(checkpoint),
             "notes": json.dumps(notes)})
     return scores
 
@@ -153,7 +158,9 @@ def _checked_scores(detector: Detector, scores, n: int, name: str, source) -> np
 
 
 def _method_attrs(detector: Detector) -> dict:
-    return {"method": detector.name, "settings": json.dumps(detector.settings(), sort_keys=True)}
+    """The method, its settings and, once fitted, the settings its fit chose (`fitted`: e.g. ViM's effective dim)."""
+    return {"method": detector.name, "settings": json.dumps(detector.settings(), sort_keys=True),
+            "fitted": json.dumps(detector.fitted_settings(), sort_keys=True)}
 
 
 def _write(out, scores: dict[str, np.ndarray], sources: dict[str, dict], attrs: dict) -> None:

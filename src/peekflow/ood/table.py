@@ -12,7 +12,8 @@ Long form (CSV), columns:
   k, bank, temperature, epsilon,      the method's settings as stored in its score file, empty where they do not
   setting                             apply: k for knn* and nnguide*, bank (the fitting data: fit store or prototypes)
                                       for fitted methods, T for energy/odin/gradnorm, eps for odin, `setting` the
-                                      other settings the method sweeps (e.g. percentile=90)
+                                      other settings the method sweeps (e.g. percentile=90); each the value used
+                                      (ViM's dim null: the dimension its rule chose)
   notes                               the warnings its score file recorded while fitting and scoring (a covariance
                                       of too low rank, a bank smaller than the classes, ...), joined by " | "; empty
                                       when there were none
@@ -62,10 +63,11 @@ def _detector(method: str):
 
 
 def method_settings(path: str | os.PathLike) -> dict:
-    """k, bank, temperature, epsilon, setting of a score file's method (None where they do not apply)."""
+    """k, bank, temperature, epsilon, setting of a score file's method (None where they do not apply): the values
+    used, i.e. what its fit chose where a setting left it to a rule (the score file's `fitted`, e.g. ViM's dim)."""
     with open_complete_h5(path, "score file", "rerun its scoring") as h5:
         method = str(h5.attrs.get("method", ""))
-        settings = json.loads(h5.attrs.get("settings", "{}"))
+        settings = {**json.loads(h5.attrs.get("settings", "{}")), **json.loads(h5.attrs.get("fitted", "{}"))}
         fit_store = str(h5.attrs.get("fit_store", ""))
     out = dict.fromkeys(SETTING_KEYS)
     cls = _detector(method)

@@ -10,6 +10,7 @@ On the pooled penultimate features with the store's last layer W, b; R and alpha
 store (all rows) or a prototype bank (`_deepinversion` / `_deepdream`). `dim` d, the principal space's dimension,
 defaults to the paper's rule: 1000 if D >= 2048, 512 if D >= 768, else D / 2 (also whenever d >= D). cov is the
 uncentred second moment of x - u (the paper's code). Higher = more ID (pytorch-ood's ViM returns minus the score).
+The d used is recorded in the score file (`fitted`, Detector.fitted_settings) and shown in the table's settings.
 
 A fit store of no more rows than d (or whose second moment has no more than rank d) lies inside the principal space:
 what is left, the residual space, is rounding, and alpha divides by ~0 (the issue's 40-prototype banks in 128 dimensions
@@ -86,6 +87,11 @@ class ViM(Fitted):
 
     def __init__(self, dim: int | None = None):
         self.dim = None if dim is None else int(positive_number(dim, f"{self.name}: dim", integer=True))
+
+    def fitted_settings(self) -> dict:
+        """The principal space's dimension d used: D minus the residual basis's columns."""
+        basis = getattr(self, "_basis", None)
+        return {} if basis is None else {"dim": int(basis.shape[0] - basis.shape[1])}
 
     def fit_size_problem(self, rows: int, class_rows: dict | None, dims: int) -> str | None:
         d = principal_dim(self.dim, dims)

@@ -9,6 +9,7 @@ Lucid pair: `params, image_fn = pixel(4, 64)`. Spatial part and colour part comp
                       pixel), irfft2 back to pixels: low frequencies get the large steps, so images are smoother
 - colour   `to_rgb`   optional decorrelation (channels mixed by the square root of ImageNet's colour correlation,
                       Lucid's constant, normalised by its largest column norm), then sigmoid into [0,1] -- or clamp
+           `greyscale` wraps any Param: its images' channel mean in all three channels
 
 Randomness comes only from the `generator` passed in; tensors are made on `device` (no global device). The render
 loop also accepts a factory `f(generator=..., device=...) -> Param` (e.g. `functools.partial(fourier, 4, 64)`) and
@@ -124,6 +125,13 @@ def fourier(batch: int, size, decay: float = 1.0, std: float = 0.01, decorrelate
 
     return Param([spectrum], image_fn,
                  description=f"fourier({batch}, {(h, w)}, decay={decay:g}, decorrelate={decorrelate})")
+
+
+def greyscale(param: Param) -> Param:
+    """`param`'s images as grey (the mean of their channels in each of R, G and B): for a model of greyscale data,
+    whose visualisations should not be coloured noise it never saw."""
+    return Param(param.params, lambda: param.image_fn().mean(dim=1, keepdim=True).expand(-1, 3, -1, -1),
+                 param.project, description=f"greyscale({param.description})")
 
 
 def as_param(param, generator: torch.Generator, device) -> Param:
