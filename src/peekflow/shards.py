@@ -134,6 +134,11 @@ class BatchPlan:
     def attrs(self, n: int, batch_size: int) -> dict:
         return shard_record(self.shard, n, batch_size)
 
+    def discard(self) -> None:
+        """Delete the partial folder, once the job's output is written (its batches are in it now)."""
+        if self.partial is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
 
 class Batches:
     """The finished batches of a job in its partial folder (module doc); a no-op keeper without a folder. Use as a
