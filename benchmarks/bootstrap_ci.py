@@ -1,6 +1,6 @@
 """Bootstrap confidence intervals of AUROC and FPR95: peekflow's vectorised resampling vs. a plain per-resample loop.
 
-Baseline: for each resample, index the ID and OOD scores and call `peekflow.metrics.ood_metrics` (scikit-learn's
+Baseline: for each resample, index the ID and OOD scores and call `peekflow.ood.metrics.ood_metrics` (scikit-learn's
 roc_curve / roc_auc_score). peekflow: `bootstrap_metrics` (per-sample multiplicities under sorted scores, chunked).
 Both see the same seeded resamples, and the script checks they agree. The loop is timed on `--loop-resamples`
 resamples and scaled to `--resamples` (it is linear in the number of resamples).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peekflow.metrics import bootstrap_metrics, ood_metrics
+from peekflow.ood.metrics import bootstrap_metrics, ood_metrics
 from readme_section import command_line, write_section
 
 README = Path(__file__).with_name("README.md")

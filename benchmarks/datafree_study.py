@@ -412,8 +412,8 @@ SHOW_ALL = ("real bank", "no image")  # routes whose every detector is a row; th
 
 
 def summarise(rows: list, ood_sets) -> tuple[str, list]:
-    """The README table (one row per route and bank size: the detector with the best mean held-out AUROC over the
-    seeds) and those rows' group keys."""
+    """The results table of docs/results.md (one row per route and bank size: the detector with the best mean
+    held-out AUROC over the seeds) and those rows' group keys."""
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["route"], r["bank_per_class"], r["detector"]), []).append(r)
@@ -505,7 +505,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", default="results/datafree_study")
     p.add_argument("--figure", default="docs/images/datafree_auroc_cpu.png")
-    p.add_argument("--write-readme", action="store_true")
+    p.add_argument("--write-readme", action="store_true",
+                   help="replace this study's sections in benchmarks/README.md and docs/results.md")
     p.add_argument("--from-rows", action="store_true", help="only the tables and the figure, from <out>/rows.csv")
     p.add_argument("--quick", action="store_true", help="a smoke run: 4 steps, 1-2 prototypes per class")
     args = p.parse_args()
@@ -538,7 +539,7 @@ def main() -> None:
             "## Data-free OOD detection (`datafree_study.py`, issue 18)", "", note, "", table, "",
             "Every detector on every bank:", "", full_table(rows, config["ood"]["ood_sets"]), "", command_line()]))
         write_section(SECTION, "\n".join([note, "", table, "", command_line()]),
-                      readme=Path(__file__).parent.parent / "README.md")
+                      readme=Path(__file__).parent.parent / "docs" / "results.md")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import write_folder
-from peekflow import preflight
+from peekflow.workflow import preflight
 from peekflow.data.folder import Preprocessing
 from peekflow.emergence.analysis import EmergenceSettings, analyse
 from peekflow.features.extract import ExtractSettings, extract_features

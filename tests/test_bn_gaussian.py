@@ -112,7 +112,7 @@ def test_score_cli_needs_the_model_and_records_its_checkpoint(tmp_path, tiny_che
 
 
 def test_workflow_and_checks(tmp_path):
-    from peekflow.preflight import model_fit_problems
+    from peekflow.workflow.preflight import model_fit_problems
     from workflow import snakemake, tiny_config, write_config
 
     config = tiny_config()

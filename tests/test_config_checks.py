@@ -1,14 +1,15 @@
-"""The checks of a whole config before any job (peekflow.config_checks, peekflow.preflight's shape checks): each
-fires with a message naming the config path, every problem is reported at once, and the shipped configs pass."""
+"""The checks of a whole config before any job (peekflow.workflow.config_checks, peekflow.workflow.preflight's shape
+checks): each fires with a message naming the config path, every problem is reported at once, and the shipped configs
+pass."""
 
 import copy
 
 import pytest
 import yaml
-from snakemake.utils import validate
-
-from peekflow import preflight
-from peekflow.config_checks import ConfigError, check, config_problems, reference_problems, schema_problems
+from peekflow.workflow import preflight
+from peekflow.workflow.config_checks import (ConfigError, check, config_problems, fill_defaults, reference_problems,
+                                             schema_problems)
+from peekflow.workflow.config_schema import workflow_schema
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -17,7 +18,7 @@ SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50
 
 def validated(config: dict) -> dict:
     config = copy.deepcopy(config)
-    validate(config, str(SCHEMA))  # fills the defaults, as the Snakefile does
+    fill_defaults(config, workflow_schema())  # as the Snakefile does
     return config
 
 

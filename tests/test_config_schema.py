@@ -7,10 +7,11 @@ import pytest
 import yaml
 
 from peekflow.cli import stage_parser
-from peekflow.config_schema import SCHEMA, generate, settings_problems
 from peekflow.neurons.dora import DoraSettings
 from peekflow.prototypes.deepdream import DreamSettings
-from peekflow.yaml_dump import dump
+from peekflow.workflow.config_checks import fill_defaults
+from peekflow.workflow.config_schema import SCHEMA, generate, settings_of, settings_problems, workflow_schema
+from peekflow.workflow.yaml_dump import dump
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["config/config.yaml", "config/imagenet_resnet50.yaml", "tests/data/tiny_config.yaml"]
@@ -22,7 +23,7 @@ def load(path):
 
 def test_committed_schema_is_the_generated_one():
     text = SCHEMA.read_text()
-    assert text == dump(generate(yaml.safe_load(text))), "run: python -m peekflow.config_schema"
+    assert text == dump(generate(yaml.safe_load(text))), "run: python -m peekflow.workflow.config_schema"
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -31,7 +32,10 @@ def test_shipped_configs_have_no_problems_and_validate_fills_nested_defaults(pat
 
     config = load(path)
     assert settings_problems(config) == []
-    validate(config, str(SCHEMA))
+    by_snakemake = copy.deepcopy(config)
+    validate(by_snakemake, str(SCHEMA))
+    fill_defaults(config, workflow_schema())  # as the Snakefile does
+    assert config == by_snakemake  # the defaults that Snakemake's validate fills from the schema file
     assert settings_problems(config) == []
     inversion = config["prototypes"]["methods"]["deepinversion"]
     assert inversion["betas"] == [0.5, 0.9] and inversion["fold_bn"] is True and inversion["schedule"] == "cosine"
@@ -89,9 +93,26 @@ def test_help_lists_every_key_with_its_help_as_the_schema_does(stage, cls):
 
 
 def test_settings_reference_page_is_generated_and_current():
-    from peekflow.config_schema import DOCS, docs
+    from peekflow.workflow.config_schema import DOCS, docs
 
     text = DOCS.read_text()
-    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", "run: python -m peekflow.config_schema"
+    assert text == docs(generate(yaml.safe_load(SCHEMA.read_text()))) + "\n", (
+        "run: python -m peekflow.workflow.config_schema")
     assert "## `prototypes.methods.deepdream`" in text and "## `ood.methods.knn`" in text
     assert "| `jitter` |" in text and "adam \\| adamw" in text
+
+
+def test_settings_of_a_block_are_its_classes_keys_less_the_workflows():
+    from test_config_checks import validated
+    from workflow import tiny_config
+
+    config = validated(tiny_config())
+    invert = settings_of(config, "labels.invert")
+    assert "dataset" not in invert and invert["beam_size"] == 3 and "max_length" in invert
+    assert "dataset" not in settings_of(config, "prototypes.methods.caricature")
+    assert settings_of(config, "prototypes.methods.deepdream") == config["prototypes"]["methods"]["deepdream"]
+    extract = settings_of(config, "extract", layers=["layer4"])
+    assert extract["layers"] == ["layer4"] and not {"threads", "shards"} & set(extract)
+    emergence = settings_of(config, "emergence")
+    assert not {"dataset", "layers", "trajectory"} & set(emergence) and emergence["grid"] == 2
+    assert settings_of(config, "models.tiny_resnet.train.settings")["epochs"] == 2  # a block under `*`

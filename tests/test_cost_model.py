@@ -1,13 +1,13 @@
-"""peekflow.cost_model: job work read back from the requests, the list schedule's makespan on planted graphs, and
-the table of a real dry run."""
+"""peekflow.workflow.cost_model: job work read back from the requests, the list schedule's makespan on planted graphs,
+and the table of a real dry run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from peekflow import cost_model, resources
-from peekflow.cost_model import Job, wall_hours
+from peekflow.workflow import cost_model, resources
+from peekflow.workflow.cost_model import Job, wall_hours
 
 
 @pytest.mark.parametrize("gpu", [False, True])

@@ -4,7 +4,8 @@ A trained model differs between processors (CPU kernels round differently), so t
 every correct run -- structure, completeness, finiteness, agreement of the stored scores and metrics with an
 independent computation from the feature stores -- and, beyond that, only properties whose margin was measured over
 five training seeds of the target (the stand-in for other processors; the per-seed values are in the comments and in
-README.md). How well each method does on the embedded default is a measured result (README), not a test."""
+docs/results.md). How well each method does on the embedded default is a measured result (docs/results.md), not
+a test."""
 
 import json
 import math
@@ -124,8 +125,8 @@ def test_knn_beats_msp_on_average(default_run):
 def test_prototypes_carry_their_class(default_run):
     # target accuracy, training seeds 1-3 on this machine: DeepDream 1.0, 0.95, 0.9; DeepInversion on the Fourier
     # parameterisation (the default since issue 18) 1.0, 0.9, 0.9 (on pixels it was 1.0 for seeds 1-5 elsewhere).
-    # Transfer to the probe is a measured result (README), not a bar: DeepDream 0.45-0.525, DeepInversion 0.25-0.475
-    # (on pixels 0.10-0.35).
+    # Transfer to the probe is a measured result (docs/results.md), not a bar: DeepDream 0.45-0.525, DeepInversion
+    # 0.25-0.475 (on pixels 0.10-0.35).
     for method in ["deepdream", "deepinversion"]:
         quality = json.loads((default_run / f"results/prototypes/{TARGET}/{method}_quality.json").read_text())
         assert quality["n"] == 40 and 0 <= quality["probe_accuracy"] <= 1, quality

@@ -144,8 +144,8 @@ def fit_size_problems(methods: dict, per_class: int = 4, train_per_class: int = 
     """The checks before any job of the embedded default (40-row prototype banks, 128-dim layer4) with `methods`."""
     import yaml
 
-    from peekflow.preflight import ood_fit_size_problems
-    from peekflow.replicas import expand
+    from peekflow.workflow.preflight import ood_fit_size_problems
+    from peekflow.workflow.replicas import expand
     from test_config_checks import validated
     from workflow import ROOT
 
@@ -192,8 +192,8 @@ def test_fits_on_a_generated_training_set_are_sized_from_its_split():
 def test_the_checks_before_any_job_include_the_fit_sizes():
     import yaml
 
-    from peekflow.preflight import input_problems
-    from peekflow.replicas import expand
+    from peekflow.workflow.preflight import input_problems
+    from peekflow.workflow.replicas import expand
     from test_config_checks import validated
     from workflow import ROOT
 

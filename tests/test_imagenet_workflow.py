@@ -27,7 +27,7 @@ import pytest
 import yaml
 from scipy.special import softmax
 
-from peekflow.config_checks import ood_runs
+from peekflow.workflow.config_checks import ood_runs
 from workflow import ROOT, fake_user_inputs, planned_jobs, snakemake, write_images
 
 pytestmark = pytest.mark.slow

@@ -45,8 +45,8 @@ def test_a_head_that_does_not_reproduce_the_logits_is_not_recorded(caplog):
 
 def test_preflight_names_method_and_store_without_last_layer(tmp_path, monkeypatch):
     from peekflow.features.store import StoreWriter
-    from peekflow.preflight import last_layer_problems
-    from peekflow.replicas import expand
+    from peekflow.workflow.preflight import last_layer_problems
+    from peekflow.workflow.replicas import expand
     from workflow import tiny_config
 
     config = tiny_config()

@@ -1,11 +1,11 @@
-"""peekflow.metrics: hand-worked cases (with ties), limits, an independent brute-force implementation, and the
+"""peekflow.ood.metrics: hand-worked cases (with ties), limits, an independent brute-force implementation, and the
 bootstrap (against `ood_metrics` on explicit resamples, seeding, coverage of the point estimate, 1/sqrt(n) width)."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from peekflow.metrics import bootstrap_metrics, ood_metrics, percentile_ci, resampled_metrics
+from peekflow.ood.metrics import bootstrap_metrics, ood_metrics, percentile_ci, resampled_metrics
 
 
 def brute_force(s_id, s_ood):
@@ -130,7 +130,7 @@ def test_bootstrap_is_seeded_and_chunking_does_not_change_it(monkeypatch):
     first = bootstrap_metrics(s_id, s_ood, 50, seed=1)
     assert all(np.array_equal(first[k], bootstrap_metrics(s_id, s_ood, 50, seed=1)[k]) for k in first)
     assert not np.array_equal(first["auroc"], bootstrap_metrics(s_id, s_ood, 50, seed=2)["auroc"])
-    monkeypatch.setattr("peekflow.metrics._CHUNK_ELEMENTS", 700)  # 2 resamples per chunk instead of all 50
+    monkeypatch.setattr("peekflow.ood.metrics._CHUNK_ELEMENTS", 700)  # 2 resamples per chunk instead of all 50
     assert all(np.array_equal(first[k], bootstrap_metrics(s_id, s_ood, 50, seed=1)[k]) for k in first)
     # the ID resamples depend on (seed, n_id) only: another OOD stream keeps them (same AUROC against a constant)
     const = np.zeros(5)

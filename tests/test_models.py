@@ -95,7 +95,7 @@ def test_preprocessing_matches_torchvision_classic_eval_transform(size, resize, 
 
 
 def test_augmentation_is_seeded_and_keeps_shape():
-    from peekflow.training import augment
+    from peekflow.models.training import augment
 
     x = torch.randn(6, 3, 16, 16)
     a = augment(x, torch.Generator().manual_seed(1))

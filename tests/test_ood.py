@@ -9,7 +9,7 @@ import pytest
 
 from peekflow import cli
 from peekflow.features.store import FeatureSet, StoreWriter
-from peekflow.metrics import ood_metrics
+from peekflow.ood.metrics import ood_metrics
 from peekflow.ood.base import Detector, available, build, register
 from peekflow.ood.table import COLUMNS, build_table
 

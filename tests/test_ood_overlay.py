@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 from snakemake.utils import update_config
 
-from peekflow.config_checks import ood_runs, reference_problems
+from peekflow.workflow.config_checks import ood_runs, reference_problems
 from peekflow.ood.base import available
-from peekflow.preflight import ood_fit_size_problems
-from peekflow.replicas import expand
+from peekflow.workflow.preflight import ood_fit_size_problems
+from peekflow.workflow.replicas import expand
 from test_config_checks import validated
 from workflow import planned_jobs, planned_outputs, snakemake, tiny_config, write_config
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from peekflow import cli
-from peekflow.metrics import bootstrap_metrics, percentile_ci
+from peekflow.ood.metrics import bootstrap_metrics, percentile_ci
 from peekflow.ood.table import COLUMNS, build_table, paper_table, write_table
 
 OOD = ["textures", "noise"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, write_folder
-from peekflow import preflight
+from peekflow.workflow import preflight
 from peekflow.models.registry import build_model
 from workflow import snakemake, tiny_config, write_config
 

@@ -1,11 +1,20 @@
-"""README numbers come from a run's summary files (peekflow.readme_numbers): every number the generator writes is
-one of the summaries' values at the shown precision, and only the marked sections change."""
+"""The numbers of docs/results.md come from a run's summary files (peekflow.workflow.readme_numbers): every number the
+generator writes is one of the summaries' values at the shown precision, only the marked sections change, and the
+page it writes by default holds every section."""
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
-from peekflow.readme_numbers import ood_section, ood_sets_section, rewrite, sections
+from peekflow.workflow.readme_numbers import SECTIONS, main, ood_section, ood_sets_section, rewrite, sections
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summary_rows(rows) -> pd.DataFrame:
+    return pd.DataFrame([{"model": "m", "method": "knn", "ood_dataset": name, "auroc_mean": v, "auroc_std": 1.0,
+                          "fpr95_mean": 100 - v, "fpr95_std": 2.0, "n": 3} for name, v in rows])
 
 
 def test_every_number_written_is_in_the_summary_files(finished_run):
@@ -30,11 +39,32 @@ def test_rewrite_changes_only_the_marked_sections():
 
 def test_group_averages_are_columns_of_the_averages_not_ood_sets():
     rows = [("a", 90.0), ("b", 70.0), ("c", 50.0), ("average_near", 90.0), ("average_far", 60.0), ("average", 70.0)]
-    summary = pd.DataFrame([{"model": "m", "method": "knn", "ood_dataset": name, "auroc_mean": v, "auroc_std": 1.0,
-                             "fpr95_mean": 100 - v, "fpr95_std": 2.0, "n": 3} for name, v in rows])
+    summary = summary_rows(rows)
     averages, per_set = ood_section(summary), ood_sets_section(summary)
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     assert cells(averages.splitlines()[0])[2:] == ["average FPR95 ↓", "average AUROC ↑", "near AUROC ↑", "far AUROC ↑",
                                                    "n"]
     assert cells(averages.splitlines()[2])[3:6] == ["70.0 ± 1.0", "90.0 ± 1.0", "60.0 ± 1.0"]
     assert cells(per_set.splitlines()[0])[2:] == ["a AUROC", "b AUROC", "c AUROC", "n"]
+
+
+def test_docs_results_holds_every_section_and_the_readme_none():
+    page, readme = (ROOT / "docs" / "results.md").read_text(), (ROOT / "README.md").read_text()
+    for name in SECTIONS:
+        for end in ("start", "end"):
+            marker = f"<!-- numbers:{name}:{end} -->"
+            assert page.count(marker) == 1 and marker not in readme, marker
+
+
+def test_the_generator_rewrites_docs_results_by_default(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    summary_rows([("a", 80.0), ("average", 80.0)]).to_csv(tmp_path / "results" / "ood_summary.csv", index=False)
+    (tmp_path / "docs").mkdir()
+    page = "# Results\n<!-- numbers:ood:start -->\nold\n<!-- numbers:ood:end -->\n"
+    (tmp_path / "docs" / "results.md").write_text(page)
+    (tmp_path / "README.md").write_text(page)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--command", "`a run`"]) == 0
+    written = (tmp_path / "docs" / "results.md").read_text()
+    assert "old" not in written and "80.0 ± 1.0" in written and "from `a run`." in written
+    assert (tmp_path / "README.md").read_text() == page

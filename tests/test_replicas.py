@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peekflow import replicas
+from peekflow.workflow import replicas
 from peekflow.summary import markdown, ood_summary, report_summary
 from workflow import planned_jobs, snakemake, tiny_config, write_config
 

@@ -1,11 +1,15 @@
-"""Every job's request (mem_mb, runtime, cpus_per_task) comes from its data: peekflow.resources' formulas, and the
-requests that dry runs of the shipped configs plan (the embedded default fits a 2-CPU, 8 GB node)."""
+"""Every job's request (mem_mb, runtime, cpus_per_task) comes from its data: peekflow.workflow.resources' formulas, and
+the requests that dry runs of the shipped configs plan (the embedded default fits a 2-CPU, 8 GB node)."""
+
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from peekflow import resources
-from peekflow.resource_table import largest, planned_requests, table
+from peekflow.workflow import cost_model, replicas, resources
+from peekflow.workflow.requests import Requests
+from peekflow.workflow.resource_table import largest, planned_requests, table
+from test_config_checks import validated
 from workflow import ROOT, fake_user_inputs, snakemake
 
 IMAGENET = ROOT / "config" / "imagenet_resnet50.yaml"
@@ -76,3 +80,14 @@ def test_imagenet_asks_more_for_its_big_rules(default_dry_run, imagenet_dry_run)
     assert big["extract_features"]["cpus_per_task"] == 9  # extract.num_workers 8 + the main process
     assert big["score_ood"]["mem_mb"] > 16_000  # KNN's bank: 1.28M x 2048 float32 and the logits
     assert "| score_ood |" in table({"default": default_dry_run[0], "imagenet": imagenet_dry_run[0]})
+
+
+def test_the_dry_run_plans_what_the_workflow_layer_computes(default_dry_run):
+    """Every job's request is peekflow.workflow.requests' for its rule, wildcards and threads (no input exists yet)."""
+    text, jobs = default_dry_run
+    config = validated(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    replicas.expand(config)
+    planned, r = cost_model.planned_jobs(text), Requests(config)
+    assert [job.rule for job in planned] == [rule for rule, _ in jobs]
+    for job, (rule, request) in zip(planned, jobs):
+        assert r.request(rule, SimpleNamespace(**job.wildcards), [], job.threads) == request, (rule, job.wildcards)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from peekflow.resource_table import planned_requests
+from peekflow.workflow.resource_table import planned_requests
 from workflow import ROOT, planned_jobs, snakemake, tiny_config, write_config
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
@@ -55,23 +55,34 @@ def test_profile_asks_for_every_rule_and_a_gpu_only_where_a_network_runs():
         assert "--gres" not in str(asked.get("slurm_extra", "")) and "--gpus" not in str(asked.get("slurm_extra", ""))
         if runs_a_network(block):
             assert asked.get("gpu") == 1, f"{rule} runs a network: gpu: 1"
-        else:  # a CPU rule: no GPU, or one only for the methods that run a network (ODIN in score_ood)
-            assert asked.get("gpu") in (None, 0) or " if " in str(asked["gpu"]), rule
+        elif rule == "score_ood":  # a GPU for the methods whose detector says one helps (the next test)
+            assert "score_gpus(wildcards.method)" in asked["gpu"]
+        else:  # a CPU rule: no GPU
+            assert asked.get("gpu") in (None, 0), rule
+
+
+def score_gpus(run: str) -> int:
+    """The GPUs that the profile's expression for score_ood asks for the jobs of OOD run `run`."""
+    from argparse import Namespace
+
+    expression = profile()["set-resources"]["score_ood"]["gpu"]
+    return eval(expression, {}, {"wildcards": Namespace(method=run)})  # noqa: S307 (our profile)
 
 
 def test_score_jobs_ask_a_gpu_exactly_for_the_methods_it_speeds_up():
     """The profile's expression for score_ood and the detectors' own `gpu_helps` (which sizes the job) agree for
-    every registered method, sweep suffixes included."""
-    from argparse import Namespace
-
+    every registered method, each swept setting's runs included, and for every run of the shipped configs."""
     from peekflow.ood.base import available, detector_class
+    from peekflow.workflow.config_checks import ood_runs
 
-    expression = profile()["set-resources"]["score_ood"]["gpu"]
     for name in available():
-        for method in (name, f"{name}_k5"):
-            asked = eval(expression, {}, {"wildcards": Namespace(method=method)})  # noqa: S307 (our profile)
-            assert bool(asked) == detector_class(name).gpu_helps, method
+        for run in (name, *(f"{name}_{key}5" for key in detector_class(name).sweeps)):
+            assert score_gpus(run) == int(detector_class(name).gpu_helps), run
     assert {m for m in available() if detector_class(m).gpu_helps} >= {"odin", "knn", "knn_deepinversion"}
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        methods = (yaml.safe_load(path.read_text()).get("ood") or {}).get("methods") or {}
+        for run, (method, _) in ood_runs({"ood": {"methods": methods}}).items():
+            assert score_gpus(run) == int(detector_class(method).gpu_helps), (path.name, run)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +155,8 @@ def test_tiny_workflow_through_the_profile_gives_a_complete_ood_table(slurm_run)
 def test_every_job_ran_as_a_slurm_job_with_the_workflows_request(slurm_run):
     jobs = slurm_run.jobs
     network_rules = {r for r, b in rule_blocks().items() if runs_a_network(b)}
+    gpu_runs = [run for run in slurm_config()["ood"]["methods"] if score_gpus(run)]
+    assert 0 < len(gpu_runs) < len(slurm_config()["ood"]["methods"])  # score jobs of both kinds
     cpus, mem = {}, {}  # rule -> the CPUs and MB the dry run planned for its jobs
     for rule, req in slurm_run.requests:
         cpus.setdefault(rule, set()).add(req["cpus_per_task"])
@@ -158,8 +171,8 @@ def test_every_job_ran_as_a_slurm_job_with_the_workflows_request(slurm_run):
         # inputs that exist when a job is submitted (not yet in the dry run) can only raise its memory, a little here
         assert min(mem[rule]) <= megabytes(job["MinMemoryNode"]) <= 2 * max(mem[rule]), (rule, job["MinMemoryNode"])
         gpu = "gpu" in job.get("TresPerJob", "")
-        # ODIN's and KNN's score jobs (not their gather_ood_scores jobs) get a GPU
-        gpu_score = rule == "score_ood" and any(m in job["Comment"] for m in ("odin", "knn"))
+        # the score jobs of the methods a GPU speeds up (ODIN's and KNN's; not their gather_ood_scores jobs) get one
+        gpu_score = rule == "score_ood" and any(m in job["Comment"] for m in gpu_runs)
         assert gpu == (rule in network_rules or gpu_score), (rule, job.get("TresPerJob"))
         # the plugin's per-job log, kept by --slurm-keep-successful-logs
         assert list((slurm_run.work / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob(f"{job['JobId']}.log"))

@@ -1,8 +1,9 @@
-"""What `rule all` asks for (peekflow.targets): every configured stage's outputs, nothing of an absent stage."""
+"""What `rule all` asks for (peekflow.workflow.targets): every configured stage's outputs, nothing of an absent
+stage."""
 
 from test_config_checks import validated
 
-from peekflow import replicas, targets
+from peekflow.workflow import replicas, targets
 from workflow import tiny_config
 
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from peekflow import preflight
-from peekflow.config_checks import schema_problems
+from peekflow.workflow import preflight
+from peekflow.workflow.config_checks import schema_problems
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
 from peekflow.models.spec import ModelSpec
-from peekflow.replicas import expand
+from peekflow.workflow.replicas import expand
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -51,7 +51,7 @@ def test_unknown_setting_is_named(tmp_path, capsys):
 def test_class_order_seed_permutes_output_units(tmp_path):
     from peekflow.models.spec import ModelSpec, load_spec
     from peekflow.prototypes.quality import predict
-    from peekflow.training import derangement
+    from peekflow.models.training import derangement
 
     ckpt, metrics = train(tmp_path, "perm", class_order_seed=5)
     perm = derangement(3, 5)
@@ -67,7 +67,7 @@ def test_class_order_seed_permutes_output_units(tmp_path):
 
 
 def test_derangement_has_no_fixed_points_and_is_seeded():
-    from peekflow.training import derangement
+    from peekflow.models.training import derangement
 
     for n in (2, 3, 10, 50):
         for seed in range(5):

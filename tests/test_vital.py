@@ -236,7 +236,7 @@ def test_vital_file_round_trip_and_cli(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_bad_vital_config_is_named_before_any_job(tmp_path):
-    from peekflow.preflight import vital_problems
+    from peekflow.workflow.preflight import vital_problems
     from workflow import snakemake, tiny_config, write_config
 
     config = tiny_config()  # neurons.patches.channels "0:2"; neuron layers: the target's layer3, layer4
@@ -291,7 +291,7 @@ def test_transformer_token_layers_get_relevance_and_lrp_is_refused():
 
 
 def test_lrp_on_a_transformer_is_named_before_any_job():
-    from peekflow.preflight import ranking_problems
+    from peekflow.workflow.preflight import ranking_problems
 
     vit = {"arch": "timm/vit_small_patch16_224", "num_classes": 3,
            "arch_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 2}}

@@ -146,7 +146,7 @@ def test_sharding_an_extracted_set_reruns_it_and_its_consumers_unless_its_metada
                                     "make_ood_table": 1, "summarise_ood": 1, "rank_top_images": 2,
                                     "extract_patches": 2, "run_vital": 1, "build_atlas": 1}
     assert set(re.findall(r"method=(\w+)", result.stdout)) == {"mahalanobis", "knn"}
-    # the merged store would equal the existing one bit for bit: wiping its provenance keeps it (README)
+    # the merged store would equal the existing one bit for bit: wiping its provenance keeps it (docs/real-data.md)
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy, symlinks=True)
     store = "results/features/tiny_resnet/shapes_train.h5"

@@ -3,7 +3,7 @@
 Rules pass their hyper-parameters as one JSON string (`--settings`), so Snakemake sees every value as a param and
 reruns a job exactly when one changes. A settings class is the one place where a key's type, default and help (with
 its unit) are written: `setting(default, help, choices=..., minimum=...)` declares a key; the config schema
-(peekflow.config_schema), `peekflow <stage> --help` (`describe`) and the checks (`problems`) all read it.
+(peekflow.workflow.config_schema), `peekflow <stage> --help` (`describe`) and the checks (`problems`) all read it.
 """
 
 from __future__ import annotations

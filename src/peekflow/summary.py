@@ -1,5 +1,5 @@
-"""Summaries over replicas (training seeds, or several checkpoints of one architecture; peekflow.replicas): the mean,
-the standard deviation (n - 1 in the denominator; empty for one replica) and n of every metric, per base model.
+"""Summaries over replicas (training seeds, or several checkpoints of one architecture; peekflow.workflow.replicas): the
+mean, the standard deviation (n - 1 in the denominator; empty for one replica) and n of every metric, per base model.
 
 - `ood_summary`: from the OOD table, per (model, method, OOD set or average row).
 - `report_summary`: from per-replica JSON reports (prototype quality `<method>_quality.json`, probing
@@ -17,11 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from peekflow.io import atomic_path
-from peekflow.metrics import METRIC_KEYS
-from peekflow.replicas import base
+from peekflow.ood.metrics import METRIC_KEYS
 
+SEP = "@"  # a replica's name: <model>@s<seed> or <model>@r<i> (peekflow.workflow.replicas names them)
 PROTOTYPE_KEYS = ["target_accuracy", "probe_accuracy"]
 PROBING_KEYS = ["accuracy", "hungarian_accuracy"]
+
+
+def base(name: str) -> str:
+    """The model a replica belongs to (a model without replicas: its own name)."""
+    return name.split(SEP, 1)[0]
 
 
 def _spread(df: pd.DataFrame, keys: list[str], by: list[str]) -> pd.DataFrame:

@@ -20,7 +20,7 @@ rule extract_emergence_maps:
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: emergence_extract_settings(w.model),
+        settings=lambda w: extract_settings(w.model, emergence_layers(), maps=emergence_layers()),
         images=lambda w: dataset_images(emergence_dataset()),
         dataset=lambda w: emergence_dataset(),
         per_class=lambda w: config["emergence"]["per_class"],
@@ -66,7 +66,7 @@ rule analyse_emergence:
     params:
         device=config["device"],
         layers=lambda w: " ".join(emergence_layers()),
-        settings=lambda w: emergence_settings(),
+        settings=lambda w: stage_settings("emergence"),
         out_dir=lambda w, output: output.csv.rsplit("/", 1)[0],
     shell:
         "peekflow emergence --store {input.store:q} --layers {params.layers} --settings {params.settings:q} --device {params.device}"
@@ -96,7 +96,7 @@ rule trace_emergence_attack:
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: emergence_trajectory_settings(),
+        settings=lambda w: stage_settings("emergence.trajectory"),
     shell:
         "peekflow emergence-trajectory --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --analysis {input.files:q} --settings {params.settings:q} --threads {threads}"

@@ -13,7 +13,7 @@ rule extract_features:
     benchmark:
         "results/benchmarks/extract_features/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=datasets_pattern(sharded=False),
+        dataset=sharded_pattern("extract", config["datasets"], sharded=False),
     threads: config["extract"]["threads"]
     resources:
         **job_resources("extract_features"),
@@ -40,7 +40,7 @@ rule extract_feature_shard:
     benchmark:
         "results/benchmarks/extract_feature_shard/{model}/{dataset}/shard_{shard}_of_{shards}.tsv"
     wildcard_constraints:
-        dataset=datasets_pattern(sharded=True),
+        dataset=sharded_pattern("extract", config["datasets"], sharded=True),
         shard=r"\d+",
         shards=r"\d+",
     threads: config["extract"]["threads"]
@@ -59,7 +59,7 @@ rule extract_feature_shard:
 
 rule merge_feature_shards:
     input:
-        shards=feature_shards,
+        shards=lambda w: shard_files(f"results/features/{w.model}/{w.dataset}", shards("extract", w.dataset)),
     output:
         store=feature_store("{model}", "{dataset}"),
     log:
@@ -67,7 +67,7 @@ rule merge_feature_shards:
     benchmark:
         "results/benchmarks/merge_feature_shards/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=datasets_pattern(sharded=True),
+        dataset=sharded_pattern("extract", config["datasets"], sharded=True),
     resources:
         **job_resources("merge_feature_shards"),
     shell:

@@ -21,14 +21,14 @@ rule find_outlier_neurons:
     benchmark:
         "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=dora_layers_pattern(sharded=False),
+        layer=sharded_pattern("labels", ["dora"], sharded=False, pattern="[^/]+"),
     threads: config.get("labels", {}).get("threads", 1)
     resources:
         **job_resources("find_outlier_neurons"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: dora_settings(),
+        settings=lambda w: stage_settings("labels.dora"),
     shell:
         "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.csv} --figure {output.figure}"
@@ -47,7 +47,7 @@ rule synthesize_dora_signal_shard:
     benchmark:
         "results/benchmarks/synthesize_dora_signal_shard/{model}/{layer}/shard_{shard}_of_{shards}.tsv"
     wildcard_constraints:
-        layer=dora_layers_pattern(sharded=True),
+        layer=sharded_pattern("labels", ["dora"], sharded=True, pattern="[^/]+"),
         shard=r"\d+",
         shards=r"\d+",
     threads: config.get("labels", {}).get("threads", 1)
@@ -56,7 +56,7 @@ rule synthesize_dora_signal_shard:
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: dora_settings(),
+        settings=lambda w: stage_settings("labels.dora"),
     shell:
         "peekflow dora --model {params.model:q} --checkpoint {input.checkpoint:q} --layer {wildcards.layer:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
@@ -65,7 +65,7 @@ rule synthesize_dora_signal_shard:
 
 rule merge_dora_signal_shards:
     input:
-        shards=dora_shard_files,
+        shards=lambda w: shard_files(f"results/neurons/{w.model}/{w.layer}/dora", shards("labels", "dora")),
     output:
         csv="results/neurons/{model}/{layer}/dora.csv",
         figure=report(
@@ -81,7 +81,7 @@ rule merge_dora_signal_shards:
     benchmark:
         "results/benchmarks/merge_dora_signal_shards/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=dora_layers_pattern(sharded=True),
+        layer=sharded_pattern("labels", ["dora"], sharded=True, pattern="[^/]+"),
     resources:
         **job_resources("merge_dora_signal_shards"),
     shell:
@@ -109,7 +109,7 @@ rule label_neurons:
     resources:
         **job_resources("label_neurons"),
     params:
-        settings=lambda w: invert_settings(),
+        settings=lambda w: stage_settings("labels.invert"),
     shell:
         "peekflow invert --store {input.store:q} --attributes {input.attributes:q} --layer {wildcards.layer:q}"
         " --settings {params.settings:q} --out {output.csv} --figure {output.figure} > {log} 2>&1"

@@ -43,14 +43,14 @@ rule extract_patches:
     benchmark:
         "results/benchmarks/extract_patches/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=patch_layers_pattern(sharded=False),
+        layer=sharded_pattern("neurons", ["patches"], sharded=False, pattern="[^/]+"),
     threads: config.get("neurons", {}).get("threads", 1)
     resources:
         **job_resources("extract_patches"),
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: patch_settings(),
+        settings=lambda w: stage_settings("neurons.patches"),
     shell:
         "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --out {output.patches} > {log} 2>&1"
@@ -70,7 +70,7 @@ rule extract_patch_shard:
     benchmark:
         "results/benchmarks/extract_patch_shard/{model}/{layer}/shard_{shard}_of_{shards}.tsv"
     wildcard_constraints:
-        layer=patch_layers_pattern(sharded=True),
+        layer=sharded_pattern("neurons", ["patches"], sharded=True, pattern="[^/]+"),
         shard=r"\d+",
         shards=r"\d+",
     threads: config.get("neurons", {}).get("threads", 1)
@@ -79,7 +79,7 @@ rule extract_patch_shard:
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: patch_settings(),
+        settings=lambda w: stage_settings("neurons.patches"),
     shell:
         "peekflow patches --model {params.model:q} --checkpoint {input.checkpoint:q} --topn {input.topn:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
@@ -88,7 +88,7 @@ rule extract_patch_shard:
 
 rule merge_patch_shards:
     input:
-        shards=patch_shard_files,
+        shards=lambda w: shard_files(f"results/neurons/{w.model}/{w.layer}/patch_shards", shards("neurons", "patches")),
     output:
         patches=report(
             directory("results/neurons/{model}/{layer}/patches"),
@@ -103,7 +103,7 @@ rule merge_patch_shards:
     benchmark:
         "results/benchmarks/merge_patch_shards/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=patch_layers_pattern(sharded=True),
+        layer=sharded_pattern("neurons", ["patches"], sharded=True, pattern="[^/]+"),
     resources:
         **job_resources("merge_patch_shards"),
     shell:
@@ -157,7 +157,7 @@ rule run_vital:
     params:
         device=config["device"],
         model=lambda w: model_spec(w.model),
-        settings=lambda w: vital_settings(),
+        settings=lambda w: stage_settings("neurons.vital"),
         probe=probe_args,
     shell:
         "peekflow vital --model {params.model:q} --checkpoint {input.checkpoint:q} --patches {input.patches:q}"

@@ -19,15 +19,15 @@ rule synthesize_prototypes:
     benchmark:
         "results/benchmarks/synthesize_prototypes/{model}/{proto}.tsv"
     wildcard_constraints:
-        proto=prototypes_pattern(sharded=False),
+        proto=sharded_pattern("prototypes", model_made_prototypes(), sharded=False),
     threads: config["prototypes"]["threads"]
     resources:
         **job_resources("synthesize_prototypes"),
     params:
         device=config["device"],
-        command=lambda w: PROTOTYPE_COMMANDS[w.proto],
+        command=lambda w: prototype_command(w.proto),
         model=lambda w: model_spec(w.model),
-        settings=lambda w: prototype_settings(w.proto),
+        settings=lambda w: stage_settings(f"prototypes.methods.{w.proto}"),
     shell:
         "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
@@ -46,7 +46,7 @@ rule synthesize_prototype_shard:
     benchmark:
         "results/benchmarks/synthesize_prototype_shard/{model}/{proto}/shard_{shard}_of_{shards}.tsv"
     wildcard_constraints:
-        proto=prototypes_pattern(sharded=True),
+        proto=sharded_pattern("prototypes", model_made_prototypes(), sharded=True),
         shard=r"\d+",
         shards=r"\d+",
     threads: config["prototypes"]["threads"]
@@ -54,9 +54,9 @@ rule synthesize_prototype_shard:
         **job_resources("synthesize_prototype_shard"),
     params:
         device=config["device"],
-        command=lambda w: PROTOTYPE_COMMANDS[w.proto],
+        command=lambda w: prototype_command(w.proto),
         model=lambda w: model_spec(w.model),
-        settings=lambda w: prototype_settings(w.proto),
+        settings=lambda w: stage_settings(f"prototypes.methods.{w.proto}"),
     shell:
         "peekflow {params.command} --model {params.model:q} --checkpoint {input.checkpoint:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
@@ -65,7 +65,7 @@ rule synthesize_prototype_shard:
 
 rule merge_prototype_shards:
     input:
-        shards=prototype_shard_files,
+        shards=lambda w: shard_files(f"results/prototypes/{w.model}/{w.proto}", shards("prototypes", w.proto)),
     output:
         prototypes=prototype_file("{model}", "{proto}"),
         grid=report(
@@ -80,7 +80,7 @@ rule merge_prototype_shards:
     benchmark:
         "results/benchmarks/merge_prototype_shards/{model}/{proto}.tsv"
     wildcard_constraints:
-        proto=prototypes_pattern(sharded=True),
+        proto=sharded_pattern("prototypes", model_made_prototypes(), sharded=True),
     resources:
         **job_resources("merge_prototype_shards"),
     shell:
@@ -106,7 +106,7 @@ rule synthesize_caricatures:
     benchmark:
         "results/benchmarks/synthesize_caricatures/{model}/{proto}.tsv"
     wildcard_constraints:
-        proto=caricature_pattern(sharded=False),
+        proto=sharded_pattern("prototypes", ["caricature"], sharded=False),
     threads: config["prototypes"]["threads"]
     resources:
         **job_resources("synthesize_caricatures"),
@@ -114,7 +114,7 @@ rule synthesize_caricatures:
         device=config["device"],
         model=lambda w: model_spec(w.model),
         images=lambda w: dataset_images(caricature_dataset()),
-        settings=lambda w: prototype_settings("caricature"),
+        settings=lambda w: stage_settings("prototypes.methods.caricature"),
     shell:
         "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads}"
@@ -142,7 +142,7 @@ rule synthesize_caricature_shard:
         device=config["device"],
         model=lambda w: model_spec(w.model),
         images=lambda w: dataset_images(caricature_dataset()),
-        settings=lambda w: prototype_settings("caricature"),
+        settings=lambda w: stage_settings("prototypes.methods.caricature"),
     shell:
         "peekflow caricature --model {params.model:q} --checkpoint {input.checkpoint:q} --images {params.images:q} --device {params.device}"
         " --settings {params.settings:q} --threads {threads} --shard {wildcards.shard}/{wildcards.shards}"
@@ -151,7 +151,7 @@ rule synthesize_caricature_shard:
 
 rule merge_caricature_shards:
     input:
-        shards=prototype_shard_files,
+        shards=lambda w: shard_files(f"results/prototypes/{w.model}/{w.proto}", shards("prototypes", w.proto)),
     output:
         prototypes=prototype_file("{model}", "{proto}"),
         grid=report(
@@ -166,7 +166,7 @@ rule merge_caricature_shards:
     benchmark:
         "results/benchmarks/merge_caricature_shards/{model}/{proto}.tsv"
     wildcard_constraints:
-        proto=caricature_pattern(sharded=True),
+        proto=sharded_pattern("prototypes", ["caricature"], sharded=True),
     resources:
         **job_resources("merge_caricature_shards"),
     params:

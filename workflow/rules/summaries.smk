@@ -1,5 +1,5 @@
-# Mean, std and n over the replicas of each target model (training seeds or several checkpoints; peekflow.replicas):
-# the OOD table's metrics, prototype quality and probing accuracy.
+# Mean, std and n over the replicas of each target model (training seeds or several checkpoints;
+# peekflow.workflow.replicas): the OOD table's metrics, prototype quality and probing accuracy.
 
 
 rule summarise_ood:

@@ -1,7 +1,9 @@
 """`peekflow <stage>`: one sub-command per workflow stage, each a thin wrapper around one library function.
 
 Every stage module in this package defines `HELP`, `add_arguments(parser)` and `run(args)`. Only the chosen
-stage's module is imported: start-up cost is paid by every Snakemake job, and torch alone takes seconds to import.
+stage's module is imported: start-up cost is paid by every Snakemake job, and torch alone takes seconds to import. A
+stage module imports no other stage module: what several share is here (arguments, loading a model spec) or in a
+private helper module (`_prototypes`: the prototype sub-commands').
 """
 
 from __future__ import annotations
@@ -63,6 +65,37 @@ def add_settings_argument(p, settings_cls, required: bool = False) -> None:
     p.add_argument("--settings", required=required, default=None if required else "{}",
                    help="JSON object of settings (the keys are listed below; absent keys take their default)")
     p.epilog = "settings (keys of --settings):\n" + describe(settings_cls)
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    """--shard I/S: shard I of S."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/S, e.g. 0/4")
+    return int(index), int(count)
+
+
+def named_paths(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """['name=path', ...] -> {name: path}; fail naming the flag on a malformed or repeated name."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} {pair!r}: expected NAME=PATH")
+        if name in out:
+            raise ValueError(f"{flag}: name {name!r} given twice")
+        out[name] = path
+    return out
+
+
+def load_model_spec(spec_json: str, checkpoint: str, where: str):
+    """(model, preprocessing, class names) of a --model-style JSON spec (`where`: its flag) and its weights."""
+    from peekflow.models.spec import ModelSpec, load_spec
+    from peekflow.settings import parse_settings
+
+    spec = parse_settings(ModelSpec, spec_json, where)
+    model, classes = load_spec(spec, checkpoint)
+    return model, spec.preprocess(), classes
 
 
 def main(argv: list[str] | None = None) -> int:

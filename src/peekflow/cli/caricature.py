@@ -8,11 +8,11 @@ from dataclasses import asdict
 import numpy as np
 
 from peekflow.cli import stage_main
-from peekflow.cli.dream import add_prototype_arguments, batch_plan
+from peekflow.cli._prototypes import add_prototype_arguments, batch_plan
 from peekflow.device import set_threads
-from peekflow.figures import save_grid
 from peekflow.models.spec import ModelSpec, load_spec
-from peekflow.prototypes.caricature import CaricatureSettings, load_references, make_caricatures
+from peekflow.prototypes.caricature import CaricatureSettings, make_caricatures
+from peekflow.prototypes.grids import write_caricature_grid
 from peekflow.prototypes.store import write_prototypes
 from peekflow.settings import parse_settings
 
@@ -23,17 +23,6 @@ images (per_class seeded images per class of --images). The grid shows each refe
 def add_arguments(p) -> None:
     add_prototype_arguments(p, CaricatureSettings, "caricature")
     p.add_argument("--images", required=True, help="image folder (<class>/<image>) the references are drawn from")
-
-
-def write_caricature_grid(path, protos, preprocessing, grid_classes: int) -> None:
-    """Each reference (loaded with the model's `preprocessing`) beside its caricature, for the first caricatures."""
-    shown = min(len(protos.targets), 2 * grid_classes)
-    first = protos.settings.get("shard", {"rows": [0]})["rows"][0]  # a shard's references start there
-    refs = load_references(protos.settings["references"][first:first + shown], preprocessing, protos.images.shape[-1])
-    pairs = np.stack([refs.numpy(), protos.images[:shown]], axis=1).reshape(-1, *protos.images.shape[1:])
-    names = [protos.classes[t] for t in protos.targets[:shown]]
-    save_grid(path, pairs, ncol=8 if shown >= 4 else 2 * shown,
-              labels=[x for n in names for x in (n, f"{n} x{protos.settings['amplify']:g}")])
 
 
 def run(args) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from peekflow.cli import add_settings_argument, stage_main
+from peekflow.cli import add_settings_argument, named_paths, stage_main
 from peekflow.ood.papers import CompareSettings
 
 HELP = """Set each value of published OOD tables (peekflow/ood/published/<paper>.yaml) beside the run's: the run's value
@@ -33,7 +33,6 @@ def run(args: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from peekflow.cli.score import named_paths
     from peekflow.io import open_complete_h5
     from peekflow.ood.papers import compare, write_comparison
     from peekflow.settings import parse_settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from peekflow.cli import stage_main
-from peekflow.cli.dream import add_prototype_arguments, run_prototypes
+from peekflow.cli._prototypes import add_prototype_arguments, run_prototypes
 from peekflow.prototypes.deepinversion import InversionSettings, make_deepinversion
 
 HELP = ("DeepInversion class prototypes (Yin et al., CVPR 2020): cross-entropy plus batch-norm statistics matching, "

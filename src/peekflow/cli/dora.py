@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import logging
-
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
-from peekflow.cli.extract import shard_arg
+from peekflow.cli import add_device_argument, add_settings_argument, shard_arg, stage_main
 
 HELP = """DORA: synthetic activation-maximisation signals (s-AMS) per neuron of a layer, the extreme-activation
 distance between neurons, and outlier neurons by LocalOutlierFactor.
@@ -37,26 +34,6 @@ def add_arguments(p) -> None:
                                                    "neuron atlas); one-job runs")
 
 
-def write_table(out, figure, result, title: str, signals=None, settings: dict | None = None) -> None:
-    """The CSV, the figure and (`signals`: a path) the layer's signal file with every neuron's s-AMS."""
-    from peekflow.io import atomic_path
-    from peekflow.neurons.dora import DoraSignals, dora_table
-    from peekflow.neurons.dora_shards import FIELDS, write_signals
-    from peekflow.neurons.label_figures import plot_dora
-
-    if signals:
-        write_signals(signals, DoraSignals(**{name: getattr(result, name) for name in FIELDS}), settings or {})
-
-    table = dora_table(result)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    if figure:
-        plot_dora(figure, result, title=title)
-    flagged = table.loc[table["outlier"], "neuron"].tolist()
-    logging.getLogger("peekflow").info("wrote %s: %d neurons, %d LOF outliers %s; most outlying: %s", out,
-                                       len(table), len(flagged), flagged[:10], table["neuron"].head(5).tolist())
-
-
 def run(args) -> None:
     from dataclasses import asdict
     from pathlib import Path
@@ -65,6 +42,7 @@ def run(args) -> None:
     from peekflow.models.checkpoint import weights_digest
     from peekflow.models.spec import ModelSpec, load_spec
     from peekflow.neurons.dora import DoraSettings, dora_neurons, dora_outliers, dora_signals
+    from peekflow.neurons.dora_files import write_dora
     from peekflow.neurons.dora_shards import write_signals
     from peekflow.prototypes.shards import BatchPlan
     from peekflow.settings import parse_settings
@@ -87,10 +65,10 @@ def run(args) -> None:
                     "dora": asdict(settings), **plan.attrs(total, settings.batch_size)}
         write_signals(args.out, signals, recorded)
     else:
-        write_table(args.out, args.figure, dora_outliers(signals, args.layer, settings),
-                    title=f"DORA: {spec.name} {args.layer}", signals=args.signals,
-                    settings={"model": spec.name, "checkpoint": str(args.checkpoint), "layer": args.layer,
-                              "dora": asdict(settings)})
+        write_dora(args.out, args.figure, dora_outliers(signals, args.layer, settings),
+                   title=f"DORA: {spec.name} {args.layer}", signals=args.signals,
+                   settings={"model": spec.name, "checkpoint": str(args.checkpoint), "layer": args.layer,
+                             "dora": asdict(settings)})
     partial.unlink(missing_ok=True)  # the finished batches are in the output now
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
+from peekflow.cli import add_device_argument, add_settings_argument, shard_arg, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
 from peekflow.models.spec import ModelSpec, load_spec
@@ -71,13 +70,6 @@ def run(args) -> None:
     logging.getLogger("peekflow").info(
         "wrote %s: %d images on %s, %d skipped", args.out, summary["rows"], device, len(summary["skipped"])
     )
-
-
-def shard_arg(text: str) -> tuple[int, int]:
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit()):
-        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/S, e.g. 0/4")
-    return int(index), int(count)
 
 
 if __name__ == "__main__":

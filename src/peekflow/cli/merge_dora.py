@@ -16,15 +16,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from peekflow.cli.dora import write_table
     from peekflow.neurons.dora import dora_outliers
+    from peekflow.neurons.dora_files import write_dora
     from peekflow.neurons.dora_shards import dora_settings_of, merge_dora_shards
 
     signals, settings = merge_dora_shards(args.shards)
     result = dora_outliers(signals, settings["layer"], dora_settings_of(settings))
     recorded = {k: v for k, v in settings.items() if k != "shard"}
-    write_table(args.out, args.figure, result, title=f"DORA: {settings['model']} {settings['layer']}",
-                signals=args.signals, settings=recorded)
+    write_dora(args.out, args.figure, result, title=f"DORA: {settings['model']} {settings['layer']}",
+               signals=args.signals, settings=recorded)
 
 
 if __name__ == "__main__":

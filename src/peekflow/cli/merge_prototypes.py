@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from peekflow.cli import stage_main
-from peekflow.cli.dream import write_grid
+from peekflow.prototypes.grids import write_caricature_grid, write_grid
 from peekflow.prototypes.shards import merge_prototype_shards
 from peekflow.prototypes.store import write_prototypes
 
@@ -26,7 +26,6 @@ def run(args) -> None:
     protos = merge_prototype_shards(args.shards)
     write_prototypes(args.out, protos)
     if args.grid and protos.method == "caricature":
-        from peekflow.cli.caricature import write_caricature_grid
         from peekflow.models.spec import ModelSpec
         from peekflow.settings import parse_settings
 

@@ -8,8 +8,7 @@ import json
 import logging
 import time
 
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
-from peekflow.cli.extract import shard_arg
+from peekflow.cli import add_device_argument, add_settings_argument, shard_arg, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.neurons.patches import PatchSettings

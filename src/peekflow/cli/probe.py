@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
-from peekflow.cli.quality import load_model_spec
+from peekflow.cli import add_device_argument, add_settings_argument, load_model_spec, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.features.store import load_feature_set
 from peekflow.io import write_json

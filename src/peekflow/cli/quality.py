@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import add_device_argument, stage_main
+from peekflow.cli import add_device_argument, load_model_spec, stage_main
 from peekflow.device import resolve_device, set_threads
 from peekflow.io import write_json
-from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.quality import evaluate_quality
 from peekflow.prototypes.store import read_prototypes
-from peekflow.settings import parse_settings
 
 HELP = """Classify prototypes with the target model they were made for (target_accuracy, target_confidence) and
 with an independent probe model (probe_accuracy: transfer), writing a JSON report."""
@@ -25,12 +23,6 @@ def add_arguments(p) -> None:
     add_device_argument(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", required=True, help="quality report (.json)")
-
-
-def load_model_spec(spec_json: str, checkpoint: str, where: str):
-    spec = parse_settings(ModelSpec, spec_json, where)
-    model, classes = load_spec(spec, checkpoint)
-    return model, spec.preprocess(), classes
 
 
 def run(args) -> None:

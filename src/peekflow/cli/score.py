@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from peekflow.cli import add_device_argument, stage_main
+from peekflow.cli import add_device_argument, named_paths, stage_main
 from peekflow.device import set_threads
 from peekflow.settings import json_object
 
@@ -21,19 +21,6 @@ Examples:
       --model '{"name": "m", "arch": "small_resnet", ...}' --checkpoint results/models/m/model.pt \\
       --images shapes_val=resources/datasets/shapes/val --images textures=resources/datasets/textures/test \\
       --out results/ood/m/scores/odin.h5"""
-
-
-def named_paths(pairs: list[str] | None, flag: str) -> dict[str, str]:
-    """['name=path', ...] -> {name: path}; fail naming the flag on a malformed or repeated name."""
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"{flag} {pair!r}: expected NAME=PATH")
-        if name in out:
-            raise ValueError(f"{flag}: name {name!r} given twice")
-        out[name] = path
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

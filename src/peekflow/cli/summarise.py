@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from peekflow.cli import stage_main
-from peekflow.cli.score import named_paths
+from peekflow.cli import named_paths, stage_main
 
 HELP = """Summarise over replicas (peekflow.summary): `--table` an OOD table (results/ood_table.csv), or `--reports`
 per-replica JSON reports named REPLICA/WHAT=FILE (prototype quality: keys target_accuracy, probe_accuracy; probing:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from peekflow.cli import stage_main
-from peekflow.cli.score import named_paths
+from peekflow.cli import named_paths, stage_main
 
 HELP = """Compute AUROC, FPR@95 (classic and OpenOOD), AUPR-In/Out for every method and OOD data set, with 95%
 percentile-bootstrap confidence intervals of AUROC and FPR@95 and the methods' k / bank / T / eps settings (CSV),

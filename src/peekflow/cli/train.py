@@ -11,7 +11,7 @@ from peekflow.io import write_json
 from peekflow.models.checkpoint import save_checkpoint
 from peekflow.models.spec import ModelSpec
 from peekflow.settings import parse_settings
-from peekflow.training import TrainSettings, train_classifier
+from peekflow.models.training import TrainSettings, train_classifier
 
 HELP = "Train a classifier from scratch on an image folder (<dir>/<class>/<image>)."
 

@@ -43,6 +43,13 @@ def record_layers(model: nn.Module, names: list[str]):
             h.remove()
 
 
+def layer_channels(model: nn.Module, layer: str, size: int, device="cpu") -> int:
+    """Channels (or token width) of `layer`: its pooled width after one forward pass of a `size` px input of zeros."""
+    with torch.no_grad(), record_layers(model, [layer]) as acts:
+        model(torch.zeros(1, 3, size, size, device=device))
+    return int(pool(acts[layer])[0].shape[1])
+
+
 def pool(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(spatial mean, spatial max) per channel: [B,C,H,W] -> [B,C]; tokens [B,T,C] -> over T; [B,C] unchanged. A map
     of patch tokens (tokens.py) gives its pooled token feature (class token or mean) in place of the mean."""

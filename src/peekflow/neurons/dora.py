@@ -41,7 +41,7 @@ from torch import nn
 
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
-from peekflow.models.layers import pool, record_layers
+from peekflow.models.layers import layer_channels, pool, record_layers
 from peekflow.prototypes.batching import per_image_param, render_in_batches, repeat_each, resolve_size
 from peekflow.prototypes.shards import BatchPlan
 from peekflow.settings import redefault, setting
@@ -92,12 +92,6 @@ class DoraResult:
     outlier: np.ndarray  # [n] bool
     rank: np.ndarray  # [n] 1 = most outlying; 0 where not activated
     coords: np.ndarray  # [n, 2] classical MDS of the distances; NaN where not activated
-
-
-def layer_channels(model: nn.Module, layer: str, size: int, device) -> int:
-    with torch.no_grad(), record_layers(model, [layer]) as acts:
-        model(torch.zeros(1, 3, size, size, device=device))
-    return int(pool(acts[layer])[0].shape[1])
 
 
 def resolve_neurons(selection, channels: int, layer: str) -> list[int]:

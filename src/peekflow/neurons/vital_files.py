@@ -101,7 +101,7 @@ def read_vital(path) -> tuple[dict, dict]:
 
 
 def summary_rows(paths: list) -> list[dict]:
-    """One row per vital.h5: the layer and the channel means of its measurements (README's table)."""
+    """One row per vital.h5: the layer and the channel means of its measurements (docs/results.md's table)."""
     rows = []
     for path in paths:
         data, attrs = read_vital(path)

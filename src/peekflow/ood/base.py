@@ -9,7 +9,9 @@ but derives its fit from the model's weights (`fit_model`) instead of a bank (bn
 
 A detector module defines a class beside `@register("name")`; `build(name, settings)` constructs it from keyword
 settings (the keyword arguments of its `__init__`) and rejects unknown names and unknown keys by name. Every module
-of the `peekflow.ood` package is imported on first use of the registry, so a new file registers itself.
+of the `peekflow.ood` package is imported on first use of the registry, so a new file registers itself. A class
+registered `@register_with_banks("name")` also gets a variant `name_<bank>` for every prototype method whose prototypes
+make a data-free bank (peekflow.prototypes.methods), those registered later included.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import ClassVar
 import numpy as np
 
 from peekflow.features.store import FeatureSet
+from peekflow.prototypes.methods import banks
 
 _REGISTRY: dict[str, type["Detector"]] = {}
+_BANKED: dict[str, tuple[type["Detector"], str]] = {}  # registered with banks: name -> (class, variant docstring)
 # the precision statement of the methods computed in float64 throughout (checked by tests/test_ood_precision_*.py)
 FLOAT64 = "float64: relative error <= 1e-9 against exact arithmetic on the stored inputs"
-_NOT_DETECTORS = {"base", "catalogue", "neighbours", "papers", "plots", "posthoc", "scoring", "table"}
-PROTOTYPE_BANKS = {"deepinversion": "DeepInversion", "deepdream": "DeepDream"}  # data-free banks (prototype files)
+_NOT_DETECTORS = {"base", "catalogue", "metrics", "neighbours", "papers", "plots", "posthoc", "scoring", "table"}
 
 
 class Detector:
@@ -41,6 +44,7 @@ class Detector:
     needs_images: ClassVar[bool] = False  # runs the model on image folders (score_images), not on stores
     needs_model: ClassVar[bool] = False  # reads the model's weights (fit_model(model, layer)), scores feature stores
     gpu_helps: ClassVar[bool] = False  # a GPU in its job speeds it up (the SLURM profile asks one for score_ood)
+    pairwise: ClassVar[bool] = False  # compares every scored row with every bank row (its job's cost: fit x eval)
     prototype_bank: ClassVar[str | None] = None  # fits on the features of these prototypes, not the ID train store
     settings_help: ClassVar[dict[str, str]] = {}  # keyword setting -> one-line help with its unit (config schema)
     sweeps: ClassVar[tuple[str, ...]] = ()  # settings a config may give as a list: one run (table row) per value
@@ -87,20 +91,28 @@ def register(name: str):
     return decorate
 
 
-def register_with_banks(name: str):
-    """Class decorator: register `name` (fitted on the ID training store) and, for every prototype bank B of
-    PROTOTYPE_BANKS, `name_B`: the same method fitted on the features of the target's B prototypes (data-free)."""
+def register_with_banks(name: str, doc: str = "{name} fitted on a data-free bank: the features of the target's "
+                                                "{title} prototypes."):
+    """Class decorator: register `name` (fitted on the ID training store) and, for every prototype method B whose
+    prototypes make a bank (peekflow.prototypes.methods.banks), `name_B`: the same method fitted on the features of
+    the target's B prototypes (data-free), documented by `doc`."""
 
     def decorate(cls):
         register(name)(cls)
-        for bank, title in PROTOTYPE_BANKS.items():
-            doc = f"{name} fitted on a data-free bank: the features of the target's {title} prototypes."
-            variant = type(f"{cls.__name__}{title}", (cls,), {"prototype_bank": bank, "__doc__": doc,
-                                                              "__module__": cls.__module__})
-            register(f"{name}_{bank}")(variant)
+        _BANKED[name] = (cls, doc)
         return cls
 
     return decorate
+
+
+def _bank_variants() -> None:
+    """Register the variant of every method registered with banks on every bank that has none yet."""
+    for name, (cls, doc) in list(_BANKED.items()):
+        for bank, title in banks().items():
+            if f"{name}_{bank}" not in _REGISTRY:
+                variant = type(f"{cls.__name__}{title}", (cls,), {
+                    "prototype_bank": bank, "__doc__": doc.format(name=name, title=title), "__module__": cls.__module__})
+                register(f"{name}_{bank}")(variant)
 
 
 _discovered = False
@@ -122,6 +134,7 @@ def _discover() -> None:
 def available() -> list[str]:
     """Names of every registered OOD method."""
     _discover()
+    _bank_variants()
     return sorted(_REGISTRY)
 
 

@@ -19,9 +19,9 @@ The derived variances are an upper bound (bn_gaussian's step 2), so real ID feat
 one (p_g = 1): the Gaussian then only speaks for inputs that fall outside the model's own predicted spread, and the
 MSP ranks the rest. Deterministic: the draws come from a generator seeded by `seed`.
 
-Where it stands (`benchmarks/datafree_study.py`, README "Data-free detection"): on the embedded default, 84.4 ± 4.3
-average AUROC over three seeds against 88.8 ± 5.2 for KNN on the real training bank, the best data-free route
-measured; no prototype bank came within 13 points.
+Where it stands (`benchmarks/datafree_study.py`, docs/results.md "Data-free detection"): on the embedded default,
+84.4 ± 4.3 average AUROC over three seeds against 88.8 ± 5.2 for KNN on the real training bank, the best data-free
+route measured; no prototype bank came within 13 points.
 """
 
 from __future__ import annotations

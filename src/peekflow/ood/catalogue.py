@@ -12,6 +12,7 @@ from pathlib import Path
 
 from peekflow.io import generated_file
 from peekflow.ood import base
+from peekflow.prototypes.methods import banks
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "ood_methods.md"
 LEFT_OUT = {
@@ -65,7 +66,7 @@ def row(name: str, cls, variants: list[str]) -> str:
 def render() -> str:
     names = base.available()
     variants = {n: [v for v in names if base.detector_class(v).prototype_bank and v.startswith(n + "_")
-                    and v.removeprefix(n + "_") in base.PROTOTYPE_BANKS] for n in names}
+                    and v.removeprefix(n + "_") in banks()] for n in names}
     main = [n for n in names if not base.detector_class(n).prototype_bank]
     lines = [INTRO, "", "| method | needs | fits on | settings (**swept**) | summary and reference |",
              "|---|---|---|---|---|"]

@@ -22,7 +22,8 @@ import logging
 import numpy as np
 
 from peekflow.features.store import FeatureSet
-from peekflow.ood.base import Detector, check_disjoint, checked_features, positive_number, register, resolved_paths
+from peekflow.ood.base import (Detector, check_disjoint, checked_features, positive_number, register_with_banks,
+                               resolved_paths)
 from peekflow.ood.neighbours import BACKENDS, NeighbourSearch, as_unit_rows
 
 log = logging.getLogger("peekflow")
@@ -54,7 +55,7 @@ def too_few_for_k(k: int, rows: int, class_rows: dict | None, samples_per_class:
     return None
 
 
-@register("knn")
+@register_with_banks("knn", doc="KNN on a data-free bank: the features of the target's {title} prototypes.")
 class KNN(Detector):
     precision = ("float32 unit vectors and search (faiss's): absolute error <= 1e-6 of the k-th distance (in [0, 2]);"
                  " bank rows tied with the k-th to float32 resolution may swap")
@@ -67,6 +68,7 @@ class KNN(Detector):
     sweeps = ("k",)
 
     gpu_helps = True  # the neighbour search runs on a GPU where the job has one (faiss-gpu, else torch)
+    pairwise = True
 
     def __init__(self, k: int = 50, samples_per_class: int | None = None, seed: int = 0, backend: str = "auto",
                  batch_size: int = 4096):
@@ -128,17 +130,3 @@ class KNN(Detector):
             chunk = as_unit_rows(queries[start : start + self.batch_size], copy=True)
             out[start : start + len(chunk)] = -self._search.kth_distance(chunk, self.k)
         return out
-
-
-@register("knn_deepinversion")
-class KNNDeepInversion(KNN):
-    """KNN on a data-free bank: the features of the target's DeepInversion prototypes."""
-
-    prototype_bank = "deepinversion"
-
-
-@register("knn_deepdream")
-class KNNDeepDream(KNN):
-    """KNN on a data-free bank: the features of the target's DeepDream prototypes."""
-
-    prototype_bank = "deepdream"

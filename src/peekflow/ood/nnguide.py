@@ -56,6 +56,7 @@ def top_k_mean(queries: np.ndarray, bank: np.ndarray, scale: np.ndarray, k: int)
 @register_with_banks("nnguide")
 class NNGuide(Fitted):
     precision = "float32 similarities (the bank is searched in float32): error <= 1e-6 x the largest score magnitude"
+    pairwise = True  # the similarity of every query to every bank row
     settings_help = {"k": "the guidance averages the k largest similarities to the bank (a list sweeps it)",
                      "samples_per_class": "bank of this many seeded rows per class (null: every row)",
                      "seed": "seed of those rows"}

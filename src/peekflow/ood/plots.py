@@ -1,7 +1,7 @@
 """Figures of one OOD method's scores: ROC curves and score histograms, the ID set against every OOD set.
 
 ROC: ID is the positive class (as for AUROC), x = OOD accepted (FPR), y = ID kept (TPR), both in percent; the
-legend carries each OOD set's AUROC and FPR95 (peekflow.metrics), a dotted line marks 95% TPR. Histograms: densities
+legend carries each OOD set's AUROC and FPR95 (peekflow.ood.metrics), a dotted line marks 95% TPR. Histograms: densities
 over bins shared by every set, so the overlap reads directly. matplotlib's object API (Figure, Agg canvas): no pyplot
 state, no display needed. PNGs are written atomically.
 """
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from peekflow.figures import save_figure
-from peekflow.metrics import ood_metrics
+from peekflow.ood.metrics import ood_metrics
 
 
 def plot_roc(scores: dict[str, np.ndarray], id_name: str, ood_names: list[str], path: str | os.PathLike,

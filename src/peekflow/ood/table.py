@@ -3,7 +3,7 @@ OOD sets (ood.groups, e.g. near / far as in OpenOOD v1.5), an "average_<group>" 
 
 Long form (CSV), columns:
   model, method, ood_dataset          the row's model, method (the name given for its score file) and OOD data set
-  auroc, fpr95, fpr95_openood,        metrics (peekflow.metrics has the exact definitions); fpr95 is the classic
+  auroc, fpr95, fpr95_openood,        metrics (peekflow.ood.metrics has the exact definitions); fpr95 is the classic
   aupr_in, aupr_out                   figure of the PEEK / KNN / Energy papers (share of OOD accepted while 95% of ID
                                       is kept), fpr95_openood OpenOOD v1.5's (share of ID rejected at 95% OOD recall)
   n_id, n_ood                         sample counts
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from peekflow.io import atomic_path, open_complete_h5
-from peekflow.metrics import BOOTSTRAP_KEYS, CI_KEYS, METRIC_KEYS, bootstrap_metrics, ood_metrics, percentile_ci
+from peekflow.ood.metrics import BOOTSTRAP_KEYS, CI_KEYS, METRIC_KEYS, bootstrap_metrics, ood_metrics, percentile_ci
 from peekflow.ood.scoring import read_notes, read_scores
 
 SETTING_KEYS = ["k", "bank", "temperature", "epsilon", "setting"]

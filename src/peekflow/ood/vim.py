@@ -12,11 +12,11 @@ defaults to the paper's rule: 1000 if D >= 2048, 512 if D >= 768, else D / 2 (al
 uncentred second moment of x - u (the paper's code). Higher = more ID (pytorch-ood's ViM returns minus the score).
 
 A fit store of no more rows than d (or whose second moment has no more than rank d) lies inside the principal space:
-what is left, the residual space, is rounding, and alpha divides by ~0 (the issue's 40-prototype banks in 128
-dimensions scored ~-2.6e7). Refused, naming the store, its rows, D and d, and what to do (more rows, or dim below
-the rows): before any job where the config tells the size (prototype banks, generated sets; peekflow.preflight),
-else when fitting. Precision: float64 throughout (residual norms too: a float32 product resolves the small residual
-only to ~1e-7 of ||x - u||).
+what is left, the residual space, is rounding, and alpha divides by ~0 (the issue's 40-prototype banks in 128 dimensions
+scored ~-2.6e7). Refused, naming the store, its rows, D and d, and what to do (more rows, or dim below the rows): before
+any job where the config tells the size (prototype banks, generated sets; peekflow.workflow.preflight), else when
+fitting. Precision: float64 throughout (residual norms too: a float32 product resolves the small residual only to ~1e-7
+of ||x - u||).
 """
 
 from __future__ import annotations

@@ -46,6 +46,12 @@ class CaricatureSettings(RenderSettings):
     cos_power: float = setting(1.0, "exponent of the cosine in loss dot", minimum=0)
 
 
+def reference_targets(s: CaricatureSettings, num_classes: int) -> list[int]:
+    """The class of every caricature where each class has `per_class` reference images (a class with fewer images in
+    the folder gets fewer)."""
+    return [unit for unit in range(num_classes) for _ in range(s.per_class)]
+
+
 def choose_references(root, classes: list[str], per_class: int, seed: int) -> list[tuple[str, int]]:
     """(path, output unit) of `per_class` seeded images per model class present in the folder."""
     if per_class < 1:

@@ -1,14 +1,15 @@
 """Checks of a whole workflow config (the dict Snakemake reads), before any job runs.
 
 Two passes, each reporting every problem at once, each problem naming its full config path:
-- `config_problems`: each stage's settings block against its settings class (peekflow.config_schema) and the rest
-  against the JSON schema (workflow/schemas/config.schema.yaml, generated from those classes): unknown keys (with the
-  nearest valid name), missing keys, types, choices and ranges. Run before Snakemake's `validate`, which stops at the
-  first error.
+- `config_problems`: each stage's settings block against its settings class (peekflow.workflow.config_schema) and
+  the rest against the JSON schema (config_schema.workflow_schema(), whose committed copy is
+  workflow/schemas/config.schema.yaml): unknown keys (with the nearest valid name), missing keys, types, choices and
+  ranges. Then `fill_defaults` fills in the schema's defaults.
 - `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
-  method, prototype method) exists, splits exist, the KNN bank never holds the ID test set. Run on the validated
-  config (defaults filled in).
-`check` raises ConfigError with all of them. The checks that need files or built models are peekflow.preflight's.
+  method, prototype method: their registries) exists, splits exist, the KNN bank never holds the ID test set. Run on
+  the validated config (defaults filled in).
+`check` raises ConfigError with all of them. The checks that need files or built models are
+peekflow.workflow.preflight's.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from peekflow.ood.base import build as build_detector, detector_class
-
-# prototype method (config key and file name) -> the peekflow sub-command that makes it
-PROTOTYPE_COMMANDS = {"deepdream": "dream", "deepinversion": "deepinversion", "caricature": "caricature"}
+from peekflow.ood.base import available, build as build_detector, detector_class
+from peekflow.prototypes.methods import methods as prototype_methods
 
 
 class ConfigError(ValueError):
@@ -70,13 +69,28 @@ def schema_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
 
 
 def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]:
-    """Every problem of the settings blocks (peekflow.config_schema: each stage's settings class) and of the rest of
-    the config (the schema), each config path reported once."""
-    from peekflow.config_schema import settings_problems
+    """Every problem of the settings blocks (peekflow.workflow.config_schema: each stage's settings class) and of the
+    rest of the config (the schema), each config path reported once."""
+    from peekflow.workflow.config_schema import settings_problems
 
     found = settings_problems(config)
     seen = {p.split(": ", 1)[0] for p in found}
     return found + [p for p in schema_problems(config, schema) if p.split(": ", 1)[0] not in seen]
+
+
+def fill_defaults(config: dict, schema: dict) -> None:
+    """Fill in the schema's defaults, in place, as Snakemake's `validate` does: every `default` of a property that
+    the config leaves out, at every level the config has (a default mapping gets the defaults inside it)."""
+    checker = jsonschema.validators.validator_for(schema)
+    properties = checker.VALIDATORS["properties"]
+
+    def set_defaults(validator, props, instance, node):
+        for key, sub in props.items():
+            if "default" in sub and isinstance(instance, dict):
+                instance.setdefault(key, sub["default"])
+        yield from properties(validator, props, instance, node)
+
+    jsonschema.validators.extend(checker, {"properties": set_defaults})(schema).validate(config)
 
 
 def swept_settings(method: str, settings: dict) -> list[str]:
@@ -106,6 +120,24 @@ def ood_runs(config: dict) -> dict[str, tuple[str, dict]]:
             name = method + "".join(f"_{key}{_label(value)}" for key, value in zip(swept, values))
             runs[name] = (method, {**settings, **dict(zip(swept, values))})
     return runs
+
+
+def ood_fit_dataset(config: dict, method: str) -> str | None:
+    """The data set whose feature store OOD method `method` fits on: the ID training set, or prototypes_<bank> for a
+    method on a data-free bank; None for a method that fits on nothing."""
+    cls = detector_class(method)
+    if not cls.needs_fit:
+        return None
+    return f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else config["ood"]["id_train"]
+
+
+def run_method(run: str) -> str:
+    """The OOD method of run `run` without the config (ood_runs' names read back): the longest registered method name
+    that is `run` itself or followed by `_` (a swept setting)."""
+    names = [name for name in available() if run == name or run.startswith(name + "_")]
+    if not names:
+        raise ValueError(f"{run!r} names no registered OOD method; valid methods: {available()}")
+    return max(names, key=len)
 
 
 class _References:
@@ -201,12 +233,13 @@ def _ood(config: dict, r: _References) -> None:
 
 
 def _prototypes_and_probing(config: dict, r: _References) -> None:
-    methods = config.get("prototypes", {}).get("methods", {})
+    methods, registered = config.get("prototypes", {}).get("methods", {}), prototype_methods()
     for method in methods:
-        if method not in PROTOTYPE_COMMANDS:
-            r.add(f"prototypes.methods.{method}: unknown prototype method; valid: {sorted(PROTOTYPE_COMMANDS)}")
-    if "caricature" in methods:
-        r.need("datasets", caricature_dataset(config), "prototypes.methods.caricature.dataset")
+        if method not in registered:
+            r.add(f"prototypes.methods.{method}: unknown prototype method; valid: {sorted(registered)}")
+    for method in methods:
+        if method in registered and registered[method].references:
+            r.need("datasets", reference_dataset(config, method), f"prototypes.methods.{method}.dataset")
     if methods and "probe_model" not in config:
         r.add("probe_model: prototypes need a probe_model (the transfer check of evaluate_prototypes)")
     if "probing" in config:
@@ -218,15 +251,16 @@ def _prototypes_and_probing(config: dict, r: _References) -> None:
             r.add("probe_model: probing needs a probe_model (the network that embeds the prototypes)")
 
 
-def caricature_dataset(config: dict) -> str:
-    """The data set caricatures draw their reference images from (default: the ID test set)."""
-    block = config["prototypes"]["methods"].get("caricature") or {}
+def reference_dataset(config: dict, method: str) -> str:
+    """The data set prototype method `method` (caricatures) draws its reference images from (default: the ID test
+    set)."""
+    block = config["prototypes"]["methods"].get(method) or {}
     return block.get("dataset", config["ood"]["id_test"])
 
 
 def _target_stages(config: dict, r: _References) -> None:
     """labels, neurons and emergence read layers of each target from its feature stores."""
-    from peekflow.replicas import target_names
+    from peekflow.workflow.replicas import target_names
 
     targets = [t for t in (target_names(config) if "target_models" in config or "target_model" in config else [])
                if t in config["models"]]  # the others are named by _data_and_models
@@ -261,6 +295,11 @@ def _target_stages(config: dict, r: _References) -> None:
 def neuron_layers(config: dict, model: str) -> list[str]:
     """Layers of a target whose channels get top-N images and patches (default: its configured layers)."""
     return config["neurons"].get("layers") or config["models"][model]["layers"]
+
+
+def ranks_by_relevance(config: dict) -> bool:
+    """Whether the top-N images are ranked by relevance, running the model (neurons.ranking), not by activation."""
+    return config.get("neurons", {}).get("ranking", {}).get("rank_by") == "relevance"
 
 
 def neuron_dataset(config: dict) -> str:

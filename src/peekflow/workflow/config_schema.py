@@ -1,10 +1,13 @@
-"""The config's stage blocks, generated from the settings classes: `python -m peekflow.config_schema` rewrites them in
-workflow/schemas/config.schema.yaml and the reference page docs/settings.md (`--check`: fail if either differs), and `settings_problems(config)` checks
-every settings block of a config against its class, reporting all problems at once with their config paths.
+"""The config's stage blocks, generated from the settings classes: `python -m peekflow.workflow.config_schema`
+rewrites them in workflow/schemas/config.schema.yaml and the reference page docs/settings.md (`--check`: fail if either
+differs), and `settings_problems(config)` checks every settings block of a config against its class, reporting all
+problems at once with their config paths.
 
-BLOCKS maps a config path (`*`: any key) to its settings class and the workflow's own keys of that block (threads,
-the data set, ...), whose schemas are written here. The rest of the schema (datasets, models, generate, ...) is
-written by hand in the schema file and kept as it is.
+`blocks()` maps a config path (`*`: any key) to its settings class and the workflow's own keys of that block
+(threads, the data set, ...), whose schemas are written here: the stages' BLOCKS and a block per registered prototype
+method (peekflow.prototypes.methods); the OOD methods' blocks come from the OOD registry. The rest of the schema
+(datasets, models, generate, ...) is written by hand in the schema file and kept as it is. `workflow_schema()` is the
+schema as the registries generate it, which the Snakefile checks configs against (the file is its committed copy).
 """
 
 from __future__ import annotations
@@ -33,14 +36,12 @@ from peekflow.neurons.vital import VitalSettings
 from peekflow.ood import base as ood
 from peekflow.ood.papers import CompareSettings
 from peekflow.probing import ProbeSettings
-from peekflow.prototypes.caricature import CaricatureSettings
-from peekflow.prototypes.deepdream import DreamSettings
-from peekflow.prototypes.deepinversion import InversionSettings
-from peekflow.training import TrainSettings
-from peekflow.yaml_dump import dump
+from peekflow.prototypes.methods import PrototypeMethod, methods as prototype_methods
+from peekflow.models.training import TrainSettings
+from peekflow.workflow.yaml_dump import dump
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
 
 
 def threads(what: str = "job") -> dict:
@@ -61,18 +62,11 @@ class Block:
     description: str | None = None  # of the block; None: keep the schema file's
 
 
+EXTRACT = Block("extract", ExtractSettings, filled=("layers", "maps"), workflow={
+    "threads": threads(), "shards": {
+        "type": "object", "default": {}, "additionalProperties": {"type": "integer", "minimum": 1},
+        "description": "data set -> number of extraction jobs (shards) whose stores are merged; absent = 1"}})
 BLOCKS = [
-    Block("extract", ExtractSettings, filled=("layers", "maps"), workflow={
-        "threads": threads(), "shards": {
-            "type": "object", "default": {}, "additionalProperties": {"type": "integer", "minimum": 1},
-            "description": "data set -> number of extraction jobs (shards) whose stores are merged; absent = 1"}}),
-    Block("prototypes.methods.deepdream", DreamSettings,
-          description="PEEK's DeepDream prototypes (`peekflow dream --help`); absent = none"),
-    Block("prototypes.methods.deepinversion", InversionSettings,
-          description="DeepInversion prototypes (`peekflow deepinversion --help`); absent = none"),
-    Block("prototypes.methods.caricature", CaricatureSettings,
-          workflow={"dataset": dataset("data set of the reference images (default ood.id_test)")},
-          description="caricatures of real images (`peekflow caricature --help`); absent = none"),
     Block("probing.settings", ProbeSettings),
     Block("models.*.train.settings", TrainSettings),
     Block("labels.dora", DoraSettings),
@@ -95,6 +89,23 @@ BLOCKS = [
           "--help`; rule compare_with_papers: results/paper_comparison.csv, .md); absent = none"),
 ]
 OOD_METHODS = "ood.methods"
+
+
+def prototype_block(method: PrototypeMethod) -> Block:
+    references = {"dataset": dataset("data set of the reference images (default ood.id_test)")}
+    return Block(f"prototypes.methods.{method.name}", method.settings_class(),
+                 workflow=references if method.references else {},
+                 description=f"{method.summary} (`peekflow {method.command} --help`); absent = none")
+
+
+def blocks() -> list[Block]:
+    """Every settings block: extraction's, each registered prototype method's, then the other stages' (BLOCKS)."""
+    return [EXTRACT, *(prototype_block(m) for m in prototype_methods().values()), *BLOCKS]
+
+
+def workflow_schema(path: str | Path = SCHEMA) -> dict:
+    """The config schema as the registries generate it: the schema file's hand-written part and every block."""
+    return generate(yaml.safe_load(Path(path).read_text()))
 
 
 def detector_settings(cls) -> type:
@@ -181,10 +192,10 @@ def generate(schema: dict) -> dict:
     schema = copy.deepcopy(schema)
     schema.get("definitions", {}).pop("settings", None)  # the opaque block every stage used to have
     old = {}
-    for block in BLOCKS:
+    for block in blocks():
         parent, key = schema_node(schema, block.path)
         old[block.path] = parent.get(key)
-    for block in sorted(BLOCKS, key=lambda b: b.path.count(".")):  # outer blocks first: inner ones come last in them
+    for block in sorted(blocks(), key=lambda b: b.path.count(".")):  # outer blocks first: inner ones come last in them
         parent, key = schema_node(schema, block.path)
         parent[key] = object_schema(block.settings, block, old[block.path])
     parent, key = schema_node(schema, "prototypes.methods")
@@ -206,11 +217,23 @@ def config_blocks(config: dict, path: str):
     return found
 
 
+def settings_of(config: dict, path: str, **filled) -> dict:
+    """What the config block at `path` (e.g. labels.dora, prototypes.methods.deepdream) gives its command as
+    settings: the keys its settings class takes (not the workflow's own keys, not the blocks inside it), and
+    `filled` (keys the workflow fills in)."""
+    parts = path.split(".")
+    block = next(b for b in blocks() if len(b.path.split(".")) == len(parts)
+                 and all(p in ("*", q) for p, q in zip(b.path.split("."), parts)))
+    names = {f.name for f in dataclasses.fields(block.settings)}
+    ((_, data),) = config_blocks(config, path)
+    return {key: value for key, value in (data or {}).items() if key in names} | filled
+
+
 def settings_problems(config: dict) -> list[str]:
     """Every problem of the settings blocks of `config`, each naming its config path: unknown keys (with the
     closest valid name), wrong types, values outside their choices or limits, and the classes' own checks."""
     out = []
-    for block in BLOCKS:
+    for block in blocks():
         for where, data in config_blocks(config, block.path):
             data = {} if data is None else data
             if not isinstance(data, dict):
@@ -231,7 +254,7 @@ def settings_problems(config: dict) -> list[str]:
 
 def inner_blocks(block: Block) -> list[str]:
     """Keys of `block` that are blocks of their own (emergence.trajectory)."""
-    return [b.path[len(block.path) + 1:] for b in BLOCKS if b.path.rpartition(".")[0] == block.path]
+    return [b.path[len(block.path) + 1:] for b in blocks() if b.path.rpartition(".")[0] == block.path]
 
 
 def construction_problem(cls, data: dict, where: str, skip=()) -> list[str]:
@@ -284,14 +307,13 @@ def docs(schema: dict) -> str:
     """docs/settings.md: every settings block of the config, key by key, from the generated schema."""
     lines = ["# Settings reference", "",
              "Every settings block of the workflow config, key by key: its type, default and what it sets. Generated by",
-             "`python -m peekflow.config_schema` from the settings classes (the only place a default is written); the",
-             "same text is in `workflow/schemas/config.schema.yaml` and in `peekflow <stage> --help`. A key left out",
-             "takes its default.", ""]
-    blocks = [(b.path, b.path) for b in BLOCKS] + [(f"{OOD_METHODS}.{m}", f"{OOD_METHODS}.{m}") for m in ood.available()]
-    for title, path in blocks:
+             "`python -m peekflow.workflow.config_schema` from the settings classes (the only place a default is",
+             "written); the same text is in `workflow/schemas/config.schema.yaml` and in `peekflow <stage> --help`. A",
+             "key left out takes its default.", ""]
+    for path in [b.path for b in blocks()] + [f"{OOD_METHODS}.{m}" for m in ood.available()]:
         parent, key = schema_node(copy.deepcopy(schema), path)
         node = parent[key]
-        lines += [f"## `{title}`", ""]
+        lines += [f"## `{path}`", ""]
         if node.get("description"):
             lines += [_cell(node["description"]), ""]
         props = node.get("properties", {})
@@ -325,7 +347,7 @@ def main(argv=None) -> int:
     stale = [p for p, content in wanted.items() if not p.exists() or p.read_text() != content]
     if args.check:
         for p in stale:
-            print(f"{p} differs from the generated one: run python -m peekflow.config_schema", file=sys.stderr)
+            print(f"{p} differs from the generated one: run python -m peekflow.workflow.config_schema", file=sys.stderr)
         return 1 if stale else 0
     for p in stale:
         p.write_text(wanted[p])

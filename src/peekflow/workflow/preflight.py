@@ -16,9 +16,10 @@ from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
 from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
-from peekflow.models.layers import layer_names
+from peekflow.models.layers import layer_channels, layer_names
 from peekflow.models.registry import build_model
 from peekflow.prototypes.batching import resolve_classes
+from peekflow.prototypes.methods import method as prototype_method
 
 
 def check_image_folder(path) -> None:
@@ -147,24 +148,23 @@ def has_batch_norm(m: dict) -> bool:
 
 
 def prototype_problems(config: dict, target: str) -> list[str]:
-    """Class indices of the prototype methods exist in the target; DeepInversion has batch norms to match; the
-    methods' shards fit their batches."""
+    """Class indices of the prototype methods exist in the target; a method that matches batch-norm statistics
+    (DeepInversion) has batch norms to match; the methods' shards fit their batches."""
 
     num_classes = config["models"][target]["num_classes"]
     problems = []
-    for method, settings in config.get("prototypes", {}).get("methods", {}).items():
-        settings = settings or {}
-        key = f"prototypes.methods.{method}"
-        model = config["models"][target]
-        if method == "deepinversion" and settings.get("r_feature", 1) and not has_batch_norm(model):
-            problems.append(f"{key}: DeepInversion matches batch-norm statistics, but models.{target} "
+    for name, block in config.get("prototypes", {}).get("methods", {}).items():
+        method, key, model = prototype_method(name), f"prototypes.methods.{name}", config["models"][target]
+        s = method.parse(block)
+        if method.batch_norm and getattr(s, method.batch_norm) and not has_batch_norm(model):
+            problems.append(f"{key}: {method.title} matches batch-norm statistics, but models.{target} "
                             f"({model['arch']}) has no BatchNorm2d layer (a vision transformer has none): use "
-                            "deepdream, or set r_feature: 0")
+                            f"deepdream, or set {method.batch_norm}: 0")
         try:
-            resolve_classes(settings.get("classes", "all"), num_classes)
+            resolve_classes(getattr(s, "classes", "all"), num_classes)  # a method without `classes`: all of them
         except ValueError as err:
             problems.append(f"{key}.classes: {err}")
-        index = settings.get("target")
+        index = getattr(s, "target", None)
         if index is not None and not (isinstance(index, int) and 0 <= index < num_classes):
             problems.append(f"{key}.target: {index!r} is not a class index of {target!r} ({num_classes} classes)")
     return problems or shard_problems(config, num_classes)
@@ -172,20 +172,14 @@ def prototype_problems(config: dict, target: str) -> list[str]:
 
 def shard_problems(config: dict, num_classes: int) -> list[str]:
     """prototypes.shards: a method that is made, in at most as many shards as it has batches."""
-    from peekflow.prototypes.caricature import CaricatureSettings
-
     methods = config.get("prototypes", {}).get("methods", {})
     problems = []
     for method, count in config.get("prototypes", {}).get("shards", {}).items():
         if method not in methods:
             problems.append(f"prototypes.shards.{method}: there is no prototypes.methods.{method} to shard")
             continue
-        if method == "caricature":  # per_class references of each class (the job names a class with fewer)
-            s = CaricatureSettings(**{k: v for k, v in methods[method].items() if k != "dataset"})
-            n = s.per_class * num_classes
-        else:
-            s, targets = prototype_targets(method, methods[method], num_classes)
-            n = len(targets)
+        s, targets = prototype_targets(method, methods[method], num_classes)
+        n = len(targets)
         batches = -(-n // s.batch_size)
         if count > batches:
             problems.append(f"prototypes.shards.{method}: {count} shards, but its {n} prototypes make {batches} "
@@ -193,15 +187,11 @@ def shard_problems(config: dict, num_classes: int) -> list[str]:
     return problems
 
 
-def prototype_targets(method: str, settings: dict, num_classes: int):
-    """(settings object, the class of every prototype) of prototype method deepdream or deepinversion."""
-    from peekflow.prototypes.deepdream import DreamSettings, dream_targets
-    from peekflow.prototypes.deepinversion import InversionSettings, inversion_targets
-
-    cls, targets = (InversionSettings, inversion_targets) if method == "deepinversion" else \
-        (DreamSettings, dream_targets)
-    s = cls(**(settings or {}))
-    return s, targets(s, num_classes)
+def prototype_targets(name: str, block: dict | None, num_classes: int):
+    """(settings object, the class of every prototype) of prototype method `name` (its config block)."""
+    method = prototype_method(name)
+    s = method.parse(block)
+    return s, method.target_classes(s, num_classes)
 
 
 def ood_fit_size_problems(config: dict, target: str) -> list[str]:
@@ -212,8 +202,7 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
     checks any other store the same way."""
     from collections import Counter
 
-    from peekflow.config_checks import ood_runs
-    from peekflow.neurons.dora import layer_channels
+    from peekflow.workflow.config_checks import ood_runs
     from peekflow.ood.base import Detector, build
 
     model, ood, problems = config["models"][target], config["ood"], []
@@ -243,7 +232,7 @@ def ood_fit_size_problems(config: dict, target: str) -> list[str]:
             continue  # sizes not known before the job (its fit checks the same)
         if dims is None:
             built = abstract_model(model["arch"], model["num_classes"], model.get("arch_kwargs"))
-            dims = layer_channels(built.eval(), model["penultimate"], size, "cpu")
+            dims = layer_channels(built.eval(), model["penultimate"], size)
         problem = detector.fit_size_problem(rows, class_rows, dims)
         if problem:
             key = f"ood.methods.{method}" + (f" (run {run})" if run != method else "")
@@ -288,7 +277,7 @@ def extract_shard_problems(config: dict) -> list[str]:
         if count == 1 or name not in config["datasets"]:
             continue
         n = dataset_size(config, name)
-        batch_size = block.get("batch_size", 128)
+        batch_size = block["batch_size"]
         batches = -(-n // batch_size) if n else None
         if batches is not None and count > batches:
             problems.append(f"extract.shards.{name}: {count} shards, but its {n} images make {batches} batch(es) "
@@ -299,7 +288,7 @@ def extract_shard_problems(config: dict) -> list[str]:
 def dora_shard_problems(config: dict, name: str) -> list[str]:
     """labels.shards.dora: DORA is run, in at most as many shards as the s-AMS of each labelled layer of target
     `name` make render batches (which hold whole neurons when there are several)."""
-    from peekflow.neurons.dora import DoraSettings, check_dora_batches, layer_channels, resolve_neurons
+    from peekflow.neurons.dora import DoraSettings, check_dora_batches, resolve_neurons
 
     labels = config.get("labels", {})
     count = labels.get("shards", {}).get("dora", 1)
@@ -318,7 +307,7 @@ def dora_shard_problems(config: dict, name: str) -> list[str]:
         if layer not in set(layer_names(model)):
             continue  # named by the layer checks
         try:
-            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size), "cpu"), layer)
+            neurons = resolve_neurons(s.neurons, layer_channels(model, layer, int(size)), layer)
             batches = check_dora_batches(s, len(neurons))
         except (KeyError, ValueError) as err:
             problems.append(f"labels.dora: {err}")
@@ -333,8 +322,7 @@ def dora_shard_problems(config: dict, name: str) -> list[str]:
 def patch_shard_problems(config: dict, name: str) -> list[str]:
     """neurons.shards.patches: patches are searched, in at most as many shards as the selected channels of each
     neuron layer of target `name` make channel batches (neurons.patches.channel_batch)."""
-    from peekflow.config_checks import neuron_dataset, neuron_layers
-    from peekflow.neurons.dora import layer_channels
+    from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
     from peekflow.neurons.patches import PatchSettings, select_channels
 
     neurons = config.get("neurons", {})
@@ -353,7 +341,7 @@ def patch_shard_problems(config: dict, name: str) -> list[str]:
         if layer not in set(layer_names(model)):
             continue  # named by the layer checks
         try:
-            channels = len(select_channels(s.channels, layer_channels(model, layer, size, "cpu"), layer))
+            channels = len(select_channels(s.channels, layer_channels(model, layer, size), layer))
         except ValueError as err:
             problems.append(f"neurons.patches.channels: {err}")
             continue
@@ -370,12 +358,13 @@ def ranking_problems(config: dict, name: str) -> list[str]:
     ranking = config.get("neurons", {}).get("ranking", {})
     if ranking.get("rank_by") != "relevance":
         return []
+    from peekflow.neurons.topn import RankSettings
     from peekflow.synthesis.relevance import check_method
 
     target = config["models"][name]
     try:
         check_method(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
-                     ranking.get("relevance", "epsilon_plus_flat"))
+                     RankSettings(**ranking).relevance)
     except ValueError as err:
         return [f"neurons.ranking.relevance: {err}"]
     return []
@@ -384,8 +373,7 @@ def ranking_problems(config: dict, name: str) -> list[str]:
 def vital_problems(config: dict, name: str) -> list[str]:
     """neurons.vital: each VITAL layer is a neuron layer (its patches are the references), its channels exist and
     are among the patch search's channels, and some match layer comes before it."""
-    from peekflow.config_checks import neuron_dataset, neuron_layers
-    from peekflow.neurons.dora import layer_channels
+    from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
     from peekflow.neurons.patches import PatchSettings, select_channels
     from peekflow.neurons.vital import VitalSettings, match_layers_for
     from peekflow.synthesis.relevance import check_method
@@ -411,7 +399,7 @@ def vital_problems(config: dict, name: str) -> list[str]:
             problems.append(f"neurons.vital.match_layers: {err}")
         if not size:
             continue  # the job checks the channels
-        n = layer_channels(model, layer, size, "cpu")
+        n = layer_channels(model, layer, size)
         try:
             searched = set(select_channels(patches.channels, n, layer).tolist())
             chosen = sorted(searched) if s.channels == "all" else \
@@ -427,17 +415,20 @@ def vital_problems(config: dict, name: str) -> list[str]:
 
 
 def shape_problems(config: dict, name: str) -> list[str]:
-    """Settings that must fit a target: the caricature layer exists; the emergence grid fits every analysed layer's
-    map (the message gives the largest grid that fits all of them); a window of the patch search fits the input."""
+    """Settings that must fit a target: a prototype method's layer (the caricatures') exists; the emergence grid fits
+    every analysed layer's map (the message gives the largest grid that fits all of them); a window of the patch
+    search fits the input."""
+    from peekflow.neurons.patches import PatchSettings
+
     target = config["models"][name]
     problems = []
-    caricature = config.get("prototypes", {}).get("methods", {}).get("caricature")
-    if caricature and "layer" in caricature:
-        try:
-            check_layers(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
-                         [caricature["layer"]])
-        except ValueError as err:
-            problems.append(f"prototypes.methods.caricature.layer: {err}")
+    for method, block in config.get("prototypes", {}).get("methods", {}).items():
+        if block and "layer" in block:
+            try:
+                check_layers(abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs")),
+                             [block["layer"]])
+            except ValueError as err:
+                problems.append(f"prototypes.methods.{method}.layer: {err}")
     if "emergence" in config:
         block = config["emergence"]
         size = input_size(config, block["dataset"], target)
@@ -451,7 +442,7 @@ def shape_problems(config: dict, name: str) -> list[str]:
                                 f"at {size} px ({shown}): choose 1 <= grid <= {largest}" if largest else
                                 f"emergence.layers: every analysed layer needs a spatial map ({shown})")
     if "patches" in config.get("neurons", {}):
-        from peekflow.config_checks import neuron_dataset, neuron_layers
+        from peekflow.workflow.config_checks import neuron_dataset, neuron_layers
 
         size = input_size(config, neuron_dataset(config), target)
         if size:
@@ -460,10 +451,10 @@ def shape_problems(config: dict, name: str) -> list[str]:
             if flat:
                 problems.append(f"neurons.layers: {flat} give no spatial map at {size} px (vectors, or tokens that "
                                 "are not class/register tokens + a square grid of patch tokens): patches need one")
-    patches = config.get("neurons", {}).get("patches", {})
-    window = patches.get("window_size", "rf")
-    if patches.get("mode") == "window" and isinstance(window, int):
-        from peekflow.config_checks import neuron_dataset
+    patches = PatchSettings(**config.get("neurons", {}).get("patches", {}))
+    window = patches.window_size
+    if patches.mode == "window" and isinstance(window, int):
+        from peekflow.workflow.config_checks import neuron_dataset
 
         size = input_size(config, neuron_dataset(config), target)
         if size and window > size:
@@ -474,8 +465,8 @@ def shape_problems(config: dict, name: str) -> list[str]:
 
 def input_problems(config: dict) -> list[str]:
     """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
-    Takes the expanded config (peekflow.replicas): replicas of one trained model share their checks."""
-    from peekflow.replicas import SEP, base
+    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks."""
+    from peekflow.workflow.replicas import SEP, base
 
     problems = []
     for name, spec in config["datasets"].items():
@@ -512,7 +503,7 @@ def input_problems(config: dict) -> list[str]:
 def ood_method_classes(config: dict) -> list[tuple[str, type]]:
     """(method, detector class) of each OOD method the config runs, once each; unknown names are left to the
     reference checks."""
-    from peekflow.config_checks import ood_runs
+    from peekflow.workflow.config_checks import ood_runs
     from peekflow.ood.base import detector_class
 
     out = []
@@ -549,15 +540,16 @@ def last_layer_problems(config: dict) -> list[str]:
     Stores still to be made record it at extraction (or the scoring job fails at its start, naming the same)."""
     from peekflow.features.last_layer import LastLayer
     from peekflow.features.store import open_store
-    from peekflow.targets import feature_store
+    from peekflow.workflow.config_checks import ood_fit_dataset
+    from peekflow.workflow.targets import feature_store
 
     ood, problems = config["ood"], []
     for model, (method, cls) in ((t, mc) for t in config["target_models"] for mc in ood_method_classes(config)):
         layer = config["models"][model]["penultimate"]
         if not cls.needs_last_layer:
             continue
-        fit = f"prototypes_{cls.prototype_bank}" if cls.prototype_bank else ood["id_train"]
-        for dataset in [*([fit] if cls.needs_fit else []), ood["id_test"], *ood["ood_sets"]]:
+        fit = ood_fit_dataset(config, method)
+        for dataset in [*([fit] if fit else []), ood["id_test"], *ood["ood_sets"]]:
             path = Path(feature_store(model, dataset))
             try:
                 with open_store(path) as h5:

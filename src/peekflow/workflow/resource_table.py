@@ -1,10 +1,10 @@
-"""The requests a dry run plans, per rule, as a markdown table (README: "Resource requests").
+"""The requests a dry run plans, per rule, as a markdown table (docs/cluster.md: "Resource requests").
 
     snakemake -n --configfile config/config.yaml > default.txt
-    python -m peekflow.resource_table default=default.txt imagenet=imagenet.txt
+    python -m peekflow.workflow.resource_table default=default.txt imagenet=imagenet.txt
 
 Each job's `resources:` line of the dry run gives its mem_mb, runtime (minutes) and cpus_per_task
-(workflow/rules/common.smk: job_resources, peekflow.resources); the table shows the largest request of each rule.
+(peekflow.workflow.requests); the table shows the largest request of each rule.
 """
 
 from __future__ import annotations

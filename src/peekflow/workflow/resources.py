@@ -1,10 +1,10 @@
 """Cluster requests of a job (mem_mb, runtime in minutes, cpus_per_task) from the numbers its work grows with.
 
-Pure functions of counts and sizes; the workflow (workflow/rules/common.smk: job_resources) feeds them from the
-config and the job's inputs. Each estimate is the work in seconds of one CPU thread, spread over the job's threads
-(or a GPU), times a safety margin, then floored, multiplied by the attempt (a retry gets more) and capped.
-`python -m peekflow.resource_table` tabulates the requests a dry run plans (README: "Resource requests come from the
-data"). A rule's costs are ResNet-50's per pixel, so smaller networks get generous requests.
+Pure functions of counts and sizes; peekflow.workflow.requests feeds them from the config and the job's inputs. Each
+estimate is the work in seconds of one CPU thread, spread over the job's threads (or a GPU), times a safety margin, then
+floored, multiplied by the attempt (a retry gets more) and capped. `python -m peekflow.workflow.resource_table`
+tabulates the requests a dry run plans (docs/cluster.md: "Resource requests"). A rule's costs are ResNet-50's per
+pixel, so smaller networks get generous requests.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ REFERENCE_SIDE = 224  # the pixel side of both figures; other sides scale with t
 
 # Assumptions (not measured here; each errs towards asking more)
 TRAIN_COST = 3.0  # a training step (forward + backward + update) per image, in forward passes
-GPU_SPEEDUP = 50.0  # one GPU against one CPU thread on convolutional networks (README's decoding-bound estimate
-# for extraction with 8 loader workers, ~2,200 images/s, is 7x this: the request errs long)
+GPU_SPEEDUP = 50.0  # one GPU against one CPU thread on convolutional networks (docs/real-data.md's decoding-bound
+# estimate for extraction with 8 loader workers, ~2,200 images/s, is 7x this: the request errs long)
 THREAD_EFFICIENCY = 0.7  # share of a linear speed-up that each further thread gives
 KNN_FLOPS_PER_S = 2e10  # float32 matrix products per CPU thread (KNN's distances)
 READ_S_PER_MB = 0.05  # reading and fitting stored features, per MB

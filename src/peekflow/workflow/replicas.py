@@ -4,18 +4,14 @@ one model per replica, each with all its own outputs (results/.../<model>@s<seed
 `expand(config)` rewrites a validated config in place: `models.<m>.train.seeds: [1, 2, 3]` -> models `<m>@s1`,
 `<m>@s2`, `<m>@s3` (train.settings.seed set to each); `models.<m>.checkpoint: [a.pt, b.pt]` -> `<m>@r1`, `<m>@r2`;
 `target_models` (or the single `target_model`) lists the replicas in place of `<m>`. `base(name)` is the model a
-replica came from: the summaries over seeds group by it.
+replica came from: the summaries over seeds group by it (peekflow.summary, which reads the names it writes).
 """
 
 from __future__ import annotations
 
 import copy
 
-SEP = "@"
-
-
-def base(name: str) -> str:
-    return name.split(SEP, 1)[0]
+from peekflow.summary import SEP, base
 
 
 def replicas_of(name: str, spec: dict) -> dict[str, dict]:

@@ -2,12 +2,12 @@
 
     snakemake -n --cores 16 --configfile config/imagenet_resnet50.yaml config/imagenet_shards.yaml \\
         --config device=cuda > plan.txt
-    python -m peekflow.cost_model plan.txt --gpus 16
+    python -m peekflow.workflow.cost_model plan.txt --gpus 16
 
 Input: a dry run's listing, planned with `device: cuda` (so network rules are sized for a GPU). Each job's work is
-read back from its runtime request (peekflow.resources.request): runtime x 60 / SAFETY x the speed it was sized for
-(GPU_SPEEDUP on a GPU, else the threads' speed-up) gives the one-thread CPU seconds of the measured per-image and
-per-step costs; jobs at the 5-minute floor count as at most that (an upper bound). Which jobs hold a GPU comes from
+read back from its runtime request (peekflow.workflow.resources.request): runtime x 60 / SAFETY x the speed it was
+sized for (GPU_SPEEDUP on a GPU, else the threads' speed-up) gives the one-thread CPU seconds of the measured per-image
+and per-step costs; jobs at the 5-minute floor count as at most that (an upper bound). Which jobs hold a GPU comes from
 the SLURM profile (`gpu:` under set-resources, ODIN's expression included).
 
 GPU time: the CPU work divided by a GPU's speed-up over one CPU thread, from rates that benchmarks/gpu_check.py measured
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
-from peekflow import resources as costs
+from peekflow.workflow import resources as costs
 
-PROFILE = Path(__file__).resolve().parents[2] / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"
+PROFILE = Path(__file__).resolve().parents[3] / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"
 # Measured on an NVIDIA H200 (benchmarks/README.md, gpu_check, ResNet-50 at 224 px): DeepInversion with bf16 autocast
 # renders 11.6 prototypes/s at 100 steps each; extraction with autocast reads 2,106-2,196 images/s (0-4 loader
 # workers; its bare forward pass: 10,675 images/s)

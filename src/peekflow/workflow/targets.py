@@ -1,10 +1,10 @@
-"""What `rule all` asks for, from a validated, expanded workflow config (peekflow.replicas): every output of each
-configured stage for every target model (a stage whose section is absent asks for nothing), and the summaries over
-replicas. Paths follow ../shared/DESIGN.md's layout."""
+"""What `rule all` asks for, from a validated, expanded workflow config (peekflow.workflow.replicas): every output of
+each configured stage for every target model (a stage whose section is absent asks for nothing), and the summaries
+over replicas. Paths follow ../shared/DESIGN.md's layout."""
 
 from __future__ import annotations
 
-from peekflow.config_checks import neuron_layers, ood_runs
+from peekflow.workflow.config_checks import neuron_layers, ood_runs
 
 
 TABLES = {"ood": ["results/ood_table.csv", "results/ood_table.md"]}
