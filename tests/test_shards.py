@@ -142,3 +142,26 @@ def test_a_kill_at_any_point_loses_no_finished_batch(tmp_path, point):
     rerun = subprocess.run([sys.executable, "-c", KEEPER, str(folder)], capture_output=True, text=True)
     assert rerun.returncode == 0 and rerun.stdout.split() == ["found", str(kept)], rerun.stderr
     assert not folder.exists()
+
+
+def test_without_flock_the_lock_is_the_pid_it_names(tmp_path, monkeypatch, caplog):
+    """A file system without flock (some NFS or Lustre mounts): a lock naming a live process refuses, one naming a
+    process that is gone is taken over, saying so."""
+    import errno
+    import fcntl
+
+    def no_flock(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "lock").write_text(f"{os.getppid()} on {os.uname().nodename}\n")  # a live process
+    with pytest.raises(RuntimeError, match=rf"pid {os.getppid()} on \S+ holds the lock .*no flock here: delete"):
+        Batches(folder, {"k": 1})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / "lock").write_text(f"{dead.stdout.strip()} on {os.uname().nodename}\n")  # a process that is gone
+    with caplog.at_level(logging.INFO, logger="peekflow"):
+        Batches(folder, {"k": 1}).close(False)
+    assert "no flock on this file system" in caplog.text
+    assert (folder / "lock").read_text().startswith(f"{os.getpid()} on ")
