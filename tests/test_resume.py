@@ -152,7 +152,8 @@ def images(work: Path) -> Path:
 def topn(work: Path) -> Path:
     path = work / "topn.h5"
     if not path.exists():
-        store, settings = work / "topn_store.h5", json.dumps({"layers": ["layer2"], "batch_size": 4, "skip_corrupt": True})
+        store = work / "topn_store.h5"
+        settings = json.dumps({"layers": ["layer2"], "batch_size": 4, "skip_corrupt": True})
         assert main(["extract", "--checkpoint", str(work / "model.pt"), "--model", json.dumps(TINY_MODEL),
                      "--images", str(images(work)), "--dataset-name", "tiny", "--settings", settings, "--device",
                      "cpu", "--out", str(store)]) == 0
