@@ -10,12 +10,13 @@ from PIL import Image
 from peekflow.cli import main
 from peekflow.data.folder import Preprocessing
 from peekflow.features.extract import ExtractSettings, extract_features
-from peekflow.features.store import StoreWriter, load_feature_set, open_store, partial_path
+from peekflow.features.store import load_feature_set, open_store
 from peekflow.io import IncompleteFileError
 from peekflow.models.checkpoint import load_model
+from peekflow.shards import Batches, partial_path
 
 from conftest import TINY_MODEL, write_folder
-from test_extract_shards import assert_same_store
+from test_resume import assert_same_store
 
 LAYERS = ["layer2", "layer4"]
 
@@ -115,24 +116,24 @@ def test_writer_thread_error_aborts_the_store_and_a_rerun_resumes(tmp_path, imag
                                                                     monkeypatch, fail_at):
     whole, out = tmp_path / "whole.h5", tmp_path / "store.h5"
     assert extract(tmp_path, image_folder, tiny_checkpoint, whole) == 0
-    write, threads = StoreWriter.write, []
+    put, threads = Batches.put, []
 
-    def failing(self, start, *args, **kw):
+    def failing(self, j, *args, **kw):
         threads.append(threading.current_thread().name)
-        if start == 4 * fail_at:
+        if j == fail_at:
             raise OSError("disk full (test)")
-        return write(self, start, *args, **kw)
+        return put(self, j, *args, **kw)
 
-    monkeypatch.setattr(StoreWriter, "write", failing)
+    monkeypatch.setattr(Batches, "put", failing)
     with pytest.raises(OSError, match=r"disk full \(test\)"):  # the writer thread's own error, in the caller
         extract(tmp_path, image_folder, tiny_checkpoint, out)
     assert set(threads) == {"peekflow-store-writer"} and len(threads) == fail_at + 1  # no write after the error
     assert not out.exists()
-    with h5py.File(partial_path(out)) as h5:  # the batches before the failed one, checkpointed
-        assert not h5.attrs["complete"] and json.loads(h5.attrs["resume_done"])["rows"] == 4 * fail_at
-    monkeypatch.setattr(StoreWriter, "write", write)
+    assert sorted(p.name for p in partial_path(out).glob("batch_*.h5")) == [f"batch_{j}.h5" for j in range(fail_at)]
+    monkeypatch.setattr(Batches, "put", put)
     assert extract(tmp_path, image_folder, tiny_checkpoint, out) == 0
     assert_same_store(whole, out, maps=False)
+    assert not partial_path(out).exists()
 
 
 def test_channels_last_changes_values_by_rounding_only_and_restores_the_model(tmp_path, image_folder, tiny_checkpoint):

@@ -1,7 +1,8 @@
 """Atomic file writes: write under a temporary name in the target folder, rename when complete.
 
 A killed job therefore never leaves a file that looks whole, and an existing file is only replaced once its
-successor is complete.
+successor is complete. What a killed job left under the temporary name (`.<name>.tmp-<pid>`) is deleted by the next
+job on the same output that keeps its batches (peekflow.shards.Batches).
 """
 
 from __future__ import annotations
@@ -12,15 +13,29 @@ import os
 from pathlib import Path
 
 
+def temp_path(final: Path) -> Path:
+    """The temporary name `final` is written under: `.<name>.tmp-<pid>` beside it."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Rename the complete `tmp` to `final` (tests kill a job just before: peekflow.shards.kill_point "final")."""
+    if os.environ.get("PEEKFLOW_TEST_KILL"):
+        from peekflow.shards import kill_point
+
+        kill_point("final")
+    os.replace(tmp, final)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike):
     """Yield a temporary path beside `final`; rename it to `final` if the block succeeds, else delete it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temp_path(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        commit(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -33,14 +48,14 @@ def atomic_folder(final: str | os.PathLike):
     import shutil
 
     final = Path(final)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temp_path(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        commit(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -28,7 +28,7 @@ rule extract_features:
         " --threads {threads} --out {output.store} > {log} 2>&1"
 
 
-# A killed shard job leaves <store>.partial (not an output, so Snakemake keeps it); its rerun continues from there.
+# A killed shard job leaves <store>.partial/ (not an output, so Snakemake keeps it); its rerun continues from there.
 rule extract_feature_shard:
     input:
         checkpoint=lambda w: model_checkpoint(w.model),

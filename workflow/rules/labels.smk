@@ -36,7 +36,7 @@ rule find_outlier_neurons:
 
 
 # labels.shards.dora: one job per contiguous range of the render batches of a layer's s-AMS; a killed shard leaves
-# <file>.partial (not an output, so Snakemake keeps it) and its rerun continues from its last finished batch.
+# <file>.partial/ (not an output, so Snakemake keeps it) and its rerun continues after its finished batches.
 rule synthesize_dora_signal_shard:
     input:
         checkpoint=lambda w: model_checkpoint(w.model),

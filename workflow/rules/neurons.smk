@@ -57,8 +57,8 @@ rule extract_patches:
 
 
 # neurons.shards.patches: one job per contiguous range of a layer's channel batches (patches.channel_batch); a killed
-# shard leaves <file>.partial (not an output, so Snakemake keeps it) and its rerun continues from its last finished
-# batch.
+# shard leaves <file>.partial/ (not an output, so Snakemake keeps it) and its rerun continues after its finished
+# batches.
 rule extract_patch_shard:
     input:
         topn="results/neurons/{model}/{layer}/topn.h5",

@@ -34,8 +34,8 @@ rule synthesize_prototypes:
         " --out {output.prototypes} --grid {output.grid} > {log} 2>&1"
 
 
-# prototypes.shards: one job per contiguous range of batches; a killed shard leaves <file>.partial (not an output,
-# so Snakemake keeps it) and its rerun continues from its last finished batch.
+# prototypes.shards: one job per contiguous range of batches; a killed shard leaves <file>.partial/ (not an output,
+# so Snakemake keeps it) and its rerun continues after its finished batches.
 rule synthesize_prototype_shard:
     input:
         checkpoint=lambda w: model_checkpoint(w.model),

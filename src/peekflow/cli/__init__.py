@@ -58,6 +58,45 @@ def add_device_argument(p) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
 
 
+def add_model_arguments(p, settings_cls=None, shard: str | None = None) -> None:
+    """What the network stages share: the model (--checkpoint, --model), --settings of `settings_cls`, --device,
+    --threads and, for a stage that shards (`shard`: what shard I of S makes), --shard."""
+    p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
+    p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
+    if settings_cls is not None:
+        add_settings_argument(p, settings_cls)
+    add_device_argument(p)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    if shard:
+        p.add_argument("--shard", default="0/1", type=shard_arg,
+                       help=f"I/S: {shard}; a killed job resumes from the batches it kept in <out>.partial/")
+
+
+def load_model(args, settings_cls=None):
+    """Set torch's threads (--threads), then (model spec, settings, model, class names) of --model, --settings (of
+    `settings_cls`; None without) and --checkpoint."""
+    from peekflow.device import set_threads
+    from peekflow.models.spec import ModelSpec, load_spec
+    from peekflow.settings import parse_settings
+
+    set_threads(args.threads)
+    spec = parse_settings(ModelSpec, args.model, "--model")
+    settings = None if settings_cls is None else parse_settings(settings_cls, args.settings, "--settings")
+    model, classes = load_spec(spec, args.checkpoint)
+    return spec, settings, model, classes
+
+
+def batch_plan(args, model, settings, **inputs):
+    """The job's shard (--shard) and partial folder (`<--out>.partial`), valid for a rerun with the same weights,
+    settings, named `inputs`, shard and --device (peekflow.shards). Use it as `with batch_plan(...) as plan:` around
+    making and writing the outputs (--out and those of --grid, --figure, --signals)."""
+    from peekflow.shards import BatchPlan, partial_path, resume_key
+
+    key = resume_key(model, args.device, settings, args.shard, **inputs)
+    outputs = [path for name in ("grid", "figure", "signals") if (path := getattr(args, name, None))]
+    return BatchPlan(shard=args.shard, partial=partial_path(args.out), key=key, outputs=outputs)
+
+
 def add_settings_argument(p, settings_cls, required: bool = False) -> None:
     """--settings, a JSON object of `settings_cls`'s keys, listed with their help at the end of --help."""
     from peekflow.settings import describe

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 
 import numpy as np
 
-from peekflow.cli import stage_main
-from peekflow.cli._prototypes import add_prototype_arguments, batch_plan
-from peekflow.device import set_threads
-from peekflow.models.spec import ModelSpec, load_spec
+from peekflow.cli import batch_plan, load_model, stage_main
+from peekflow.cli._prototypes import add_prototype_arguments
 from peekflow.prototypes.caricature import CaricatureSettings, make_caricatures
 from peekflow.prototypes.grids import write_caricature_grid
 from peekflow.prototypes.store import write_prototypes
-from peekflow.settings import parse_settings
 
 HELP = """Caricatures: optimise images so that a layer's response matches, amplified, its response to real reference
 images (per_class seeded images per class of --images). The grid shows each reference beside its caricature."""
@@ -26,18 +22,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    set_threads(args.threads)
-    spec = parse_settings(ModelSpec, args.model, "--model")
-    settings = parse_settings(CaricatureSettings, args.settings, "--settings")
-    model, classes = load_spec(spec, args.checkpoint)
-    plan = batch_plan(args, model, classes, {**asdict(settings), "images": str(args.images)})
-    protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name,
-                              device=args.device, plan=plan)
-    protos.settings["checkpoint"] = str(args.checkpoint)
-    write_prototypes(args.out, protos)
-    plan.partial.unlink(missing_ok=True)
-    if args.grid:
-        write_caricature_grid(args.grid, protos, spec.preprocess(), args.grid_classes)
+    spec, settings, model, classes = load_model(args, CaricatureSettings)
+    with batch_plan(args, model, settings, classes=classes, images=str(args.images)) as plan:
+        protos = make_caricatures(model, classes, spec.preprocess(), settings, args.images, name=spec.name,
+                                  device=args.device, plan=plan)
+        protos.settings["checkpoint"] = str(args.checkpoint)
+        write_prototypes(args.out, protos)
+        if args.grid:
+            write_caricature_grid(args.grid, protos, spec.preprocess(), args.grid_classes)
     logging.getLogger("peekflow").info("wrote %s: %d caricatures at layer %s, mean final loss %.4g", args.out,
                                        len(protos.targets), settings.layer, float(np.mean(protos.losses)))
 

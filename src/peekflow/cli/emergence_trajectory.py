@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
-from peekflow.device import set_threads
-from peekflow.settings import parse_settings, to_json
+from peekflow.cli import add_model_arguments, load_model, stage_main
+from peekflow.settings import to_json
 
 HELP = """Attack a few of the images an emergence analysis saw (L-inf PGD on the synthesis engine) and trace their
 sample and regional embeddings and knowledge points step by step through every analysed layer; writes an HDF5 file
@@ -16,12 +15,8 @@ of the paths and a figure."""
 def add_arguments(p) -> None:
     from peekflow.emergence.trajectory import TrajectorySettings
 
-    p.add_argument("--model", required=True, help="model spec as JSON (the analysed model)")
-    p.add_argument("--checkpoint", required=True, help="model weights")
+    add_model_arguments(p, TrajectorySettings)
     p.add_argument("--analysis", required=True, nargs="+", help="the emergence files (<layer>.h5), shallow to deep")
-    add_settings_argument(p, TrajectorySettings)
-    add_device_argument(p)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--dpi", type=int, default=120)
     p.add_argument("--out", required=True, help="trajectory file (.h5)")
     p.add_argument("--figure", required=True, help="trajectory figure (.png)")
@@ -31,12 +26,8 @@ def run(args) -> None:
     from peekflow.emergence.files import read_layer, write_trajectory
     from peekflow.emergence.plots import plot_trajectory
     from peekflow.emergence.trajectory import TrajectorySettings, adversarial_trajectory
-    from peekflow.models.spec import ModelSpec, load_spec
 
-    set_threads(args.threads)
-    settings = parse_settings(TrajectorySettings, args.settings, "--settings")
-    spec = parse_settings(ModelSpec, args.model, "--model")
-    model, classes = load_spec(spec, args.checkpoint)
+    spec, settings, model, classes = load_model(args, TrajectorySettings)
     files = [read_layer(path) for path in args.analysis]
     if files[0].classes and files[0].classes != classes:
         raise ValueError(f"{args.analysis[0]} analysed a model with classes {files[0].classes[:4]}..., but "

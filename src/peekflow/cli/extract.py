@@ -4,42 +4,31 @@ from __future__ import annotations
 
 import logging
 
-from peekflow.cli import add_device_argument, add_settings_argument, shard_arg, stage_main
-from peekflow.device import resolve_device, set_threads
+from peekflow.cli import add_model_arguments, load_model, stage_main
+from peekflow.device import resolve_device
 from peekflow.features.extract import ExtractSettings, extract_dataset, extract_features
-from peekflow.models.spec import ModelSpec, load_spec
 from peekflow.prototypes.images import PrototypeImages
 from peekflow.prototypes.store import read_prototypes
-from peekflow.settings import parse_settings
 
 HELP = """Extract logits and layer features of a model over an image folder into an HDF5 feature store -- or over
 a prototype file (--prototypes: the images quantised to 8 bit and preprocessed like real ones; labels = targets)."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
-    p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
+    add_model_arguments(p, ExtractSettings, shard="extract only the I-th (from 0) of S contiguous parts of the sorted "
+                                                  "image list (join them with peekflow merge-features)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="image folder: <images>/<class>/<file>")
     source.add_argument("--prototypes", help="prototype file (.h5) of this model (peekflow dream / deepinversion)")
     p.add_argument("--dataset-name", required=True, help="data set name recorded in the store")
-    add_settings_argument(p, ExtractSettings)
-    p.add_argument("--shard", default="0/1", type=shard_arg,
-                   help="I/S: extract only the I-th (from 0) of S contiguous parts of the sorted image list "
-                        "(join them with peekflow merge-features)")
-    add_device_argument(p)
     p.add_argument("--per-class", type=int, default=None, metavar="N",
                    help="--images only: extract a seeded subsample of N images per class (default: every image)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of that subsample (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="the feature store (.h5) to write")
 
 
 def run(args) -> None:
-    set_threads(args.threads)
-    spec = parse_settings(ModelSpec, args.model, "--model")
-    settings = parse_settings(ExtractSettings, args.settings, "--settings")
-    model, classes = load_spec(spec, args.checkpoint)
+    spec, settings, model, classes = load_model(args, ExtractSettings)
     device = resolve_device(args.device)
     preprocessing = spec.preprocess()
     attrs = {
@@ -66,10 +55,19 @@ def run(args) -> None:
             raise ValueError(f"prototype file {args.prototypes} was made for model {protos.model!r}, not {spec.name!r}")
         dataset = PrototypeImages(protos, preprocessing)
         attrs["prototype_method"] = protos.method
-        summary = extract_dataset(model, dataset, settings, device, args.out, attrs, source=args.prototypes)
+        summary = extract_dataset(model, dataset, settings, device, args.out, attrs, source=args.prototypes,
+                                  inputs=[file_digest(args.prototypes)])
     logging.getLogger("peekflow").info(
         "wrote %s: %d images on %s, %d skipped", args.out, summary["rows"], device, len(summary["skipped"])
     )
+
+
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes: what identifies the prototypes a resumed extraction continues on."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ import logging
 
 from peekflow.cli import stage_main
 from peekflow.prototypes.grids import write_caricature_grid, write_grid
-from peekflow.prototypes.shards import merge_prototype_shards
-from peekflow.prototypes.store import write_prototypes
+from peekflow.prototypes.store import merge_prototype_shards, write_prototypes
 
 HELP = """Join the shard files of `peekflow dream|deepinversion --shard I/S` (given in shard order 0..S-1) into one
 prototype file, equal to a one-job run's (the same images, targets, losses and settings), and draw its grid

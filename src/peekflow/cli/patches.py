@@ -8,11 +8,9 @@ import json
 import logging
 import time
 
-from peekflow.cli import add_device_argument, add_settings_argument, shard_arg, stage_main
-from peekflow.device import resolve_device, set_threads
-from peekflow.models.spec import ModelSpec, load_spec
+from peekflow.cli import add_model_arguments, batch_plan, load_model, stage_main
 from peekflow.neurons.patches import PatchSettings
-from peekflow.settings import parse_settings, to_json
+from peekflow.settings import to_json
 
 HELP = """Top-k patches per channel of a layer, found among the channel's top-N images (`peekflow topn`).
 
@@ -25,20 +23,15 @@ Example:
   peekflow patches --model '{"name": "m", "arch": "small_resnet", "num_classes": 10}' --checkpoint m.pt \\
       --topn results/neurons/m/layer4/topn.h5 --settings '{"channels": "0:16", "k": 8}' \\
       --out results/neurons/m/layer4/patches
-Channels are searched in batches of channel_batch; a killed job resumes from <out>.partial. With --shard 1/4, --out is
+Channels are searched in batches of channel_batch; a killed job resumes from <out>.partial/. With --shard 1/4, --out is
 the shard file (.h5) of the second of 4 contiguous ranges of those batches; `peekflow merge-patches --shards <4 files>
 --out <folder>` writes the one-job folder. The search time goes to the log, not the folder."""
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
-    p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
+    add_model_arguments(p, PatchSettings, shard="search only shard I of S of the channel batches, into the shard "
+                                                "file --out")
     p.add_argument("--topn", required=True, help="top-N file of the layer (peekflow topn)")
-    add_settings_argument(p, PatchSettings)
-    add_device_argument(p)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.add_argument("--shard", default="0/1", type=shard_arg,
-                   help="search only shard I of S (I/S) of the channel batches, into the shard file --out")
     p.add_argument("--out", required=True,
                    help="patch folder to write (replaced when complete; with --shard I/S, S > 1: the shard file)")
 
@@ -53,19 +46,13 @@ def topn_digest(topn) -> str:
 
 
 def run(args) -> None:
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from peekflow.models.checkpoint import weights_digest
+    from peekflow.device import resolve_device
     from peekflow.neurons.patch_files import write_patch_folder
     from peekflow.neurons.patch_shards import write_patch_shard
     from peekflow.neurons.patches import find_patches, select_channels
     from peekflow.neurons.topn import read_topn
-    from peekflow.prototypes.shards import BatchPlan
 
-    set_threads(args.threads)
-    spec = parse_settings(ModelSpec, args.model, "--model")
-    settings = parse_settings(PatchSettings, args.settings, "--settings")
+    spec, settings, model, _ = load_model(args, PatchSettings)
     topn = read_topn(args.topn)
     layer = topn.attrs["layer"]
     preprocessing = spec.preprocess()
@@ -73,24 +60,19 @@ def run(args) -> None:
     if recorded is not None and json.loads(recorded) != preprocessing.as_dict():
         raise ValueError(f"top-N file {args.topn} ranks images under preprocessing {recorded}, but model "
                          f"{spec.name!r} is configured with {json.dumps(preprocessing.as_dict())}")
-    model, _ = load_spec(spec, args.checkpoint)
-    device = resolve_device(args.device)
-    key = {"model weights": weights_digest(model), "top-N": topn_digest(topn), "layer": layer,
-           "preprocessing": preprocessing.as_dict(), "settings": asdict(settings), "shard": list(args.shard),
-           "device": str(device)}
-    partial = Path(args.out).with_name(Path(args.out).name + ".partial")
-    plan = BatchPlan(shard=args.shard, partial=partial, key=key)
-    start = time.perf_counter()
-    patches, info = find_patches(model, layer, topn, settings, preprocessing, device, plan=plan)
-    seconds = time.perf_counter() - start
-    attrs = {"layer": layer, "model": spec.name, "topn": str(args.topn), "checkpoint": str(args.checkpoint),
-             "source_store": topn.attrs.get("source_store", ""), "settings": to_json(settings), "info": info}
-    if args.shard[1] > 1:
-        selected = len(select_channels(settings.channels, topn.indices.shape[0], layer))
-        write_patch_shard(args.out, patches, {**attrs, **plan.attrs(selected, settings.channel_batch)})
-    else:
-        write_patch_folder(args.out, patches, attrs)
-    partial.unlink(missing_ok=True)  # the finished batches are in the output now
+    with batch_plan(args, model, settings, **{"top-N": topn_digest(topn), "layer": layer,
+                                              "preprocessing": preprocessing.as_dict()}) as plan:
+        start = time.perf_counter()
+        patches, info = find_patches(model, layer, topn, settings, preprocessing, resolve_device(args.device),
+                                     plan=plan)
+        seconds = time.perf_counter() - start
+        attrs = {"layer": layer, "model": spec.name, "topn": str(args.topn), "checkpoint": str(args.checkpoint),
+                 "source_store": topn.attrs.get("source_store", ""), "settings": to_json(settings), "info": info}
+        if args.shard[1] > 1:
+            selected = len(select_channels(settings.channels, topn.indices.shape[0], layer))
+            write_patch_shard(args.out, patches, {**attrs, **plan.attrs(selected, settings.channel_batch)})
+        else:
+            write_patch_folder(args.out, patches, attrs)
     logging.getLogger("peekflow").info("wrote %s: %d patches for each of %d channels of %s (%s mode, %.1fs); %s",
                                        args.out, patches.rows.shape[1], len(patches.channels), layer,
                                        settings.mode, seconds, json.dumps(info))

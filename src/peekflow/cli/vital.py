@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from peekflow.cli import add_device_argument, add_settings_argument, stage_main
+from peekflow.cli import add_model_arguments, load_model, stage_main
 
 HELP = """VITAL (Görgün et al. 2025): per channel, a feature visualisation whose relevance-weighted feature
 distributions at earlier layers are matched to those of the channel's real top patches, beside the plain channel
@@ -23,36 +23,29 @@ Example:
 def add_arguments(p) -> None:
     from peekflow.neurons.vital import VitalSettings
 
-    p.add_argument("--model", required=True, help="model spec as JSON: name, arch, num_classes, preprocessing, ...")
-    p.add_argument("--checkpoint", required=True, help="model weights (peekflow checkpoint or a state dict)")
+    add_model_arguments(p, VitalSettings)
     p.add_argument("--patches", required=True, help="the layer's patch folder (peekflow patches)")
     p.add_argument("--topn", default=None, help="the layer's top-N file (needed for reference: images)")
-    add_settings_argument(p, VitalSettings)
     p.add_argument("--probe-model", default=None, help="probe model spec as JSON (faithfulness measure)")
     p.add_argument("--probe-checkpoint", default=None, help="probe model weights")
     p.add_argument("--probe-layer", default=None, help="probe layer whose pooled output is the feature")
-    add_device_argument(p)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--out", required=True, help="vital.h5 to write")
     p.add_argument("--grid", default=None, help="PNG grid to write")
 
 
 def run(args) -> None:
-    from peekflow.device import resolve_device, set_threads
+    from peekflow.device import resolve_device
     from peekflow.models.spec import ModelSpec, load_spec
     from peekflow.neurons.vital import VitalSettings, probe_similarity, vital_channels
     from peekflow.neurons.vital_files import reference_images, write_vital
     from peekflow.settings import parse_settings
 
-    set_threads(args.threads)
     probe_args = [args.probe_model, args.probe_checkpoint, args.probe_layer]
     if any(probe_args) and not all(probe_args):
         raise ValueError("--probe-model, --probe-checkpoint and --probe-layer go together")
-    spec = parse_settings(ModelSpec, args.model, "--model")
-    settings = parse_settings(VitalSettings, args.settings, "--settings")
+    spec, settings, model, _ = load_model(args, VitalSettings)
     device = resolve_device(args.device)
     layer, channels, references = reference_images(args.patches, args.topn, settings)
-    model, _ = load_spec(spec, args.checkpoint)
     preprocessing = spec.preprocess()
     result = vital_channels(model, layer, channels, references, preprocessing, settings, device)
     attrs = {"layer": layer, "model": spec.name, "checkpoint": str(args.checkpoint), "patches": str(args.patches),

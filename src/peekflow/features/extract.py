@@ -9,10 +9,11 @@ logits, checked on the first batch (peekflow.features.last_layer). On CUDA the f
 of the next one's images and the writing of the last one's results (peekflow.features.pipeline); the store is the
 same.
 
-Resumable: the store is built as `<out>.partial`, which records after each flushed batch how many images are done; a
-rerun whose model weights, image list, settings, device and attributes are the same continues from there (anything
-else starts afresh, logging why). Sharded: `shard` (i, S) extracts the i-th of S contiguous row ranges, for
-peekflow.features.shards.merge_shards to join.
+Resumable: each finished batch is kept as a file of the partial folder `<out>.partial/` (peekflow.shards.Batches),
+and the store is written from them once all are there, under a temporary name renamed when whole (so the disk holds
+the store twice at the end, for a moment); a rerun whose model weights, image list, settings, device and attributes
+are the same continues after the batches it finds (anything else starts afresh, logging why). Sharded: `shard` (i, S)
+extracts the i-th of S contiguous row ranges, for peekflow.features.shards.merge_shards to join.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -30,14 +30,13 @@ from torch import nn
 
 from peekflow.data.folder import ImageFolder, Preprocessing, collate
 from peekflow.data.sampling import per_class_rows
-from peekflow.models.checkpoint import weights_digest
-from peekflow.features.last_layer import find_last_layer
+from peekflow.features.last_layer import LAST_LAYER, LastLayer, find_last_layer
 from peekflow.features.pipeline import BackgroundWriter, on_device, to_host
-from peekflow.features.shards import SHARD_ATTR, shard_rows
 from peekflow.features.store import StoreWriter
 from peekflow.models.layers import pool, record_layers
 from peekflow.progress import progress
 from peekflow.settings import Settings, required, setting
+from peekflow.shards import BatchPlan, Batches, check_shard, partial_path, resume_key, shard_record, shard_rows
 
 log = logging.getLogger("peekflow.extract")
 
@@ -79,14 +78,10 @@ def extract_features(
         dataset, items = torch.utils.data.Subset(dataset, chosen.tolist()), [items[i] for i in chosen]
         log.info("%s: a subsample of %d images (%d per class, seed %d) of %d", root, len(items), per_class, seed,
                  len(dataset.dataset))
-    index, count = shard
-    batches = -(-len(items) // settings.batch_size)
-    if not 0 <= index < count <= batches:
-        raise ValueError(f"shard {index}/{count} of {root}: need 0 <= I < S <= {batches} (its batches of "
-                         f"{settings.batch_size} images)")
-    if count > 1:
-        start, stop = shard_rows(len(items), index, count, settings.batch_size)
-        attrs = {**attrs, SHARD_ATTR: {"index": index, "count": count, "rows": [start, stop], "of": len(items)}}
+    check_shard(shard, len(items), settings.batch_size, f"extract {root}")
+    if shard[1] > 1:
+        start, stop = shard_rows(len(items), *shard, settings.batch_size)
+        attrs = {**attrs, **shard_record(shard, len(items), settings.batch_size)}
         dataset, items = torch.utils.data.Subset(dataset, range(start, stop)), items[start:stop]
     return extract_dataset(model, dataset, settings, device, out, attrs, source=str(root), inputs=items)
 
@@ -95,17 +90,31 @@ def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device
                     source: str, inputs: list | None = None) -> dict:
     """Write the store `out` for a data set of (preprocessed image, label, path) items, named `source` in messages
     (an ImageFolder, or prototypes: peekflow.prototypes.images); returns a summary (rows, skipped paths).
-    `inputs` identify the items (e.g. image paths); with them a killed run resumes, without them it starts afresh.
-    The GPU computes batch j+1 while batch j is copied to the host and written (peekflow.features.pipeline)."""
-    key = None if inputs is None else resume_key(model, inputs, settings, device, attrs)
-    writer = StoreWriter.reopen(out, key) if key else None
-    done = writer.done if writer else {"items": 0, "rows": 0, "skipped": []}
-    if writer:
-        log.info("resuming %s at row %d (%d of %d images done)", out, done["rows"], done["items"], len(dataset))
+    `inputs` identify the items (e.g. image paths, a prototype file's digest); with them a killed run resumes from
+    its finished batches, without them it starts afresh."""
+    key = None
+    if inputs is not None:
+        key = resume_key(model, device, {k: v for k, v in asdict(settings).items() if k != "num_workers"},
+                         images=hashlib.sha256(json.dumps(inputs).encode()).hexdigest(), attributes=attrs)
+    size = settings.batch_size
+    with BatchPlan(partial=partial_path(out), key=key) as plan:
+        done = set(plan.kept.done())
+        todo = [j for j in range(-(-len(dataset) // size)) if j not in done]
+        if todo:
+            extract_batches(model, dataset, settings, device, plan.kept, todo, f"extract {out}")
+        return write_store(out, plan.kept, len(dataset), settings, attrs, source)
+
+
+def extract_batches(model: nn.Module, dataset, settings: ExtractSettings, device: torch.device, kept: Batches,
+                    todo: list[int], desc: str) -> None:
+    """Compute batches `todo` (numbers j: items [j*B, (j+1)*B)) of `dataset` and keep each in `kept`. The GPU
+    computes batch j+1 while batch j is copied to the host and written (peekflow.features.pipeline). The first batch
+    with images that no kept batch has checked for the classifier's last layer records it (or that there is none)."""
+    size, n = settings.batch_size, len(dataset)
     cuda, own_pinning = device.type == "cuda", device.type == "cuda" and settings.num_workers == 0
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, range(done["items"], len(dataset))) if done["items"] else dataset,
-        batch_size=settings.batch_size,
+        dataset,
+        batch_sampler=[range(j * size, min((j + 1) * size, n)) for j in todo],  # batches as in a one-job run
         num_workers=settings.num_workers,
         collate_fn=functools.partial(collate, pin_memory=True) if own_pinning else collate,  # stacked once, pinned
         pin_memory=cuda and not own_pinning,
@@ -117,93 +126,87 @@ def extract_dataset(model: nn.Module, dataset, settings: ExtractSettings, device
         model.to(memory_format=torch.channels_last)
     amp = settings.amp and cuda
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-    item, row, skipped = done["items"], done["rows"], list(done["skipped"])
-    kill_after = int(os.environ.get("PEEKFLOW_TEST_KILL_AFTER_BATCHES", 0))  # test only: die like a killed job
+    checked = any(LAST_LAYER in kept.attrs(j) for j in kept.done())
     background = BackgroundWriter(depth=2)
     try:
         recorded = list(dict.fromkeys([*settings.layers, *settings.maps]))
         with record_layers(model, recorded) as acts, torch.inference_mode():
-            batches = on_device(progress(loader, desc=f"extract {out}"), device, layout)
-            for batch, (images, labels, paths, bad) in enumerate(batches):
+            batches = on_device(progress(loader, desc=desc), device, layout)
+            for j, (images, labels, paths, bad) in zip(todo, batches):
                 for path in bad:
                     log.warning("skipped unreadable image %s", path)
-                skipped += bad
-                item += len(paths) + len(bad)
-                results = None
+                info, results = {"items": len(paths) + len(bad), "skipped": list(bad)}, {}
                 if images is not None:
                     with autocast:
                         logits = model(images)
                     pooled = {name: pool(acts[name]) for name in settings.layers}
-                    maps = {name: spatial_map(acts[name], name) for name in settings.maps}
-                    if writer is None:
-                        channels = {name: mean.shape[1] for name, (mean, _) in pooled.items()}
-                        shapes = {name: tuple(m.shape[1:]) for name, m in maps.items()}
+                    if not checked:
                         last = find_last_layer(model, {n: mean for n, (mean, _) in pooled.items()}, logits,
                                                tolerance=1e-2 if amp else 1e-4)
-                        writer = StoreWriter(out, len(dataset), logits.shape[1], channels, attrs, maps=shapes,
-                                             resume_key=key, last_layer=last)
-                    results = to_host({
-                        "logits": logits.float(),
-                        "features": {name: mean.float() for name, (mean, _) in pooled.items()},
-                        "maxact": {name: mx.float() for name, (_, mx) in pooled.items()},
-                        "maps": {name: m.to(torch.float16, memory_format=torch.contiguous_format) for name, m in maps.items()},
-                    })
-                    del logits, pooled, maps  # the GPU memory is free for the next batch once the copies are done
-                if writer is None:
-                    if kill_after and batch == kill_after:
-                        os._exit(137)
-                    continue
-                progress_now = {"items": item, "rows": row + len(paths), "skipped": list(skipped)}
-                background.submit(functools.partial(
-                    write_batch, writer, row, results, labels, paths, progress_now if key else None,
-                    kill=bool(kill_after) and batch == kill_after))
-                row += len(paths)
+                        info[LAST_LAYER], checked = last and {"module": last.module, "input": last.input}, True
+                        if last is not None:
+                            results[f"{LAST_LAYER}/weight"] = torch.from_numpy(last.weight)
+                            results[f"{LAST_LAYER}/bias"] = torch.from_numpy(last.bias)
+                    results.update({"logits": logits.float(), "labels": labels})
+                    results.update({f"features/{name}": mean.float() for name, (mean, _) in pooled.items()})
+                    results.update({f"maxact/{name}": mx.float() for name, (_, mx) in pooled.items()})
+                    results.update({f"maps/{name}": spatial_map(acts[name], name).to(
+                        torch.float16, memory_format=torch.contiguous_format) for name in settings.maps})
+                    del logits, pooled  # the GPU memory is free for the next batch once the copies are done
+                background.submit(functools.partial(keep_batch, kept, j, to_host(results), paths, info))
         background.close()
-        if writer is None:
-            raise ValueError(f"no readable image in {source}")
-        writer.finish({"n_rows": row, "skipped_paths": skipped}, n_rows=row)
     except BaseException:
         background.close(cancel=True)  # no write runs after this
-        if writer is not None:
-            writer.abort()
         raise
     finally:
         if settings.channels_last:
             model.to(memory_format=torch.contiguous_format)
+
+
+def keep_batch(kept: Batches, j: int, results, paths: list[str], info: dict) -> None:
+    """In the writer thread: wait for batch `j`'s copies to the host, then keep its rows (a file of its own)."""
+    host, copied = results
+    if copied is not None:
+        copied.synchronize()
+    arrays = {name: x.numpy() for name, x in host.items()}
+    if arrays:
+        arrays["paths"] = list(paths)
+    kept.put(j, arrays, {**info, "rows": len(paths)})
+
+
+def write_store(out, kept: Batches, n: int, settings: ExtractSettings, attrs: dict, source: str) -> dict:
+    """Write the store `out` from the `n` items' finished batches in `kept`, in order; returns (rows, skipped)."""
+    batches = range(-(-n // settings.batch_size))
+    info = [kept.attrs(j) for j in batches]
+    with_rows = [j for j, i in zip(batches, info) if i["rows"]]
+    if not with_rows:
+        raise ValueError(f"no readable image in {source}")
+    first = kept.get(with_rows[0])[0]
+    checked = next((j for j, i in zip(batches, info) if LAST_LAYER in i), None)
+    last = None
+    if checked is not None and info[checked][LAST_LAYER]:
+        arrays = first if checked == with_rows[0] else kept.get(checked)[0]
+        last = LastLayer(arrays[f"{LAST_LAYER}/weight"], arrays[f"{LAST_LAYER}/bias"], **info[checked][LAST_LAYER])
+    layers, maps = settings.layers, {layer: first[f"maps/{layer}"].shape[1:] for layer in settings.maps}
+    channels = {layer: first[f"features/{layer}"].shape[1] for layer in layers}
+    writer = StoreWriter(out, n, first["logits"].shape[1], channels, attrs, maps=maps, last_layer=last)
+    row, skipped = 0, []
+    try:
+        for j in batches:
+            skipped += info[j]["skipped"]
+            if not info[j]["rows"]:
+                continue
+            arrays = first if j == with_rows[0] else kept.get(j)[0]
+            writer.write(row, arrays["logits"], arrays["labels"], arrays["paths"],
+                         {layer: arrays[f"features/{layer}"] for layer in layers},
+                         {layer: arrays[f"maxact/{layer}"] for layer in layers},
+                         {layer: arrays[f"maps/{layer}"] for layer in maps})
+            row += info[j]["rows"]
+        writer.finish({"n_rows": row, "skipped_paths": skipped}, n_rows=row)
+    except BaseException:
+        writer.abort()
+        raise
     return {"rows": row, "skipped": skipped}
-
-
-def write_batch(writer: StoreWriter, row: int, results, labels, paths, done: dict | None, kill: bool = False) -> None:
-    """In the writer thread: wait for the batch's copies to the host, write its rows at `row`, then checkpoint `done`
-    (a resumable store) -- so a checkpoint records only rows really written."""
-    if results is not None:
-        host, copied = results
-        if copied is not None:
-            copied.synchronize()
-        writer.write(
-            row,
-            host["logits"].numpy(),
-            labels.numpy(),
-            paths,
-            {name: x.numpy() for name, x in host["features"].items()},
-            {name: x.numpy() for name, x in host["maxact"].items()},
-            {name: x.numpy() for name, x in host["maps"].items()},
-        )
-    if kill:
-        os._exit(137)  # test only: after the checkpoints before, with this batch written but not checkpointed
-    if done is not None:
-        writer.checkpoint(done)
-
-
-def resume_key(model: nn.Module, inputs: list, settings: ExtractSettings, device: torch.device, attrs: dict) -> dict:
-    """What the rows of a store depend on: a killed run is continued only if all of it is unchanged."""
-    return {
-        "model weights": weights_digest(model),
-        "images": hashlib.sha256(json.dumps(inputs).encode()).hexdigest(),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "num_workers"},
-        "device": device.type,
-        "attributes": attrs,
-    }
 
 
 def spatial_map(act: torch.Tensor, layer: str) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 On CUDA `on_device` copies batch j+1's images on a side stream while batch j computes, and `to_host` starts
 non-blocking copies of a batch's results into pinned host memory, marked by an event; `BackgroundWriter` runs the
-store's writes and checkpoints in one thread, in order, at most `depth` batches behind, waiting for each batch's event
+writes of the batch files in one thread, in order, at most `depth` batches behind, waiting for each batch's event
 first. So the GPU computes batch j+1 while batch j is copied and written. On the CPU the same steps run without
 streams (copies are no-ops). A job's error is raised in the submitting thread at its next call (then no later job
 runs).

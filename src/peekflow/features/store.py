@@ -5,15 +5,14 @@ utf-8, `features/<layer>` [N,C] spatial mean, `maxact/<layer>` [N,C] spatial max
 float16 (whole spatial maps, only where extraction asks for them), optionally `last_layer/weight` [K,D] and
 `last_layer/bias` [K] (the classifier's last layer, recorded only where extraction verified that it maps the pooled
 features of layer `last_layer.attrs["input"]` to the stored logits; peekflow.features.last_layer), attributes
-describing model, data set and preprocessing, and `complete=True` written last. The file is built as
-`<store>.partial` and renamed, so a killed job never leaves a store that looks whole; the partial file records how
-many rows are done, for a rerun to continue.
+describing model, data set and preprocessing, and `complete=True` written last. The file is built under a temporary
+name (io.temp_path) and renamed when whole, so a killed job never leaves a store that looks whole. (Extraction keeps
+its finished batches apart, in a partial folder, and writes the store from them at the end: features.extract.)
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,45 +21,31 @@ import h5py
 import numpy as np
 
 from peekflow.features.last_layer import LAST_LAYER, LastLayer
-from peekflow.io import IncompleteFileError, open_complete_h5, plain_attrs
+from peekflow.io import IncompleteFileError, commit, open_complete_h5, plain_attrs, temp_path
 
 STR = h5py.string_dtype("utf-8")
-RESUME_KEY, RESUME_DONE = "resume_key", "resume_done"  # attributes of a partial store only
-log = logging.getLogger("peekflow.store")
 
 
 class StoreError(IncompleteFileError):
     pass
 
 
-def partial_path(path) -> Path:
-    """Where a store is built before its rename: `<store>.partial`, a fixed name, so that the rerun of a killed job
-    finds it (Snakemake deletes a failed job's declared outputs; this file is not one)."""
-    path = Path(path)
-    return path.with_name(path.name + ".partial")
-
-
 class StoreWriter:
-    """Preallocates every data set for `n` rows; rows are written batch by batch (memory stays O(batch)).
-
-    With a `resume_key` (a dict saying what the rows depend on), `checkpoint(done)` flushes the file and records
-    the progress `done` after each batch, and `StoreWriter.reopen` continues a killed run whose key is the same."""
+    """Preallocates every data set for `n` rows; rows are written batch by batch (memory stays O(batch)); `finish`
+    renames the whole store into place, `abort` deletes it."""
 
     def __init__(self, path, n: int, num_classes: int, channels: dict[str, int], attrs: dict,
-                 maps: dict[str, tuple[int, int, int]] | None = None, resume_key: dict | None = None,
-                 last_layer: LastLayer | None = None):
-        self.path, self.n, self.done = Path(path), n, None
-        self.partial = partial_path(self.path)
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self.h5 = h5py.File(self.partial, "w")
+                 maps: dict[str, tuple[int, int, int]] | None = None, last_layer: LastLayer | None = None):
+        self.path, self.n = Path(path), n
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.path)
+        self.h5 = h5py.File(self.tmp, "w")
         chunk = (max(1, min(n, 1024)),)
-        # rows are resizable: skipped images (skip_corrupt) shrink the store at finish() instead of leaving gaps.
-        # Numbers go to chunks allocated up front, so that writing rows never changes the file's metadata: a job
-        # killed between two checkpoints leaves the rows of the last one readable.
+        # rows are resizable: skipped images (skip_corrupt) shrink the store at finish() instead of leaving gaps
         self.h5.create_dataset("logits", (n, num_classes), "float32", chunks=chunk + (num_classes,),
                                maxshape=(None, num_classes), dcpl=allocated_early())
         self.h5.create_dataset("labels", (n,), "int64", chunks=chunk, maxshape=(None,), dcpl=allocated_early())
-        self._create_paths()
+        self.h5.create_dataset("paths", (n,), STR, chunks=chunk, maxshape=(None,))
         for layer, c in channels.items():
             for group in ("features", "maxact"):
                 # chunks of whole rows, so that per-channel readers (top-N) stream blocks of images
@@ -74,57 +59,6 @@ class StoreWriter:
             last_layer.write(self.h5)
         self._set_attrs(attrs)
         self.h5.attrs["complete"] = False
-        if resume_key is not None:
-            self.h5.attrs[RESUME_KEY] = json.dumps(resume_key, sort_keys=True)
-
-    @classmethod
-    def reopen(cls, path, resume_key: dict) -> StoreWriter | None:
-        """The partial store of a killed run made with the same `resume_key`, opened to continue after its last
-        checkpoint (`.done`); None if there is none, or after deleting one that cannot be continued (logged)."""
-        partial = partial_path(path)
-        if not partial.exists():
-            return None
-        try:
-            h5 = h5py.File(partial, "r+")
-        except OSError as err:
-            if "lock" in str(err).lower():  # another job writes it right now
-                raise RuntimeError(f"partial store {partial} is open in another process ({err})") from None
-            log.info("starting %s afresh: its partial store is unreadable (%s)", path, err)
-            partial.unlink()
-            return None
-        old, new = json.loads(h5.attrs.get(RESUME_KEY, "{}")), json.loads(json.dumps(resume_key))
-        done = h5.attrs.get(RESUME_DONE)
-        if old != new or done is None:
-            h5.close()
-            differ = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
-            why = f"it was made with other {', '.join(differ)}" if differ else "it holds no finished batch"
-            log.info("starting %s afresh: %s", path, why)
-            partial.unlink()
-            return None
-        writer = cls.__new__(cls)
-        writer.path, writer.partial, writer.h5 = Path(path), partial, h5
-        writer.n, writer.done = h5["labels"].shape[0], json.loads(done)
-        writer._create_paths(keep=writer.done["rows"])
-        return writer
-
-    def _create_paths(self, keep: int = 0) -> None:
-        """(Re)create `paths`, keeping its first `keep` rows. Strings live in the file's heap, which a killed job can
-        leave pointing nowhere beyond the last checkpoint; overwriting such rows fails, so a resumed job starts the
-        data set anew (its old heap objects stay as unused space)."""
-        kept = self.h5["paths"].asstr()[:keep] if keep else []
-        if "paths" in self.h5:
-            del self.h5["paths"]
-        self.h5.create_dataset("paths", (self.n,), STR, chunks=(max(1, min(self.n, 1024)),), maxshape=(None,))
-        for start in range(0, keep, 1 << 16):
-            stop = min(start + (1 << 16), keep)
-            self.h5["paths"][start:stop] = kept[start:stop]
-
-    def checkpoint(self, done: dict) -> None:
-        """Flush every row written so far, then record `done` (what a rerun continues from)."""
-        self.h5.flush()
-        self.h5.attrs[RESUME_DONE] = json.dumps(done)
-        self.h5.flush()
-        self.done = done
 
     def write(self, start: int, logits, labels, paths, features: dict, maxact: dict, maps: dict | None = None) -> None:
         stop = start + len(labels)
@@ -142,13 +76,10 @@ class StoreWriter:
         if n_rows is not None and n_rows != self.n:
             for name in self._row_datasets():
                 self.h5[name].resize(n_rows, axis=0)
-        for key in (RESUME_KEY, RESUME_DONE):
-            if key in self.h5.attrs:
-                del self.h5.attrs[key]
         self._set_attrs(extra_attrs or {})
         self.h5.attrs["complete"] = True
         self.h5.close()
-        os.replace(self.partial, self.path)
+        commit(self.tmp, self.path)
 
     def _set_attrs(self, attrs: dict) -> None:
         # scalars and strings as they are; lists and dicts as JSON text
@@ -162,13 +93,9 @@ class StoreWriter:
         return [n for n in names if not n.startswith(LAST_LAYER + "/")]
 
     def abort(self) -> None:
-        """Close after a failure; keep the partial store if a rerun can continue it."""
+        """Close and delete the unfinished store after a failure."""
         self.h5.close()
-        if self.done:  # set by checkpoint(), which only resumable writers call
-            log.info("kept %s (%d rows done): a rerun with the same settings continues from there",
-                     self.partial, self.done["rows"])
-        else:
-            self.partial.unlink()
+        self.tmp.unlink(missing_ok=True)
 
 
 def allocated_early():

@@ -21,7 +21,8 @@ leaves 4 of 128 neurons instead of 55.
 Sharding (labels.shards.dora): the s-AMS are rendered in batches of batch_size images (whole neurons); batch j
 depends only on the settings and j -- its starting images are seeded from (seed, i), its transforms from seed + j,
 and its restarts render its own unraised neurons together -- so shards of whole batches (dora_signals with a
-BatchPlan; `peekflow merge-dora` joins their signal files) give a one-job run's output bit for bit on the CPU.
+peekflow.shards.BatchPlan; `peekflow merge-dora` joins their signal files) give a one-job run's output bit for bit on
+the CPU.
 
 Unlike the original, the optimiser settings (lr, steps, optimizer, schedule) reach the render loop, and the channel
 is taken from the channel axis of the layer's [B,C,H,W] output (the spatial mean per channel, then channel c_i).
@@ -43,8 +44,8 @@ from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.models.layers import layer_channels, pool, record_layers
 from peekflow.prototypes.batching import per_image_param, render_in_batches, repeat_each, resolve_size
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.settings import redefault, setting
+from peekflow.shards import BatchPlan, joined
 from peekflow.synthesis.objectives import channel
 from peekflow.synthesis.settings import RenderSettings, scaled_jitter
 from peekflow.synthesis.regularisers import tv_l2
@@ -231,7 +232,7 @@ def dora_neurons(model: nn.Module, layer: str, preprocessing: Preprocessing, s: 
 def dora_signals(model: nn.Module, layer: str, preprocessing: Preprocessing, s: DoraSettings, device="auto",
                  plan: BatchPlan | None = None) -> DoraSignals:
     """The s-AMS, representations and start responses of the layer's neurons (with a `plan`: of its shard's render
-    batches, finished ones read back from its partial file)."""
+    batches, finished ones read back from its partial folder)."""
     device = resolve_device(device)
     model = model.to(device).eval()
     size = resolve_size(s.size, preprocessing)
@@ -239,23 +240,12 @@ def dora_signals(model: nn.Module, layer: str, preprocessing: Preprocessing, s: 
     batches = check_dora_batches(s, len(neurons))
     plan = plan or BatchPlan()
     first, stop = plan.rows(len(neurons) * s.per_neuron, s.batch_size, f"dora {layer}")
-    parts, kept = [], plan.open()
-    try:
-        for j in range(first // s.batch_size, -(-stop // s.batch_size)):
-            done = kept.get(j)
-            if done is None:
-                arrays = batch_signals(model, layer, neurons, (j, batches), preprocessing, s, size, device)
-                kept.put(j, arrays, {})
-            else:
-                arrays = done[0]
-            parts.append(arrays)
-            log.info("dora %s: batch %d/%d done (%d neurons, %d raised)", layer, j + 1, batches,
-                     len(arrays["activated"]), int(arrays["activated"].sum()))
-    finally:
-        kept.close(finished=False)  # the caller deletes the partial file once its output is written
-    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    parts = plan.batches(
+        len(neurons) * s.per_neuron, s.batch_size, f"dora {layer}",
+        lambda j, _: (batch_signals(model, layer, neurons, (j, batches), preprocessing, s, size, device), {}),
+        describe=lambda a: f" ({len(a['activated'])} neurons, {int(a['activated'].sum())} raised)")
     mine = np.asarray(neurons[first // s.per_neuron:stop // s.per_neuron], dtype=np.int64)
-    return DoraSignals(neurons=mine, **joined)
+    return DoraSignals(neurons=mine, **joined(parts))
 
 
 def dora_outliers(signals: DoraSignals, layer: str, s: DoraSettings) -> DoraResult:

@@ -5,7 +5,7 @@ s-AMS.
 
 File: datasets `neurons` [n], `images` [n * per_neuron, 3, H, W], `representations` [n, C], `start_activation` [n],
 `activated` [n]; attribute `settings` (JSON): model, checkpoint, layer, the DORA settings and the shard
-({"index", "count", "rows": [start, stop] of the s-AMS, "of": N}, as prototypes/shards.py records it).
+({"index", "count", "rows": [start, stop] of the s-AMS, "of": N}, as peekflow.shards records it).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from peekflow.io import atomic_path
 from peekflow.neurons.dora import DoraSettings, DoraSignals
-from peekflow.prototypes.shards import check_shard_files
+from peekflow.shards import check_shard_files
 
 FIELDS = [f.name for f in dataclasses.fields(DoraSignals)]
 

@@ -1,6 +1,6 @@
 """A patch search in shards: `peekflow patches --shard I/S` writes the patches of shard I of a layer's channel batches
 to a shard file (patches.h5's layout, attribute `shard`: {"index", "count", "rows": [start, stop] of the selected
-channels, "of": their number}, as prototypes/shards.py records it); `peekflow merge-patches` joins the shard files
+channels, "of": their number}, as peekflow.shards records it); `peekflow merge-patches` joins the shard files
 into the patch folder of a one-job run (patches.h5's data sets and the PNGs bit for bit on the CPU).
 
 The folder's `info` is not compared between shards: its `max_abs_diff_to_topn` (map mode) is a max over the shard's
@@ -16,7 +16,7 @@ import numpy as np
 from peekflow.io import atomic_path
 from peekflow.neurons.patch_files import read_patch_h5, write_patch_h5
 from peekflow.neurons.patches import Patches
-from peekflow.prototypes.shards import SHARD_KEY, check_shard_files
+from peekflow.shards import SHARD_KEY, check_shard_files
 
 CHECK = "max_abs_diff_to_topn"
 

@@ -27,9 +27,9 @@ image's top-N rank, then by position (row-major unit or window order). Every pat
 first channel's best image (images of other sizes give patches resized to it).
 
 The selected channels are searched in batches of `channel_batch` (a batch runs the union of its channels' top-N
-images once), so a batch's patches depend only on the settings and the batch: a `BatchPlan` (prototypes/shards.py)
-runs a shard of the batches and keeps finished ones in its partial file, and shards joined in order
-(neurons/patch_shards.py) equal a one-job run bit for bit on the CPU.
+images once), so a batch's patches depend only on the settings and the batch: a `BatchPlan` (peekflow.shards) runs a
+shard of the batches and keeps finished ones in its partial folder, and shards joined in order (neurons/patch_shards.py)
+equal a one-job run bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from peekflow.data.folder import Preprocessing
 from peekflow.neurons.receptive_field import ReceptiveField, forward_to, receptive_field
 from peekflow.neurons.topn import TopN
 from peekflow.progress import progress
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.settings import Settings, setting
+from peekflow.shards import BatchPlan, joined
 
 log = logging.getLogger("peekflow")
 MODES = ("map", "window")
@@ -260,7 +260,7 @@ def _path_lookup(topn: TopN) -> dict[int, str]:
 def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preprocessing: Preprocessing,
                  device, plan: BatchPlan | None = None) -> tuple[Patches, dict]:
     """The best `k` patches of each selected channel (with a `plan`: of its shard's channel batches, finished ones
-    read back from its partial file); returns them and a summary (receptive field, check against the store)."""
+    read back from its partial folder); returns them and a summary (receptive field, check against the store)."""
     channels = select_channels(settings.channels, topn.indices.shape[0], layer)
     n = topn.indices.shape[1]
     if settings.k > n * settings.per_image:
@@ -286,26 +286,14 @@ def find_patches(model, layer: str, topn: TopN, settings: PatchSettings, preproc
         boxes = window_grid(settings, rf, *first.shape[1:])
         info["windows"] = {"size": [boxes[0][2], boxes[0][3]], "per_image": len(boxes)}  # of the first image
         size = (boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
-    plan, step = plan or BatchPlan(), settings.channel_batch
-    start, stop = plan.rows(len(channels), step, f"patches {layer}", unit="channels")
-    batches, parts, kept = -(-len(channels) // step), [], plan.open()
-    try:
-        for j in range(start // step, -(-stop // step)):
-            done = kept.get(j)
-            if done is None:
-                arrays = batch_patches(model, layer, topn, channels[j * step:(j + 1) * step], rf, settings,
-                                       preprocessing, device, size)
-                kept.put(j, arrays, {})
-            else:
-                arrays = done[0]
-            parts.append(arrays)
-            log.info("patches %s: channel batch %d/%d done (channels %d..%d)", layer, j + 1, batches,
-                     arrays["channels"][0], arrays["channels"][-1])
-    finally:
-        kept.close(finished=False)  # the caller deletes the partial file once its output is written
-    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    parts = (plan or BatchPlan()).batches(
+        len(channels), settings.channel_batch, f"patches {layer}",
+        lambda j, rows: (batch_patches(model, layer, topn, channels[rows.start:rows.stop], rf, settings,
+                                       preprocessing, device, size), {}),
+        unit="channels", describe=lambda a: f" (channels {a['channels'][0]}..{a['channels'][-1]})")
+    arrays = joined(parts)
     path_of = _path_lookup(topn)
-    patches = Patches(**joined, paths=np.vectorize(path_of.__getitem__, otypes=[object])(joined["rows"]))
+    patches = Patches(**arrays, paths=np.vectorize(path_of.__getitem__, otypes=[object])(arrays["rows"]))
     if settings.mode == "map" and topn.attrs.get("rank_by", "activation") == "activation":
         # one forward pass per image reproduces the store's spatial max (a check that images and model still match;
         # a ranking by relevance holds relevances instead); a max over channels, so the shards' give the one-job one

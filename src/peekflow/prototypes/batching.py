@@ -12,7 +12,6 @@ DeepInversion's batch-norm statistics, the images depend on `batch_size` but nev
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,15 +19,13 @@ import torch
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
+from peekflow.shards import BatchPlan, joined
 from peekflow.synthesis.objective import Objective
 from peekflow.synthesis.param import PARAMS, Param, fourier, pixel
 from peekflow.synthesis.render import render
 from peekflow.synthesis.settings import RenderSettings, render_options
 from peekflow.synthesis.transforms import flip as flip_t, jitter as jitter_t
-
-log = logging.getLogger("peekflow")
 
 
 def resolve_size(size: int | None, preprocessing: Preprocessing) -> int:
@@ -103,40 +100,26 @@ def render_in_batches(targets: Sequence[int], objective_for: Callable[[list[int]
     """Render prototypes for `targets` in batches of `s.batch_size` with the render settings `s` (`jitter`, when
     given, replaces s.jitter_at(size)): objective_for(batch targets) is the loss of one batch. Returns (images
     [N,3,H,W] float32 in [0,1], final per-image losses [N], render settings of the first batch). With a `plan`
-    (prototypes.shards), only its shard's batches, finished ones read back from its partial file."""
-    batch_size, transforms = s.batch_size, transforms_of(s.jitter_at(size) if jitter is None else jitter, s.flip)
+    (peekflow.shards), only its shard's batches, finished ones read back from its partial folder."""
+    transforms = transforms_of(s.jitter_at(size) if jitter is None else jitter, s.flip)
     targets = [int(t) for t in targets]
     if not targets:
         raise ValueError(f"{what}: no prototypes to make (empty target list)")
-    plan = plan or BatchPlan()
-    first, stop = plan.rows(len(targets), batch_size, what)
     model = model.to(device)
-    images, losses, settings = [], [], {}
-    starts = range(first, stop, batch_size)
-    kept = plan.open()
-    try:
-        for start in starts:
-            j = start // batch_size  # the batch's number in a one-job run: its seed
-            idx = list(range(start, min(start + batch_size, len(targets))))
-            done = kept.get(j)
-            if done is not None:
-                done = done[0]["images"], done[0]["losses"], done[1]
-            else:
-                result = render(objective_for([targets[i] for i in idx]), model,
-                                per_image_param(s.param, idx, size, s.seed, s.init_std, device),
-                                normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
-                                seed=s.seed + j, device=device, **render_options(s))
-                done = (result.images.float().cpu().clamp(0, 1).numpy(), result.losses.float().cpu().numpy(),
-                        result.settings)
-                kept.put(j, {"images": done[0], "losses": done[1]}, done[2])
-            images.append(done[0])
-            losses.append(done[1])
-            settings = settings or done[2]
-            log.info("%s: batch %d/%d done (%d prototypes), mean final loss %.4g", what, j + 1,
-                     -(-len(targets) // batch_size), len(idx), float(done[1].mean()))
-    finally:
-        kept.close(finished=False)  # the caller deletes the partial file once its output is written
-    return np.concatenate(images).astype(np.float32), np.concatenate(losses).astype(np.float32), settings
+
+    def make(j: int, idx: range) -> tuple[dict, dict]:  # batch j's number in a one-job run is its seed
+        result = render(objective_for([targets[i] for i in idx]), model,
+                        per_image_param(s.param, idx, size, s.seed, s.init_std, device),
+                        normalisation=(preprocessing.mean, preprocessing.std), transforms=transforms or None,
+                        seed=s.seed + j, device=device, **render_options(s))
+        return ({"images": result.images.float().cpu().clamp(0, 1).numpy(),
+                 "losses": result.losses.float().cpu().numpy()}, result.settings)
+
+    done = (plan or BatchPlan()).batches(
+        len(targets), s.batch_size, what, make,
+        describe=lambda a: f" ({len(a['losses'])} prototypes, mean final loss {float(a['losses'].mean()):.4g})")
+    arrays = joined(done)
+    return arrays["images"].astype(np.float32), arrays["losses"].astype(np.float32), done[0][1]
 
 
 def as_prototypes(method: str, name: str, classes: list[str], images, targets, losses, settings: dict,

@@ -24,9 +24,9 @@ from peekflow.data.folder import Preprocessing, list_images
 from peekflow.device import resolve_device
 from peekflow.models.layers import record_layers
 from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_size
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, required, setting
+from peekflow.shards import BatchPlan
 from peekflow.synthesis.objectives import caricature
 from peekflow.synthesis.settings import RenderSettings, scaled_jitter
 

@@ -26,9 +26,9 @@ from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.prototypes.batching import (as_prototypes, render_in_batches, repeat_each, resolve_classes,
                                           resolve_size)
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import setting
+from peekflow.shards import BatchPlan
 from peekflow.synthesis.objectives import class_logit, cross_entropy
 from peekflow.synthesis.regularisers import penalizer
 from peekflow.synthesis.settings import RenderSettings

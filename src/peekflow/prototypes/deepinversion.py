@@ -39,9 +39,9 @@ from torch import nn
 from peekflow.data.folder import Preprocessing
 from peekflow.device import resolve_device
 from peekflow.prototypes.batching import as_prototypes, render_in_batches, resolve_classes, resolve_size
-from peekflow.prototypes.shards import BatchPlan
 from peekflow.prototypes.store import Prototypes
 from peekflow.settings import redefault, setting
+from peekflow.shards import BatchPlan
 from peekflow.synthesis.bn_stats import batch_norms, bn_statistics
 from peekflow.synthesis.objectives import cross_entropy
 from peekflow.synthesis.regularisers import l2_pixel, tv_l1, tv_l2

@@ -2,7 +2,8 @@
 
 `images` [N,3,H,W] float32 in [0,1], `targets` [N] int64 (output units of the model they were made for),
 `losses` [N] float32 (final per-image loss), attributes: method, model, classes (JSON), settings (JSON) and
-`complete=True` written last, under a temporary name renamed when whole.
+`complete=True` written last, under a temporary name renamed when whole. The shard files of a sharded synthesis
+(peekflow.shards) have the same layout and `settings["shard"]`; `merge_prototype_shards` joins them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import h5py
 import numpy as np
 
 from peekflow.io import atomic_path, open_complete_h5
+from peekflow.shards import check_shard_files
 
 
 @dataclass
@@ -51,3 +53,20 @@ def read_prototypes(path) -> Prototypes:
             method=str(h5.attrs["method"]), model=str(h5.attrs["model"]),
             classes=json.loads(h5.attrs["classes"]), settings=json.loads(h5.attrs["settings"]),
         )
+
+
+def merge_prototype_shards(paths: list) -> Prototypes:
+    """The prototypes of shard files `paths` (in shard order) joined into those of a one-job run; fails naming the
+    file that is not the next shard or whose method, model, classes or settings differ from the first's."""
+    if not paths:
+        raise ValueError("merge-prototypes: no shard files given")
+    parts = [read_prototypes(p) for p in paths]
+    first = parts[0]
+    for path, p in zip(paths, parts):
+        if (p.method, p.model, p.classes) != (first.method, first.model, first.classes):
+            raise ValueError(f"prototype file {path} differs from {paths[0]} in its method, model or classes")
+    settings = check_shard_files(paths, [p.settings for p in parts], "prototype")
+    return Prototypes(images=np.concatenate([p.images for p in parts]),
+                      targets=np.concatenate([p.targets for p in parts]),
+                      losses=np.concatenate([p.losses for p in parts]), method=first.method, model=first.model,
+                      classes=first.classes, settings=settings)
