@@ -19,6 +19,10 @@
               exact float64 scores (numpy brute force on a subset); scoring time against a plain `queries @ bank.T`
               of the same shape and dtype (bank in blocks), goal >= 80%.
 5. odin       `ODIN.score_images` on CUDA against the CPU.
+6. decode     extraction from JPEG files (4:3 photos-sized, resize + centre crop) with `extract.decode: pil` (PIL in
+              --workers loader processes) and `torchvision` (nvjpeg on CUDA; the CPU decoder without CUDA): the
+              stores' difference (the kernels differ), each decoder's bare throughput, extraction's rate against
+              min(bare forward, decoder) (goal >= 90%) and the GPU decoder's images/s (goal > 5,000 on one H100).
 Without CUDA every CUDA part is skipped (and says so); the CPU-side checks run at the --quick size. Not covered:
 the device paths of training, patches, DORA, caricatures and emergence.
 Tolerances: TOL below; "rel" = max|cuda - cpu| / max|cpu|. A failed correctness check gives exit status 1; speed
@@ -66,14 +70,15 @@ TOL = {
     "knn abs": 1e-4,  # |score - exact float64 score|; unit vectors, so distances lie in [0, 2]
     "target accuracy": 0.9,  # prototypes classified as their target
     "odin": 5e-2,  # max |cuda - cpu| / range of the CPU scores
+    "decode rel": 0.1,  # torchvision vs PIL decoding: antialiased resize kernels differ (a few levels of 255)
 }
 SIZES = {  # per_class x 10 shapes at px; r50: per class at 224 px (0 = skipped)
     "full": dict(per_class=100, px=64, r50_per_class=25, speed_n=16384, speed_r50=4096, batch=256, reps=3,
                  di_n=128, di_steps=200, r50_n=64, r50_steps=100, dd_per_class=4, dd_steps=200,
-                 bank=1_000_000, dim=512, queries=16384, k=50, exact=256),
+                 bank=1_000_000, dim=512, queries=16384, k=50, exact=256, decode_n=4096),
     "quick": dict(per_class=4, px=32, r50_per_class=0, speed_n=0, speed_r50=0, batch=16, reps=1,
                   di_n=4, di_steps=3, r50_n=0, r50_steps=0, dd_per_class=1, dd_steps=3,
-                  bank=20_000, dim=128, queries=400, k=10, exact=400),
+                  bank=20_000, dim=128, queries=400, k=10, exact=400, decode_n=24),
 }
 PREP = dict(mean=[0.5] * 3, std=[0.25] * 3)
 
@@ -292,6 +297,73 @@ def feature_set(x):
     return FeatureSet("gpu_check", np.zeros((len(x), 1), np.float32), x, np.full(len(x), -1), [""] * len(x))
 
 
+def write_jpegs(root, classes, n, px, seed=0):
+    """n 4:3 JPEGs (quality 90) of shapes-like noise around the crop size `px`, spread over the class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = px * 9 // 4, px * 27 // 16  # 224 px crop: 504 x 378, the size of a typical ImageNet photo
+    for i in range(n):
+        folder = root / classes[i % len(classes)]
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)  # smooth blocks: JPEG-like content
+        img = Image.fromarray(base).resize((w, h), Image.BILINEAR)
+        img.save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def decode_part(rep, name, model, classes, px, layers, cuda, tmp, sz):
+    """Extraction from JPEG files, PIL (loader workers) vs torchvision (nvjpeg on CUDA) decoding: stores compared,
+    each decoder alone, extraction against min(bare forward, decoder)."""
+    from peekflow.data.decode import EncodedFolder, collate_encoded, decode_on_device
+
+    device = torch.device("cuda" if cuda else "cpu")
+    root = write_jpegs(tmp / f"{name}-jpeg", classes, sz["decode_n"], px)
+    prep = Preprocessing(resize=px * 8 // 7, crop=px, **PREP)
+    batch, workers = sz["batch"], sz["workers"]
+    stores, rates = {}, {}
+    for decode in ("pil", "torchvision"):
+        s = ExtractSettings(layers=layers, batch_size=batch, amp=cuda, channels_last=cuda,
+                            num_workers=workers if decode == "pil" else 0, decode=decode)
+        out = tmp / f"{name}-{decode}.h5"
+        took, _ = seconds(lambda: extract_features(model, root, classes, prep, s, device, out, {"model": name}))
+        with h5py.File(out) as h5:
+            stores[decode] = {key: h5[key][:] for key in ["logits", *(f"features/{k}" for k in layers)]}
+        rates[f"extract {decode}"] = sz["decode_n"] / took
+    diffs = {k: rel(stores["torchvision"][k], v) for k, v in stores["pil"].items()}
+    worst = max(diffs, key=diffs.get)
+    rep["figures"][f"decode {name}"] = dict(rel=diffs, n=sz["decode_n"])
+    rep.check("decode", f"{name} torchvision vs PIL decoding, {worst} (rel)", diffs[worst], "<=", TOL["decode rel"])
+    if not cuda:
+        return rep.skip("decode", f"{name}: nvjpeg and extraction speed (no CUDA)")
+    pil_loader = torch.utils.data.DataLoader(ImageFolder(root, classes, prep), batch_size=batch, num_workers=workers)
+    rates["PIL decoder"] = sz["decode_n"] / seconds(lambda: [None for _ in pil_loader])[0]
+    tv_loader = torch.utils.data.DataLoader(EncodedFolder(root, classes, prep), batch_size=batch,
+                                            collate_fn=collate_encoded)
+    rates["GPU decoder"] = sz["decode_n"] / seconds(
+        lambda: [torch.cuda.synchronize() for _ in decode_on_device(tv_loader, device, prep)])[0]
+    x = torch.randn(batch, 3, px, px, device=device).contiguous(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
+
+    def bare():
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16):
+            for _ in range(-(-sz["decode_n"] // batch)):
+                model(x)
+        torch.cuda.synchronize()
+
+    bare()
+    rates["bare forward"] = sz["decode_n"] / seconds(bare)[0]
+    model.to(memory_format=torch.contiguous_format)
+    rep["figures"][f"decode {name}"]["images_per_s"] = rates
+    for decode, decoder in (("pil", "PIL decoder"), ("torchvision", "GPU decoder")):
+        bound = min(rates["bare forward"], rates[decoder])
+        rep.speed("decode", f"{name} amp: extraction from JPEGs ({decode}) vs min(bare forward, {decoder})",
+                  rates[f"extract {decode}"] / bound, 0.9, f"{rates[f'extract {decode}']:.0f} images/s; bare "
+                  f"forward {rates['bare forward']:.0f}/s, {decoder} {rates[decoder]:.0f}/s, batch {batch}")
+    rep.speed("decode", f"{name}: GPU decoder vs 5,000 images/s", rates["GPU decoder"] / 5000, 1.0,
+              f"{rates['GPU decoder']:.0f} images/s of {prep.crop} px crops from {sz['decode_n']} JPEGs")
+
+
 def knn_part(rep, cuda, sz):
     bank, queries, k = unit_rows(sz["bank"], sz["dim"], 0), unit_rows(sz["queries"], sz["dim"], 1), sz["k"]
     exact = exact_scores(bank, queries[:sz["exact"]], k)
@@ -392,6 +464,8 @@ def measure(args) -> Report:
             proto_part(rep, name, model.to(device), proto_classes, prep, px, cuda, sz, warned)
             if name == "small_resnet":
                 odin_part(rep, model, root, prep, cuda)
+            if name == "resnet50" or quick:
+                decode_part(rep, name, model, classes, px, layers, cuda, tmp, sz)
         print("\n== knn", flush=True)
         knn_part(rep, cuda, sz)
     logging.getLogger("peekflow").removeHandler(handler)

@@ -93,6 +93,23 @@ def test_skip_corrupt_lists_skipped_images(tmp_path, image_folder, tiny_checkpoi
     assert json.loads(fs.attrs["skipped_paths"]) == [str(bad)]
 
 
+def test_torchvision_decoding_gives_the_pil_paths_store(tmp_path, image_folder, tiny_checkpoint):
+    """extract.decode: torchvision (nvjpeg on CUDA; torchvision's CPU decoder here) reads these lossless PNGs without
+    a resize to the same inputs as PIL, so the stores agree to float rounding, and an unreadable file is skipped the
+    same way."""
+    (image_folder / "b" / "002.png").write_bytes(b"junk")
+    stores = {}
+    for decode in ("pil", "torchvision"):
+        stores[decode] = tmp_path / f"{decode}.h5"
+        assert extract(tmp_path, image_folder, tiny_checkpoint, stores[decode], skip_corrupt=True, decode=decode) == 0
+    pil, tv = (load_feature_set(stores[d], "layer2") for d in ("pil", "torchvision"))
+    assert tv.paths == pil.paths and len(pil.paths) == 14
+    assert json.loads(tv.attrs["skipped_paths"]) == json.loads(pil.attrs["skipped_paths"])
+    np.testing.assert_allclose(tv.features, pil.features, rtol=1e-5, atol=1e-6)
+    with open_store(stores["pil"]) as a, open_store(stores["torchvision"]) as b:
+        np.testing.assert_allclose(b["logits"][:], a["logits"][:], rtol=1e-5, atol=1e-6)
+
+
 def test_wrong_layer_fails_before_writing(tmp_path, image_folder, tiny_checkpoint, capsys):
     out = tmp_path / "store.h5"
     assert extract(tmp_path, image_folder, tiny_checkpoint, out, layers=["layer5"]) == 1

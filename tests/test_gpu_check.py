@@ -41,7 +41,7 @@ def test_cuda_parts_are_skipped_and_said_so(cpu_run):
     rep, stdout = cpu_run
     assert rep["meta"]["cuda"] is False and rep["meta"]["quick"] is True
     assert "NO CUDA -- every CUDA part is skipped" in stdout
-    for part in ("extract", "prototypes", "odin", "knn"):
+    for part in ("extract", "prototypes", "odin", "knn", "decode"):
         assert any(s.startswith(f"{part}:") and "(no CUDA)" in s for s in rep["skipped"]), part
     assert "knn: faiss is not installed: faiss (GPU) not checked" in rep["skipped"]
     assert not any("cuda" in c["name"].lower() for c in rep["checks"])
@@ -50,7 +50,7 @@ def test_cuda_parts_are_skipped_and_said_so(cpu_run):
 
 def test_cpu_checks_pass(cpu_run):
     rep, _ = cpu_run
-    assert {c["part"] for c in rep["checks"]} == {"extract", "prototypes", "knn"}
+    assert {c["part"] for c in rep["checks"]} == {"extract", "prototypes", "knn", "decode"}
     assert all(c["passed"] for c in rep["checks"]), [c for c in rep["checks"] if not c["passed"]]
     (knn,) = [c for c in rep["checks"] if c["part"] == "knn"]
     assert "torch backend on CPU" in knn["name"] and knn["value"] <= knn["bound"] == 1e-4

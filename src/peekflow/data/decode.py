@@ -101,3 +101,18 @@ def preprocess_batch(images: list[torch.Tensor], p: Preprocessing) -> torch.Tens
     mean = torch.tensor(p.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(p.std, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std)
+
+
+def decode_on_device(loader, device: torch.device, p: Preprocessing, memory_format=torch.contiguous_format,
+                     skip_corrupt: bool = False):
+    """The (images, labels, paths, skipped) batches of features.pipeline.on_device, from a loader of encoded files
+    (collate_encoded): decoded, resized and normalised on `device` (images None where none of a batch was readable)."""
+    for encoded, labels, paths, _ in loader:
+        images, skipped = decode_batch(encoded, paths, device, skip_corrupt)
+        keep = [i for i in range(len(paths)) if i not in set(skipped)]
+        bad = [paths[i] for i in skipped]
+        if not keep:
+            yield None, None, [], bad
+            continue
+        x = preprocess_batch(images, p).contiguous(memory_format=memory_format)
+        yield x, labels[keep], [paths[i] for i in keep], bad
