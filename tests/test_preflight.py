@@ -88,7 +88,8 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
         f"datasets.empty_set.path: {tmp_path / 'empty_set'} holds no images",
         f"models.gone_model.checkpoint: checkpoint {tmp_path / 'gone.pt'} does not exist",
         "models.four_classes.checkpoint: ", "but the config asks for small_resnet with 4",
-        "models.other_widths.checkpoint: ", "does not fit small_resnet with 3 classes: shapes",
+        "models.other_widths.checkpoint: ", "does not fit small_resnet with 3 classes: its tensors are 8 wide where "
+        "the model's are 4 (e.g. bn1.bias (8,) != (4,)): set models.other_widths.arch_kwargs.widths", "shapes [",
         "models.tiny_resnet.layers: layer(s) ['layer9'] not in SmallResNet",
         "prototypes.methods.deepdream.classes: classes [3] are not class indices of a model with 3 classes",
         "prototypes.methods.deepinversion.target: 5 is not a class index of 'tiny_resnet' (3 classes)",

@@ -45,7 +45,8 @@ def test_weights_load_from_a_local_file_through_timms_filter(tmp_path, suffix):
     model, _ = load_model(path, VIT, 5, SMALL)
     assert torch.equal(model.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
     assert model.pos_embed.shape == source.pos_embed.shape
-    with pytest.raises(ValueError, match=r"does not fit timm/vit_small_patch16_224 with 6 classes: shapes \['head"):
+    with pytest.raises(ValueError, match=r"does not fit timm/vit_small_patch16_224 with 6 classes: its head has 5 "
+                                         r"outputs, the model 6: set models.<name>.num_classes: 5 .*shapes \['head"):
         preflight.check_checkpoint(path, VIT, 6, SMALL)
 
 

@@ -57,5 +57,7 @@ def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
 
 
 def load_spec(spec: ModelSpec, checkpoint) -> tuple[nn.Module, list[str]]:
-    model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs)
+    from peekflow.summary import base
+
+    model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs, f"models.{base(spec.name)}")
     return set_token_pool(model, spec.token_pool), resolve_classes(spec, meta)

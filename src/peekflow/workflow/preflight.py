@@ -16,6 +16,7 @@ from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
 from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
+from peekflow.models.fit import fit_problem
 from peekflow.models.layers import layer_channels, layer_names
 from peekflow.models.registry import build_model
 from peekflow.prototypes.batching import resolve_classes
@@ -62,22 +63,17 @@ def check_layers(model: nn.Module, layers: list[str]) -> None:
                          f"; top-level layers: {top}{nested}")
 
 
-def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> dict:
-    """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata."""
+def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None,
+                     key: str = "models.<name>") -> dict:
+    """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata.
+    A misfit names the difference in structure and the key under `key` (the model's config path) that changes it."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     model = abstract_model(arch, num_classes, arch_kwargs)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in fitting_state(ckpt, arch, model).items()}
-    # BatchNorm fills in num_batches_tracked for checkpoints saved before it existed (torchvision's V1 weights)
-    missing = sorted(k for k in set(expected) - set(found) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(found) - set(expected))
-    wrong_shape = [f"{k} {found[k]} != {expected[k]}" for k in sorted(set(found) & set(expected))
-                   if found[k] != expected[k]]
-    for what, items in [("missing keys", missing), ("unexpected keys", unexpected), ("shapes", wrong_shape)]:
-        if items:
-            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-            raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {what} {items[:3]}{more}")
+    problem = fit_problem(found, model, num_classes, key)
+    if problem:
+        raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {problem}")
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
@@ -116,6 +112,7 @@ def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple
 def model_problems(name: str, m: dict) -> list[str]:
     """The architecture builds, its layers exist, a given checkpoint loads, fits and names its classes."""
     from peekflow.models.spec import ModelSpec, resolve_classes
+    from peekflow.workflow.replicas import base
 
     key = f"models.{name}"
     try:
@@ -129,7 +126,8 @@ def model_problems(name: str, m: dict) -> list[str]:
         problems.append(f"{key}.layers: {err}")
     if "checkpoint" in m:
         try:
-            meta = check_checkpoint(m["checkpoint"], m["arch"], m["num_classes"], m.get("arch_kwargs"))
+            meta = check_checkpoint(m["checkpoint"], m["arch"], m["num_classes"], m.get("arch_kwargs"),
+                                    f"models.{base(name)}")
         except (ValueError, FileNotFoundError) as err:
             return [*problems, f"{key}.checkpoint: {err}"]
         fields = ["classes", "classes_file", "classes_from_folder"]

@@ -1,0 +1,65 @@
+"""Errors that say the cause: a checkpoint that does not fit names the difference in structure and the config key to
+change."""
+
+import pytest
+import torch
+
+from peekflow.models.checkpoint import load_model
+from peekflow.models.registry import build_model
+from peekflow.workflow.preflight import check_checkpoint
+
+VIT = "timm/vit_tiny_patch16_224"
+SMALL = {"img_size": 32, "patch_size": 8}  # a 16-token ViT: cheap to build
+
+
+def saved(tmp_path, name, arch, num_classes=3, **kwargs):
+    path = tmp_path / name
+    torch.save(build_model(arch, num_classes, **kwargs).state_dict(), path)  # a plain state dict, as users save them
+    return path
+
+
+def misfit(path, arch, num_classes=3, **kwargs) -> str:
+    with pytest.raises(ValueError) as err:
+        check_checkpoint(path, arch, num_classes, kwargs, "models.mine")
+    return str(err.value)
+
+
+def test_a_vit_checkpoint_of_another_depth_names_the_block_counts_and_the_key(tmp_path):
+    path = saved(tmp_path, "vit4.pth", VIT, depth=4, **SMALL)
+    message = misfit(path, VIT, **SMALL)  # the model: timm's default depth of 12
+    assert message.startswith(f"{path} does not fit {VIT} with 3 classes: the checkpoint has 4 blocks under "
+                              "'blocks' where the model has 12: set models.mine.arch_kwargs.depth: 4; missing keys "
+                              "['blocks.10.attn.proj.bias'"), message
+    assert check_checkpoint(path, VIT, 3, {**SMALL, "depth": 4}) == {"format": "state_dict"}  # the fix fits
+
+
+def test_a_resnet_checkpoint_for_a_vit_says_it_looks_like_a_resnet(tmp_path):
+    message = misfit(saved(tmp_path, "r18.pth", "resnet18"), VIT, **SMALL)
+    assert ("the checkpoint looks like a ResNet (key layer1.0.conv1.weight; torchvision's resnet18 by its block "
+            "counts), not a vision transformer (timm ViT/DeiT) like the model: set models.mine.arch to the "
+            "architecture it was saved from (e.g. resnet18 or timm/resnet18); missing keys") in message, message
+
+
+def test_a_resnet_of_other_block_counts_names_the_torchvision_resnet(tmp_path):
+    message = misfit(saved(tmp_path, "r18.pth", "resnet18"), "resnet50")
+    assert ("the checkpoint has 2 blocks under 'layer1' where the model has 3, 2 blocks under 'layer2' where the "
+            "model has 4") in message
+    assert "set models.mine.arch to resnet18 (or timm/resnet18), whose block counts these are" in message
+    assert "wide where" not in message  # the widths follow from the other architecture: not a cause of their own
+
+
+def test_a_head_of_another_size_and_other_widths_name_their_keys(tmp_path):
+    path = saved(tmp_path, "vit_w96.pth", VIT, 7, depth=2, embed_dim=96, num_heads=3, **SMALL)
+    message = misfit(path, VIT, depth=2, **SMALL)
+    assert "its head has 7 outputs, the model 3: set models.mine.num_classes: 7 (and its class names)" in message
+    assert ("its tensors are 96 wide where the model's are 192 (e.g. blocks.0.attn.proj.bias (96,) != (192,)): set "
+            "models.mine.arch_kwargs.embed_dim: 96") in message
+
+
+def test_loading_says_the_same_as_the_check(tmp_path):
+    path = saved(tmp_path, "vit4.pth", VIT, depth=4, **SMALL)
+    with pytest.raises(ValueError, match=r"does not fit .* the checkpoint has 4 blocks under 'blocks' where the model "
+                                         r"has 12: set models.mine.arch_kwargs.depth: 4"):
+        load_model(path, VIT, 3, SMALL, "models.mine")
+    model, meta = load_model(path, VIT, 3, {**SMALL, "depth": 4}, "models.mine")
+    assert meta == {"format": "state_dict"} and len(model.blocks) == 4
