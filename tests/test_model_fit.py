@@ -1,5 +1,5 @@
 """Errors that say the cause: a checkpoint that does not fit names the difference in structure and the config key to
-change."""
+change; a method refused for an architecture names what works there."""
 
 import pytest
 import torch
@@ -63,3 +63,31 @@ def test_loading_says_the_same_as_the_check(tmp_path):
         load_model(path, VIT, 3, SMALL, "models.mine")
     model, meta = load_model(path, VIT, 3, {**SMALL, "depth": 4}, "models.mine")
     assert meta == {"format": "state_dict"} and len(model.blocks) == 4
+
+
+def test_bn_fisher_on_a_vit_names_the_methods_that_work_there():
+    from peekflow.workflow.preflight import model_fit_problems
+
+    vit = {"arch": VIT, "num_classes": 3, "arch_kwargs": {**SMALL, "depth": 2}, "layers": ["norm"],
+           "penultimate": "norm"}
+    config = {"models": {"vit": vit}, "target_models": ["vit"], "ood": {"methods": {"msp": {}, "bn_fisher": {}}}}
+    (problem,) = model_fit_problems(config)
+    assert problem.startswith(f"ood.methods.bn_fisher: vit ({VIT}): 'norm' block 0 (LayerNorm) is not a residual "
+                              "block ending in batch norm"), problem
+    assert ("OOD methods that work on vit: from its outputs alone ash_b, ash_p, ash_s, energy, entropy, gen, "
+            "gradnorm, maxlogit, msp, odin, scale; data-free on DeepDream prototypes <method>_deepdream (e.g. "
+            "knn_deepdream); fitted on ood.id_train dice,") in problem
+    assert "bn_gaussian" not in problem and "deepinversion" not in problem  # needs batch norms: not offered
+
+
+def test_vital_match_layers_of_a_resnet_on_a_vit_suggest_its_blocks():
+    from peekflow.neurons.vital import DEFAULT_MATCH, match_layers_for
+
+    model = build_model(VIT, 3, depth=3, **SMALL)
+    with pytest.raises(ValueError, match=r"match layer\(s\) \['conv1', 'layer1', 'layer2', 'layer3'\] are not layers "
+                                         r"of VisionTransformer \(the defaults name a ResNet's layers\); set "
+                                         r"neurons.vital.match_layers to layers before 'blocks.2', e.g. "
+                                         r"\{'blocks.0': 1.0, 'blocks.1': 1.0\}"):
+        match_layers_for(model, "blocks.2", DEFAULT_MATCH)
+    assert match_layers_for(model, "blocks.2", {"blocks.0": 1.0, "blocks.1": 1.0}) == {"blocks.0": 1.0,
+                                                                                      "blocks.1": 1.0}

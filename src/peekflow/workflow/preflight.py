@@ -514,8 +514,9 @@ def ood_method_classes(config: dict) -> list[tuple[str, type]]:
 
 
 def model_fit_problems(config: dict) -> list[str]:
-    """OOD methods that derive their fit from the model's weights (bn_gaussian) on a target whose architecture does
-    not allow it (its penultimate layer is not a chain of residual blocks ending in batch norm): before any job."""
+    """OOD methods that derive their fit from the model's weights (bn_gaussian, bn_fisher) on a target whose
+    architecture does not allow it (its penultimate layer is not a chain of residual blocks ending in batch norm):
+    before any job, naming the OOD methods that work on that target instead."""
     from peekflow.ood.bn_gaussian import penultimate_moments
 
     problems = []
@@ -526,10 +527,40 @@ def model_fit_problems(config: dict) -> list[str]:
             target = config["models"][name]
             try:
                 model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+            except (ValueError, TypeError):
+                continue  # named by the model checks
+            if target["penultimate"] not in set(layer_names(model)):
+                continue  # named by the layer checks
+            try:
                 penultimate_moments(model, target["penultimate"])
             except ValueError as err:
-                problems.append(f"ood.methods.{method}: {name}: {err}")
+                problems.append(f"ood.methods.{method}: {name} ({target['arch']}): {err}. OOD methods that work on "
+                                f"{name}: {working_ood_methods(target)}")
     return problems
+
+
+def working_ood_methods(target: dict) -> str:
+    """The OOD methods that run on `target` (a model's config), grouped by what they need: nothing but the model's
+    outputs, a data-free prototype bank its prototype methods can make, or the ID training set."""
+    from peekflow.ood.base import available, detector_class
+    from peekflow.prototypes.methods import methods as prototype_methods
+
+    usable = {name for name, m in prototype_methods().items()
+              if m.bank and (not m.batch_norm or has_batch_norm(target))}
+    groups = {"no data": [], "bank": {}, "fitted": []}
+    for name in available():
+        cls = detector_class(name)
+        if cls.needs_model:
+            continue
+        if cls.prototype_bank:
+            if cls.prototype_bank in usable:
+                groups["bank"].setdefault(cls.prototype_bank, []).append(name)
+        else:
+            groups["fitted" if cls.needs_fit else "no data"].append(name)
+    banks = [f"data-free on {prototype_methods()[bank].title} prototypes <method>_{bank} (e.g. "
+             f"{f'knn_{bank}' if f'knn_{bank}' in names else names[0]})" for bank, names in groups["bank"].items()]
+    return "; ".join([f"from its outputs alone {', '.join(groups['no data'])}", *banks,
+                      f"fitted on ood.id_train {', '.join(groups['fitted'])}"])
 
 
 def last_layer_problems(config: dict) -> list[str]:
