@@ -461,9 +461,11 @@ def shape_problems(config: dict, name: str) -> list[str]:
     return problems
 
 
-def input_problems(config: dict) -> list[str]:
+def input_problems(config: dict, lenient: bool = False) -> list[str]:
     """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
-    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks."""
+    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks.
+    `lenient`: the config has problems already (schema, names; config_checks.all_problems), so a check that cannot
+    read it is skipped, its problems left for the round after their fix."""
     from peekflow.workflow.replicas import SEP, base
 
     problems = []
@@ -478,24 +480,40 @@ def input_problems(config: dict) -> list[str]:
         if "train" in m and base(name) in checked:
             continue  # another seed of a model already checked: the same architecture
         checked.add(base(name))
-        found = model_problems(name, m)
+        found = as_far_as_possible(lambda: model_problems(name, m), lenient)
         if found:
             broken.add(name)
         problems += [p.replace(f"models.{name}", f"models.{base(name)} (replica {name})", 1) if SEP in name else p
                      for p in found]
     for target in config["target_models"]:
-        problems += prototype_problems(config, target)
+        problems += as_far_as_possible(lambda: prototype_problems(config, target), lenient)
         if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
-            try:
-                problems += (shape_problems(config, target) + dora_shard_problems(config, target)
-                             + patch_shard_problems(config, target) + vital_problems(config, target)
-                             + ranking_problems(config, target) + ood_fit_size_problems(config, target))
-            except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
-                                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)
-                              + model_fit_problems(config)))
+            problems += as_far_as_possible(lambda: target_shape_problems(config, target), lenient)
+    for check in (extract_shard_problems, last_layer_problems, model_fit_problems):
+        problems += as_far_as_possible(lambda: check(config), lenient)
+    return list(dict.fromkeys(problems))
+
+
+def as_far_as_possible(check, lenient: bool) -> list[str]:
+    """`check()`; with `lenient` (the config has problems already), [] where it cannot read the config."""
+    if not lenient:
+        return check()
+    try:
+        return check()
+    except Exception:  # any consequence of the problems found already: checked after their fix
+        return []
+
+
+def target_shape_problems(config: dict, target: str) -> list[str]:
+    """The checks that build target `target` and run it on its input size."""
+    try:
+        return (shape_problems(config, target) + dora_shard_problems(config, target)
+                + patch_shard_problems(config, target) + vital_problems(config, target)
+                + ranking_problems(config, target) + ood_fit_size_problems(config, target))
+    except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return [f"models.{target}: the model does not run on the input size of its preprocessing "
+                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}"]
 
 
 def ood_method_classes(config: dict) -> list[tuple[str, type]]:
