@@ -1,9 +1,10 @@
 # peekflow: what a vision network knows, without its training data. See README.md.
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
-from peekflow.workflow import config_checks, config_schema, replicas, targets
+from peekflow.workflow import config_checks, config_schema, preflight, replicas, targets
 
 min_version("8.10")
 
@@ -24,6 +25,9 @@ schema = config_schema.workflow_schema(Path(workflow.basedir) / SCHEMA)
 config_checks.check(config_checks.all_problems(config, schema, inputs=workflow.is_main_process))
 config_checks.fill_defaults(config, schema)
 replicas.expand(config)  # a model with train.seeds or a list of checkpoints -> one model per replica
+if workflow.is_main_process:  # e.g. the crop of a timm model's default preprocessing
+    for note in preflight.input_notes(config):
+        logger.info(f"note: {note}")
 
 
 report: "workflow/report/workflow.rst"

@@ -1,9 +1,13 @@
 """Errors that say the cause: a checkpoint that does not fit names the difference in structure and the config key to
-change; a method refused for an architecture names what works there."""
+change; a method refused for an architecture names what works there; a timm model's default preprocessing that crops
+says so, with the key that overrides it (log, store, score file, table)."""
+
+import json
 
 import pytest
 import torch
 
+from conftest import write_folder
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
 from peekflow.workflow.preflight import check_checkpoint
@@ -91,3 +95,40 @@ def test_vital_match_layers_of_a_resnet_on_a_vit_suggest_its_blocks():
         match_layers_for(model, "blocks.2", DEFAULT_MATCH)
     assert match_layers_for(model, "blocks.2", {"blocks.0": 1.0, "blocks.1": 1.0}) == {"blocks.0": 1.0,
                                                                                       "blocks.1": 1.0}
+
+
+def test_a_timm_crop_is_noted_in_the_log_the_store_the_scores_and_the_table(tmp_path, caplog):
+    import h5py
+
+    from peekflow.cli import main
+    from peekflow.ood.scoring import read_notes, score_stores
+    from peekflow.ood.table import build_table, write_table
+
+    spec = {"name": "vit", "arch": VIT, "num_classes": 3, "arch_kwargs": {**SMALL, "depth": 1},
+            "classes": ["a", "b", "c"]}
+    path = saved(tmp_path, "vit.pth", VIT, **spec["arch_kwargs"])
+    stores = {}
+    for name, seed in [("val", 0), ("ood", 1)]:
+        images = write_folder(tmp_path / name, ["a", "b", "c"], per_class=2, seed=seed)
+        stores[name] = tmp_path / f"{name}.h5"
+        with caplog.at_level("INFO", logger="peekflow"):
+            assert main(["extract", "--checkpoint", str(path), "--model", json.dumps(spec), "--images", str(images),
+                         "--dataset-name", name, "--settings", json.dumps({"layers": ["norm"]}),
+                         "--out", str(stores[name])]) == 0
+    note = ("models.vit.preprocessing is not given, so timm's data config sets it: the shorter side resized to 35 px, "
+            "then a centre crop of 32 px (bicubic), which cuts off 16% of a square image; for a model trained on "
+            "whole 32 px images set models.vit.preprocessing: {resize: 32, crop: 32, mean: [0.5, 0.5, 0.5], std: "
+            "[0.5, 0.5, 0.5]}")
+    assert note in caplog.messages
+    with h5py.File(stores["val"]) as h5:
+        assert json.loads(h5.attrs["notes"]) == [note]
+    files = {}
+    for method in ("msp", "energy"):
+        files[f"vit/{method}"] = tmp_path / f"{method}.h5"
+        score_stores(method, {}, "norm", None, stores, files[f"vit/{method}"])
+        assert read_notes(files[f"vit/{method}"]) == [note]
+    table = build_table(files, "val", ["ood"], n_bootstrap=0)
+    assert set(table.notes) == {note}
+    write_table(table, tmp_path / "table.csv", tmp_path / "table.md")
+    assert (tmp_path / "table.md").read_text().count(note) == 1  # the note of every method, listed once
+    assert f"- every method: {note}" in (tmp_path / "table.md").read_text()

@@ -97,6 +97,22 @@ def default_preprocessing(m: dict) -> dict:
     return timm_preprocessing(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs")))
 
 
+def input_notes(config: dict) -> list[str]:
+    """What the user should know of how the models see their images before any job: the crop of a timm model's
+    default preprocessing (its data config) where the config gives none. Each extraction's log and store records
+    it too, and the OOD table repeats it."""
+    from peekflow.models.timm_models import crop_note, is_timm
+    from peekflow.workflow.replicas import base
+
+    notes = []
+    for name, m in config["models"].items():
+        if is_timm(m["arch"]) and not m.get("preprocessing"):
+            note = crop_note(default_preprocessing(m), f"models.{base(name)}")
+            if note and note not in notes:
+                notes.append(note)
+    return notes
+
+
 def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:
     """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros); () for a layer
     without a map (a vector, or tokens that are not prefix tokens + a patch grid: models/tokens.py)."""
