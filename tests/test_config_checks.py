@@ -13,7 +13,8 @@ from peekflow.workflow.config_schema import workflow_schema
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50.yaml", ROOT / "tests/data/tiny_config.yaml"]
+SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50.yaml", ROOT / "tests/data/tiny_config.yaml",
+           *sorted((ROOT / "config" / "examples").glob("*.yaml"))]
 
 
 def validated(config: dict) -> dict:
