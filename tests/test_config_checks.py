@@ -153,7 +153,10 @@ def test_every_kind_of_problem_comes_in_one_round():
         "from the feature store)",
         "models.tiny_resnet.layers: layer(s) ['layer9'] not in SmallResNet; 'layer9': nearest valid ['layer4', "
         "'layer3', 'layer2', 'layer1', 'layer4.0', 'layer3.0']; top-level layers: ['conv1', 'bn1', 'relu', 'layer1', "
-        "'layer2', 'layer3', 'layer4', 'avgpool', 'fc'], nested ones by module path, e.g. 'layer1.0'"], problems
+        "'layer2', 'layer3', 'layer4', 'avgpool', 'fc'], nested ones by module path, e.g. 'layer1.0'",
+        # the shape checks of a model with a wrong layer go as far as they can
+        "neurons.vital.layers: 'layer4' is not a neuron layer of tiny_resnet (['layer3', 'layer9']): its patches are "
+        "VITAL's references"], problems
     assert all_problems(config, workflow_schema(), inputs=False) == problems[:3]  # a job's process: no inputs
 
 

@@ -83,6 +83,7 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
     config["models"]["tiny_resnet"]["layers"] = ["layer3", "layer9", "layer4"]
     config["models"]["bad_layers"] = user_model(tiny_checkpoint, layers=["layer3", "layer5"], penultimate="layer4")
     config["emergence"]["gird"] = 2
+    config["neurons"]["vital"]["match_layers"] = {"conv9": 1.0}  # checked although tiny_resnet has a wrong layer
     config["prototypes"]["methods"]["deepdream"]["classes"] = [0, 3]
     config["prototypes"]["methods"]["deepinversion"].update(targets="one", target=5)
     result = snakemake(tmp_path, "--cores", "1", config=write_config(tmp_path, config))
@@ -98,6 +99,7 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
         "models.bad_layers.penultimate: 'layer4' must be one of its layers ['layer3', 'layer5']",
         "models.bad_layers.layers: layer(s) ['layer5'] not in SmallResNet",
         "emergence.gird: unknown key (did you mean grid?)",
+        "neurons.vital.match_layers: VITAL: match layer(s) ['conv9'] are not layers of SmallResNet",
         "prototypes.methods.deepdream.classes: classes [3] are not class indices of a model with 3 classes",
         "prototypes.methods.deepinversion.target: 5 is not a class index of 'tiny_resnet' (3 classes)",
     ]:

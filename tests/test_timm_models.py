@@ -98,7 +98,6 @@ def test_token_layer_without_a_patch_grid_is_refused_before_any_job():
 def test_a_vit_built_for_another_input_size_is_refused_before_any_job():
     config = timm_target(img_size=32)
     config["models"][config["target_model"]]["preprocessing"] = {"crop": 48}
-    config["datasets"] = {}  # only the model checks
     expected = ("models.tiny_resnet: the model does not run on the input size of its preprocessing (set "
                 "preprocessing.crop, or arch_kwargs such as img_size): Input height (48) doesn't match model (32).")
     assert expected in preflight.input_problems(expand(config))

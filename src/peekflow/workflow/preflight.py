@@ -503,8 +503,10 @@ def input_problems(config: dict, lenient: bool = False) -> list[str]:
                      for p in found]
     for target in config["target_models"]:
         problems += as_far_as_possible(lambda: prototype_problems(config, target), lenient)
-        if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
-            problems += as_far_as_possible(lambda: target_shape_problems(config, target), lenient)
+        # the shape checks build the architecture and read its layers: after a problem of the model they go as far
+        # as they can (a checkpoint that does not fit changes nothing for them; a layer that is not one stops them)
+        faulted = target in broken or base(target) in broken
+        problems += target_shape_problems(config, target, lenient or faulted)
     for check in (extract_shard_problems, last_layer_problems, model_fit_problems):
         problems += as_far_as_possible(lambda: check(config), lenient)
     return list(dict.fromkeys(problems))
@@ -520,16 +522,21 @@ def as_far_as_possible(check, lenient: bool) -> list[str]:
         return []
 
 
-def target_shape_problems(config: dict, target: str) -> list[str]:
-    """The checks that build target `target` and run it on its input size."""
-    try:
-        return (shape_problems(config, target) + dora_shard_problems(config, target)
-                + patch_shard_problems(config, target) + vital_problems(config, target)
-                + ranking_problems(config, target) + ood_fit_size_problems(config, target))
-    except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return [f"models.{target}: the model does not run on the input size of its preprocessing "
-                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}"]
+def target_shape_problems(config: dict, target: str, lenient: bool = False) -> list[str]:
+    """The checks that build target `target` and run it on its input size, each as far as it can (`lenient`)."""
+    problems = []
+    for check in (shape_problems, dora_shard_problems, patch_shard_problems, vital_problems, ranking_problems,
+                  ood_fit_size_problems):
+        try:
+            problems += check(config, target)
+        except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
+                            f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
+        except Exception:  # with `lenient`: a consequence of the problems found already, checked after their fix
+            if not lenient:
+                raise
+    return list(dict.fromkeys(problems))
 
 
 def ood_method_classes(config: dict) -> list[tuple[str, type]]:
