@@ -59,11 +59,14 @@ def repeats(keys) -> dict[str, int]:
     return {container: max(indices) + 1 for container, indices in found.items()}
 
 
-def resnet_of(keys) -> str | None:
-    """The torchvision ResNet whose block counts and block type the keys have, or None."""
-    counts = repeats(keys)
+def resnet_of(shapes: dict) -> str | None:
+    """The torchvision ResNet whose stem, block counts and block type tensors of `shapes` (name -> shape) have, or
+    None."""
+    if tuple(shapes.get("conv1.weight", ())) != (64, 3, 7, 7):
+        return None
+    counts = repeats(shapes)
     stages = tuple(counts.get(f"layer{i}", 0) for i in range(1, 5))
-    return RESNETS.get((stages, any(re.fullmatch(r"layer1\.0\.conv3\.weight", k) for k in keys)))
+    return RESNETS.get((stages, "layer1.0.conv3.weight" in shapes))
 
 
 def constructor_args(model: nn.Module) -> set[str]:
@@ -150,9 +153,12 @@ def head_and_widths(found: dict, expected: dict, shapes: list[str], model: nn.Mo
         (theirs, ours), _ = pairs.most_common(1)[0]
         example = next(k for k in shapes if theirs in found[k] and ours in expected[k])
         arg = next((a for a in WIDTH_ARGS if a in constructor_args(model)), None)
-        fix = f"set {key}.arch_kwargs.{arg}" + (f": {theirs}" if arg in ("embed_dim", "hidden_dim", "width") else
-                                                " to the checkpoint's widths") if arg else \
-            f"set {key}.arch to the architecture it was saved from"
+        if arg in ("embed_dim", "hidden_dim", "width"):
+            fix = f"set {key}.arch_kwargs.{arg}: {theirs}"
+        elif arg:
+            fix = f"set {key}.arch_kwargs.{arg} to the checkpoint's widths"
+        else:
+            fix = f"set {key}.arch to the architecture it was saved from"
         out.append(f"its tensors are {theirs} wide where the model's are {ours} (e.g. {example} "
                    f"{found[example]} != {expected[example]}): {fix}")
     return out
