@@ -52,6 +52,12 @@ def test_a_resnet_of_other_block_counts_names_the_torchvision_resnet(tmp_path):
     assert "wide where" not in message  # the widths follow from the other architecture: not a cause of their own
 
 
+def test_other_block_counts_of_a_model_that_takes_them_name_its_argument(tmp_path):
+    message = misfit(saved(tmp_path, "small.pt", "small_resnet", blocks=(2, 2, 1, 1)), "small_resnet")
+    assert ("the checkpoint has 2 blocks under 'layer1' where the model has 1, 2 blocks under 'layer2' where the "
+            "model has 1: set models.mine.arch_kwargs.blocks to the checkpoint's block counts") in message, message
+
+
 def test_a_head_of_another_size_and_other_widths_name_their_keys(tmp_path):
     path = saved(tmp_path, "vit_w96.pth", VIT, 7, depth=2, embed_dim=96, num_heads=3, **SMALL)
     message = misfit(path, VIT, depth=2, **SMALL)
