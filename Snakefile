@@ -1,6 +1,7 @@
 # peekflow: what a vision network knows, without its training data. See README.md.
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from peekflow.workflow import config_checks, config_schema, preflight, replicas, targets
@@ -17,17 +18,16 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-# every schema problem at once, each with its config path, then defaults filled in; the schema is the one that the
-# registered methods and the settings classes generate (SCHEMA: its committed copy, peekflow.workflow.config_schema)
+# every problem of the config in one message, each with its config path: the schema's (the one that the registered
+# methods and the settings classes generate; SCHEMA: its committed copy, peekflow.workflow.config_schema), names that
+# point nowhere, then, once in the main process, the inputs and the model shapes (peekflow.workflow.preflight)
 schema = config_schema.workflow_schema(Path(workflow.basedir) / SCHEMA)
-config_checks.check(config_checks.config_problems(config, schema))
+config_checks.check(config_checks.all_problems(config, schema, inputs=workflow.is_main_process))
 config_checks.fill_defaults(config, schema)
-# what the schema cannot express (names that point nowhere), then, once in the main process, the inputs and the
-# model shapes (peekflow.workflow.preflight); every problem names its config key
-config_checks.check(config_checks.reference_problems(config))
 replicas.expand(config)  # a model with train.seeds or a list of checkpoints -> one model per replica
-if workflow.is_main_process:
-    config_checks.check(preflight.input_problems(config), "config: inputs (checked before any job is submitted)")
+if workflow.is_main_process:  # e.g. the crop of a timm model's default preprocessing
+    for note in preflight.input_notes(config):
+        logger.info(f"note: {note}")
 
 
 report: "workflow/report/workflow.rst"

@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 # Work units run longest first, so that no long run starts last on one core while the other core idles: the group
 # of each costly shared run (a module- or session-scoped fixture), by its measured cost (`--durations`), then the rest.
 LONGEST_FIRST = ["test_imagenet_workflow", "test_default_workflow", "test_slurm", "finished_run", "test_replicas",
-                 "test_atlas"]
+                 "test_examples", "test_atlas"]
 
 
 def xdist_group(item) -> str | None:

@@ -124,7 +124,12 @@ def test_workflow_and_checks(tmp_path):
     assert all("--checkpoint results/models/tiny_resnet/model.pt" in c and "--fit-store" not in c for c in commands)
     config["target_models"] = ["tiny_resnet"]  # as the workflow expands it
     config["models"]["tiny_resnet"].update(arch="small_vgg", layers=["block4"], penultimate="block4")
-    assert model_fit_problems(config) == [
-        f"ood.methods.{method}: tiny_resnet: bn_gaussian: 'block4' block 0 (Conv2d) is not a residual block ending "
+    problems = model_fit_problems(config)
+    assert [p.split(". OOD methods that work")[0] for p in problems] == [
+        f"ood.methods.{method}: tiny_resnet (small_vgg): 'block4' block 0 (Conv2d) is not a residual block ending "
         "in batch norm + identity (torchvision / peekflow ResNets): the penultimate Gaussian cannot be derived from "
         "batch-norm statistics for this architecture" for method in ("bn_gaussian", "bn_fisher")]
+    # the refusal names what works there instead, not the methods the user did not ask for
+    assert "OOD methods that work on tiny_resnet: from its outputs alone ash_b" in problems[1]
+    assert "msp" in problems[1] and "knn_deepdream" in problems[1] and "knn_deepinversion" in problems[1]
+    assert "bn_gaussian" not in problems[1]

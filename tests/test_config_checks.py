@@ -7,13 +7,14 @@ import copy
 import pytest
 import yaml
 from peekflow.workflow import preflight
-from peekflow.workflow.config_checks import (ConfigError, check, config_problems, fill_defaults, reference_problems,
-                                             schema_problems)
+from peekflow.workflow.config_checks import (ConfigError, all_problems, check, config_problems, fill_defaults,
+                                             reference_problems, schema_problems)
 from peekflow.workflow.config_schema import workflow_schema
 from workflow import ROOT, tiny_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50.yaml", ROOT / "tests/data/tiny_config.yaml"]
+SHIPPED = [ROOT / "config" / "config.yaml", ROOT / "config" / "imagenet_resnet50.yaml", ROOT / "tests/data/tiny_config.yaml",
+           *sorted((ROOT / "config" / "examples").glob("*.yaml"))]
 
 
 def validated(config: dict) -> dict:
@@ -138,6 +139,25 @@ def test_every_reference_problem_is_reported_at_once():
     config["neurons"]["layers"] = ["layer1"]
     config["emergence"]["dataset"] = "imagenet"
     assert len(reference_problems(validated(config))) == 3
+
+
+def test_every_kind_of_problem_comes_in_one_round():
+    config = tiny_config()
+    config["models"]["tiny_resnet"]["layers"] = ["layer3", "layer9"]  # penultimate layer4 is not one; layer9 no layer
+    config["ood"]["ood_sets"] = "textures"  # the schema's: not a list (so neither 't' nor 'e' are data sets)
+    problems = all_problems(config, workflow_schema())
+    assert problems == [
+        "ood.ood_sets: 'textures' is not of type 'array'",
+        "models.tiny_resnet.penultimate: 'layer4' must be one of its layers ['layer3', 'layer9']",
+        "labels.layers: ['layer4'] are not in models.tiny_resnet.layers ['layer3', 'layer9'] (the stage reads them "
+        "from the feature store)",
+        "models.tiny_resnet.layers: layer(s) ['layer9'] not in SmallResNet; 'layer9': nearest valid ['layer4', "
+        "'layer3', 'layer2', 'layer1', 'layer4.0', 'layer3.0']; top-level layers: ['conv1', 'bn1', 'relu', 'layer1', "
+        "'layer2', 'layer3', 'layer4', 'avgpool', 'fc'], nested ones by module path, e.g. 'layer1.0'",
+        # the shape checks of a model with a wrong layer go as far as they can
+        "neurons.vital.layers: 'layer4' is not a neuron layer of tiny_resnet (['layer3', 'layer9']): its patches are "
+        "VITAL's references"], problems
+    assert all_problems(config, workflow_schema(), inputs=False) == problems[:3]  # a job's process: no inputs
 
 
 def test_emergence_grid_must_fit_every_analysed_layer():

@@ -102,6 +102,18 @@ def test_settings_reference_page_is_generated_and_current():
     assert "| `jitter` |" in text and "adam \\| adamw" in text
 
 
+def test_every_key_of_a_data_set_and_a_model_is_documented():
+    from peekflow.workflow.config_schema import DOCS, HAND_WRITTEN, node_at
+
+    schema, text = workflow_schema(), DOCS.read_text()
+    for path in HAND_WRITTEN:
+        node = node_at(schema, path)
+        assert node.get("description") and f"## `{path}`" in text, path
+        for key, prop in node["properties"].items():
+            assert prop.get("description"), f"{path}.{key} has no description"
+            assert f"| `{key}` |" in text.split(f"## `{path}`")[1].split("\n## ")[0], f"{path}.{key}"
+
+
 def test_settings_of_a_block_are_its_classes_keys_less_the_workflows():
     from test_config_checks import validated
     from workflow import tiny_config

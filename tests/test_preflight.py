@@ -70,6 +70,8 @@ def test_workflow_with_valid_user_inputs_plans_its_jobs(tmp_path, tiny_checkpoin
 
 
 def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_checkpoint):
+    """In one round with the problems of the schema (an unknown key) and of names (a penultimate layer that is not
+    one of the layers): what the preflight finds in the files and models comes in the same message."""
     (tmp_path / "empty_set").mkdir()
     torch.save(build_model("small_resnet", 3, widths=[8, 8, 8, 8]).state_dict(), tmp_path / "other_widths.pt")
     config = tiny_config()
@@ -79,6 +81,9 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
     config["models"]["four_classes"] = user_model(tiny_checkpoint, num_classes=4)
     config["models"]["other_widths"] = user_model(tmp_path / "other_widths.pt")
     config["models"]["tiny_resnet"]["layers"] = ["layer3", "layer9", "layer4"]
+    config["models"]["bad_layers"] = user_model(tiny_checkpoint, layers=["layer3", "layer5"], penultimate="layer4")
+    config["emergence"]["gird"] = 2
+    config["neurons"]["vital"]["match_layers"] = {"conv9": 1.0}  # checked although tiny_resnet has a wrong layer
     config["prototypes"]["methods"]["deepdream"]["classes"] = [0, 3]
     config["prototypes"]["methods"]["deepinversion"].update(targets="one", target=5)
     result = snakemake(tmp_path, "--cores", "1", config=write_config(tmp_path, config))
@@ -88,8 +93,13 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
         f"datasets.empty_set.path: {tmp_path / 'empty_set'} holds no images",
         f"models.gone_model.checkpoint: checkpoint {tmp_path / 'gone.pt'} does not exist",
         "models.four_classes.checkpoint: ", "but the config asks for small_resnet with 4",
-        "models.other_widths.checkpoint: ", "does not fit small_resnet with 3 classes: shapes",
+        "models.other_widths.checkpoint: ", "does not fit small_resnet with 3 classes: its tensors are 8 wide where "
+        "the model's are 4 (e.g. bn1.bias (8,) != (4,)): set models.other_widths.arch_kwargs.widths", "shapes [",
         "models.tiny_resnet.layers: layer(s) ['layer9'] not in SmallResNet",
+        "models.bad_layers.penultimate: 'layer4' must be one of its layers ['layer3', 'layer5']",
+        "models.bad_layers.layers: layer(s) ['layer5'] not in SmallResNet",
+        "emergence.gird: unknown key (did you mean grid?)",
+        "neurons.vital.match_layers: VITAL: match layer(s) ['conv9'] are not layers of SmallResNet",
         "prototypes.methods.deepdream.classes: classes [3] are not class indices of a model with 3 classes",
         "prototypes.methods.deepinversion.target: 5 is not a class index of 'tiny_resnet' (3 classes)",
     ]:

@@ -265,7 +265,7 @@ def test_bad_vital_config_is_named_before_any_job(tmp_path):
         "neurons.vital.layers: 'layer1' is not a neuron layer of tiny_resnet (['layer3', 'layer4']): its patches are "
         "VITAL's references",
         "neurons.vital.match_layers: VITAL: none of the match layers ['layer3'] comes before 'layer3'; set "
-        "neurons.vital.match_layers to earlier layers of the model",
+        "neurons.vital.match_layers to earlier layers of the model, e.g. {'bn1': 1.0, 'layer1': 1.0, 'layer2': 1.0}",
         "neurons.vital.channels: channel(s) [3] of tiny_resnet's layer3 get no patches (neurons.patches.channels: "
         "'0:2')",
         "neurons.vital.channels: channel(s) [3] of tiny_resnet's layer4 get no patches (neurons.patches.channels: "

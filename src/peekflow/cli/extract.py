@@ -43,6 +43,9 @@ def run(args) -> None:
     }
     if settings.maps:
         attrs["maps"] = settings.maps
+    notes = spec.notes(preprocessing.as_dict())
+    if notes:  # e.g. the crop of a timm model's default preprocessing; the OOD scores and table repeat them
+        attrs["notes"] = notes
     if args.images:
         sample = None if args.per_class is None else (args.per_class, args.sample_seed)
         summary = extract_features(model, args.images, classes, preprocessing, settings, device, args.out, attrs,

@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> None:
 
     spec = parse_settings(ModelSpec, args.model, "--model")
     model, _classes = load_spec(spec, args.checkpoint)
-    score_images(args.method, settings, model, spec.preprocess(), named_paths(args.images, "--images"),
-                 resolve_device(args.device), args.out, checkpoint=args.checkpoint, model_name=spec.name)
+    preprocessing = spec.preprocess()
+    score_images(args.method, settings, model, preprocessing, named_paths(args.images, "--images"),
+                 resolve_device(args.device), args.out, checkpoint=args.checkpoint, model_name=spec.name,
+                 model_notes=spec.notes(preprocessing.as_dict()))
 
 
 if __name__ == "__main__":

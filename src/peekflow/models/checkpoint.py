@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from peekflow.io import atomic_path
+from peekflow.models.fit import fit_problem
 from peekflow.models.registry import build_model
 from peekflow.models.timm_models import is_timm, timm_filtered
 
@@ -80,22 +81,18 @@ def fitting_state(ckpt: dict, arch: str, model: nn.Module) -> dict:
     return timm_filtered(ckpt["state_dict"], model)
 
 
-def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
-    """Build `arch` and load the weights at `path`; returns (model in eval mode, checkpoint metadata)."""
+def load_model(path, arch: str, num_classes: int, arch_kwargs: dict | None = None,
+               key: str = "models.<name>") -> tuple[nn.Module, dict]:
+    """Build `arch` and load the weights at `path`; returns (model in eval mode, checkpoint metadata). A misfit names
+    the difference in structure and the key under `key` (the model's config path, models.<name>) that changes it."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     model = build_model(arch, num_classes, **(arch_kwargs or {}))
-    try:
-        missing, unexpected = model.load_state_dict(fitting_state(ckpt, arch, model), strict=False)
-    except RuntimeError as err:  # shape mismatches
-        first = str(err).split("\n\t")[1:2]
-        raise ValueError(f"checkpoint {path} does not fit {arch} ({num_classes} classes): {first}") from None
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {path} does not fit {arch} ({num_classes} classes): "
-            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+    state = fitting_state(ckpt, arch, model)
+    problem = fit_problem({k: tuple(v.shape) for k, v in state.items()}, model, num_classes, key)
+    if problem:
+        raise ValueError(f"checkpoint {path} does not fit {arch} ({num_classes} classes): {problem}")
+    model.load_state_dict(state, strict=False)  # strict but for num_batches_tracked (fit_problem)
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model.eval(), meta
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from torch import nn
 from peekflow.data.folder import Preprocessing, class_folders
 from peekflow.models.checkpoint import load_model
 from peekflow.models.registry import build_model
-from peekflow.models.timm_models import is_timm, timm_preprocessing
+from peekflow.models.timm_models import crop_note, is_timm, timm_preprocessing
 from peekflow.models.tokens import set_token_pool
+
+log = logging.getLogger("peekflow")
 
 
 @dataclass
@@ -27,10 +30,25 @@ class ModelSpec:
     token_pool: str = "auto"  # pooled feature of token layers: cls | mean | auto (models/tokens.py)
 
     def preprocess(self) -> Preprocessing:
-        """The config's preprocessing; for a timm model that gives none, timm's data config."""
+        """The config's preprocessing; for a timm model that gives none, timm's data config (logged at info level
+        where it crops: `notes`)."""
         if self.preprocessing or not is_timm(self.arch):
             return Preprocessing(**self.preprocessing)
-        return Preprocessing(**timm_preprocessing(build_model(self.arch, self.num_classes, **self.arch_kwargs)))
+        prep = timm_preprocessing(build_model(self.arch, self.num_classes, **self.arch_kwargs))
+        for note in self.notes(prep):
+            log.info(note)
+        return Preprocessing(**prep)
+
+    def notes(self, derived: dict | None = None) -> list[str]:
+        """What a reader of the results should know of how the model sees its images: the crop of timm's data
+        config where the config gives no preprocessing (`derived`: that preprocessing, if computed already)."""
+        if self.preprocessing or not is_timm(self.arch):
+            return []
+        from peekflow.summary import base
+
+        derived = derived or timm_preprocessing(build_model(self.arch, self.num_classes, **self.arch_kwargs))
+        note = crop_note(derived, f"models.{base(self.name)}")
+        return [note] if note else []
 
 
 def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
@@ -57,5 +75,7 @@ def resolve_classes(spec: ModelSpec, meta: dict) -> list[str]:
 
 
 def load_spec(spec: ModelSpec, checkpoint) -> tuple[nn.Module, list[str]]:
-    model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs)
+    from peekflow.summary import base
+
+    model, meta = load_model(checkpoint, spec.arch, spec.num_classes, spec.arch_kwargs, f"models.{base(spec.name)}")
     return set_token_pool(model, spec.token_pool), resolve_classes(spec, meta)

@@ -61,3 +61,17 @@ def timm_preprocessing(model: nn.Module) -> dict:
         "std": [float(v) for v in cfg["std"]],
         "interpolation": interpolation if interpolation in ("nearest", "bilinear", "bicubic") else "bilinear",
     }
+
+
+def crop_note(prep: dict, key: str) -> str | None:
+    """What preprocessing `prep` from a timm data config cuts off each image, and the key (`key`: the model's config
+    path) that overrides it; None where it does not crop."""
+    resize, crop = prep.get("resize"), prep.get("crop")
+    if not resize or not crop or resize <= crop:
+        return None
+    mean, std = ([round(v, 4) for v in prep[k]] for k in ("mean", "std"))
+    lost = 1 - (crop / resize) ** 2
+    return (f"{key}.preprocessing is not given, so timm's data config sets it: the shorter side resized to {resize} "
+            f"px, then a centre crop of {crop} px ({prep['interpolation']}), which cuts off {lost:.0%} "
+            f"of a square image; for a model trained on whole {crop} px images set {key}.preprocessing: "
+            f"{{resize: {crop}, crop: {crop}, mean: {mean}, std: {std}}}")

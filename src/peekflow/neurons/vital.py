@@ -54,6 +54,7 @@ from peekflow.synthesis.settings import RenderSettings, render_options, scaled_j
 
 log = logging.getLogger("peekflow")
 REFERENCES = ("patches", "images")
+DEFAULT_MATCH = {"conv1": 0.1, "layer1": 1.0, "layer2": 1.0, "layer3": 1.0}  # VITAL's (a ResNet's layers)
 
 
 @dataclass
@@ -65,8 +66,9 @@ class VitalSettings(RenderSettings):
     references: int = setting(8, "references per channel (the best ones)", minimum=1)
     relevance: str = setting("epsilon_plus_flat", "relevance rule (zennit): LRP epsilon_plus_flat, guided_backprop, "
                              "or the plain gradient", choices=METHODS)
-    match_layers: dict = setting({"conv1": 0.1, "layer1": 1.0, "layer2": 1.0, "layer3": 1.0},
-                                 "layer -> weight of its distribution-matching term (VITAL's defaults); layers "
+    match_layers: dict = setting(DEFAULT_MATCH,
+                                 "layer -> weight of its distribution-matching term (VITAL's defaults, a ResNet's "
+                                 "layers; a transformer: earlier blocks, e.g. {blocks.0: 1, blocks.1: 1}); layers "
                                  "that do not come before the target layer are skipped")
     match_weight: float = setting(1000.0, "weight of the distribution-matching loss (0: plain channel visualisation)",
                                   minimum=0)
@@ -99,15 +101,35 @@ class VitalResult:
 
 
 def match_layers_for(model: nn.Module, layer: str, wanted: dict) -> dict[str, float]:
-    """The match layers that come before `layer` in module order (others skipped), checked to exist."""
+    """The match layers that come before `layer` in module order (others skipped), checked to exist; a failure
+    suggests layers of this model that come before `layer`."""
     names = layer_names(model)
-    get_layers(model, [layer, *wanted])  # fails naming a layer that does not exist
+    get_layers(model, [layer])  # fails naming a target layer that does not exist
+    unknown = [name for name in wanted if name not in set(names)]
+    if unknown:
+        default = " (the defaults name a ResNet's layers)" if set(unknown) & set(DEFAULT_MATCH) else ""
+        raise ValueError(f"VITAL: match layer(s) {unknown} are not layers of {type(model).__name__}{default}; set "
+                         f"neurons.vital.match_layers to layers before {layer!r}, e.g. "
+                         f"{earlier_layers(model, layer)}")
     before = {name: float(w) for name, w in wanted.items()
               if names.index(name) < names.index(layer) and not layer.startswith(name + ".") and w > 0}
     if not before:
         raise ValueError(f"VITAL: none of the match layers {sorted(wanted)} comes before {layer!r}; set "
-                         f"neurons.vital.match_layers to earlier layers of the model")
+                         f"neurons.vital.match_layers to earlier layers of the model, e.g. "
+                         f"{earlier_layers(model, layer)}")
     return before
+
+
+def earlier_layers(model: nn.Module, layer: str, most: int = 3) -> dict[str, float]:
+    """Match layers to suggest for `layer`: its earlier siblings in a numbered sequence (blocks.0, blocks.1 before
+    blocks.2), else the top-level layers with weights before its own (conv1, layer1, ... before layer4); the last
+    `most` of them."""
+    parent, _, index = layer.rpartition(".")
+    if index.isdigit() and int(index) > 0:
+        return {f"{parent + '.' if parent else ''}{i}": 1.0 for i in range(max(0, int(index) - most), int(index))}
+    top = layer.split(".")[0]
+    tops = [name for name, module in model.named_children() if any(True for _ in module.parameters())]
+    return dict.fromkeys(tops[:tops.index(top)][-most:], 1.0) if top in tops else {}
 
 
 def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:

@@ -69,16 +69,16 @@ def penultimate_moments(model, layer: str) -> tuple[np.ndarray, np.ndarray]:
     for i, block in enumerate(blocks):
         bn, down = _last_bn(block), getattr(block, "downsample", "absent")
         if not isinstance(bn, nn.BatchNorm2d) or down == "absent":
-            raise ValueError(f"bn_gaussian: {layer!r} block {i} ({type(block).__name__}) is not a residual block "
+            raise ValueError(f"{layer!r} block {i} ({type(block).__name__}) is not a residual block "
                              "ending in batch norm + identity (torchvision / peekflow ResNets): the penultimate "
                              "Gaussian cannot be derived from batch-norm statistics for this architecture")
         if down is not None:
             norms = [m for m in down.modules() if isinstance(m, nn.BatchNorm2d)]
             if len(norms) != 1:
-                raise ValueError(f"bn_gaussian: the downsample of {layer!r} block {i} has no single batch norm")
+                raise ValueError(f"the downsample of {layer!r} block {i} has no single batch norm")
             identity = _bn_moments(norms[0])
         elif moments is None:
-            raise ValueError(f"bn_gaussian: {layer!r} block {i} adds its input, whose moments are unknown (the "
+            raise ValueError(f"{layer!r} block {i} adds its input, whose moments are unknown (the "
                              "chain must start with a downsampling block)")
         else:
             identity = moments
@@ -112,7 +112,10 @@ class BNGaussian(Detector):
         self.moments = self.means = self.var = None
 
     def fit_model(self, model, layer: str) -> "BNGaussian":
-        self.moments = penultimate_moments(model, layer)
+        try:
+            self.moments = penultimate_moments(model, layer)
+        except ValueError as err:
+            raise ValueError(f"{self.name}: {err}") from None
         return self
 
     def _gaussians(self, data: FeatureSet) -> None:

@@ -6,7 +6,8 @@ the feature store it came from; `images` instead: the image folder, for `needs_i
 `method`, `settings` (JSON, defaults filled in), `fitted` (JSON: what the fit chose where a setting left it to a
 rule, e.g. ViM's dim; {} for most methods), `model` (the model of the scored stores, or the scoring model; the
 figures' titles name it), `layer`, `fit_store` ("" when the method needs no fitting), `notes` (JSON list: the
-warnings logged while fitting and scoring, e.g. a rank-deficient covariance; the table repeats them),
+warnings logged while fitting and scoring, e.g. a rank-deficient covariance, and the scored stores' own notes, e.g.
+the crop of a timm model's default preprocessing; the table repeats them),
 `higher_is_id=True` and `complete=True`, written last (`checkpoint` too for `needs_images` and `needs_model` methods).
 The file is written under a temporary name and renamed.
 
@@ -75,6 +76,7 @@ def score_stores(
         for name, path in eval_stores.items():
             data = load_feature_set(path, feature_layer, name=name)
             models.append(str(data.attrs.get("model", "")))
+            notes += [note for note in json.loads(data.attrs.get("notes", "[]")) if note not in notes]
             scores[name] = _checked_scores(detector, detector.score(data), len(data.labels), name, path)
     _write(out, scores, {name: {"store": str(path)} for name, path in eval_stores.items()},
            {**_method_attrs(detector), "model": ", ".join(dict.fromkeys(m for m in models if m)),
@@ -94,9 +96,11 @@ def score_images(
     out: str | os.PathLike,
     checkpoint: str | os.PathLike = "",
     model_name: str = "",
+    model_notes: list[str] = (),
 ) -> dict[str, np.ndarray]:
     """Score the image folders `folders` (name -> <folder>/<class>/<image>) with a `needs_images` method (ODIN) and
-    `model` (its `preprocessing`, on `device`); write `out` in the layout of `score_stores`. Returns the scores."""
+    `model` (its `preprocessing`, on `device`); write `out` in the layout of `score_stores`, its notes starting with
+    `model_notes` (what the feature stores of the model would record: ModelSpec.notes). Returns the scores."""
     from peekflow.data.folder import list_images  # imports torch: only here
 
     detector = build(method, settings)
@@ -105,6 +109,7 @@ def score_images(
     _check_names(folders, "FOLDER")
     scores = {}
     with warnings_noted() as notes:
+        notes += list(model_notes)
         for name, folder in folders.items():
             s = detector.score_images(model, folder, preprocessing, device)
             scores[name] = _checked_scores(detector, s, len(list_images(folder)), name, folder)

@@ -15,14 +15,15 @@ Long form (CSV), columns:
                                       other settings the method sweeps (e.g. percentile=90); each the value used
                                       (ViM's dim null: the dimension its rule chose)
   notes                               the warnings its score file recorded while fitting and scoring (a covariance
-                                      of too low rank, a bank smaller than the classes, ...), joined by " | "; empty
-                                      when there were none
+                                      of too low rank, a bank smaller than the classes, ...) and the notes of its
+                                      feature stores (the crop of a timm model's default preprocessing), joined by
+                                      " | "; empty when there were none
 The average row holds the mean of each metric over the OOD data sets, the common n_id and the summed n_ood; its CI
 is the percentile interval of the per-resample mean (the OOD sets share the ID resamples); a group's row likewise
 over the group's sets.
 
 The markdown table is paper style: methods as rows, FPR95 / AUROC column pairs per OOD set, then each group's average
-and the overall average; the methods' notes follow it as a list.
+and the overall average; the methods' notes follow it as a list (a note of every method of a model once).
 Scores: higher = more in-distribution (ID) for every method.
 """
 
@@ -183,9 +184,18 @@ def write_table(df: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os
 
 
 def _notes_list(df: pd.DataFrame) -> str:
-    """The methods' warnings as a markdown list under the table ("" when there are none)."""
+    """The methods' notes as a markdown list under the table ("" when there are none); a note of every method of a
+    model (its stores': e.g. the crop of a timm model's default preprocessing) once."""
     lines = []
-    for (model, method), notes in df.dropna(subset=["notes"]).groupby(["model", "method"], sort=False)["notes"]:
-        name = f"{model}/{method}" if model and df.model.nunique() > 1 else method
-        lines += [f"- {name}: {note.removeprefix(f'{method}: ')}" for note in notes.iloc[0].split(NOTE_SEPARATOR)]
-    return "\n**Notes** (warnings recorded while fitting and scoring):\n\n" + "\n".join(lines) + "\n" if lines else ""
+    several = df.model.nunique() > 1
+    for model, rows in df.groupby("model", sort=False, dropna=False):
+        notes = {method: [] if pd.isna(group.iloc[0]) else group.iloc[0].split(NOTE_SEPARATOR)
+                 for method, group in rows.groupby("method", sort=False)["notes"]}
+        shared = [n for n in next(iter(notes.values())) if len(notes) > 1 and all(n in ns for ns in notes.values())]
+        lines += [f"- every method{f' of {model}' if model and several else ''}: {note}" for note in shared]
+        for method, these in notes.items():
+            name = f"{model}/{method}" if model and several else method
+            lines += [f"- {name}: {note.removeprefix(f'{method}: ')}" for note in these if note not in shared]
+    if not lines:
+        return ""
+    return "\n**Notes** (recorded while extracting, fitting and scoring):\n\n" + "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Checks of a whole workflow config (the dict Snakemake reads), before any job runs.
 
-Two passes, each reporting every problem at once, each problem naming its full config path:
+Two kinds of check, each reporting every problem at once, each problem naming its full config path:
 - `config_problems`: each stage's settings block against its settings class (peekflow.workflow.config_schema) and
   the rest against the JSON schema (config_schema.workflow_schema(), whose committed copy is
   workflow/schemas/config.schema.yaml): unknown keys (with the nearest valid name), missing keys, types, choices and
@@ -8,8 +8,8 @@ Two passes, each reporting every problem at once, each problem naming its full c
 - `reference_problems`: what the schema cannot express: every name a key mentions (data set, model, layer, OOD
   method, prototype method: their registries) exists, splits exist, the KNN bank never holds the ID test set. Run on
   the validated config (defaults filled in).
-`check` raises ConfigError with all of them. The checks that need files or built models are
-peekflow.workflow.preflight's.
+The checks that need files or built models are peekflow.workflow.preflight's. `all_problems` runs all three kinds in
+one round (the Snakefile's check), and `check` raises ConfigError with all of them.
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ def config_problems(config: dict, schema: dict | str | os.PathLike) -> list[str]
     return found + [p for p in schema_problems(config, schema) if p.split(": ", 1)[0] not in seen]
 
 
-def fill_defaults(config: dict, schema: dict) -> None:
+def fill_defaults(config: dict, schema: dict, strict: bool = True) -> None:
     """Fill in the schema's defaults, in place, as Snakemake's `validate` does: every `default` of a property that
-    the config leaves out, at every level the config has (a default mapping gets the defaults inside it)."""
+    the config leaves out, at every level the config has (a default mapping gets the defaults inside it). `strict`:
+    fail on the first schema violation; otherwise fill in what can be filled around them."""
     checker = jsonschema.validators.validator_for(schema)
     properties = checker.VALIDATORS["properties"]
 
@@ -90,7 +91,41 @@ def fill_defaults(config: dict, schema: dict) -> None:
                 instance.setdefault(key, sub["default"])
         yield from properties(validator, props, instance, node)
 
-    jsonschema.validators.extend(checker, {"properties": set_defaults})(schema).validate(config)
+    validator = jsonschema.validators.extend(checker, {"properties": set_defaults})(schema)
+    if strict:
+        validator.validate(config)
+    else:
+        for _ in validator.iter_errors(config):
+            pass
+
+
+def all_problems(config: dict, schema: dict, inputs: bool = True) -> list[str]:
+    """Every problem of a workflow config in one round, each naming its config path: the schema's
+    (`config_problems`), names that point nowhere (`reference_problems`) and, with `inputs` (once, in the workflow's
+    main process), the folders, checkpoints and model shapes (peekflow.workflow.preflight.input_problems); the
+    later ones on a copy with the defaults filled in and the replicas expanded. After problems of an earlier kind a
+    later check runs as far as the config allows: one that cannot read the config is skipped, and what it finds in a
+    block the schema already faulted (the same model, data set or stage) is left for the round after the fix, as a
+    likely consequence."""
+    import copy
+
+    from peekflow.workflow import preflight, replicas
+
+    found = config_problems(config, schema)
+    faulted = {_block(p) for p in found}
+    trial = copy.deepcopy(config)
+    fill_defaults(trial, schema, strict=not found)
+    later = preflight.as_far_as_possible(lambda: reference_problems(trial), bool(found))
+    if inputs:
+        lenient = bool(found or later)
+        if preflight.as_far_as_possible(lambda: [replicas.expand(trial)], lenient):
+            later += preflight.input_problems(trial, lenient)
+    return list(dict.fromkeys(found + [p for p in later if _block(p) not in faulted]))
+
+
+def _block(problem: str) -> str:
+    """The block a problem is in: the first two parts of its config path (models.mine, datasets.x, ood.methods)."""
+    return ".".join(problem.split(":")[0].split(" ")[0].split(".")[:2])
 
 
 def swept_settings(method: str, settings: dict) -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from peekflow.data.folder import IMAGE_SUFFIXES
 from peekflow.models.checkpoint import fitting_arch_kwargs, fitting_state, read_checkpoint
+from peekflow.models.fit import fit_problem
 from peekflow.models.layers import layer_channels, layer_names
 from peekflow.models.registry import build_model
 from peekflow.prototypes.batching import resolve_classes
@@ -62,22 +63,17 @@ def check_layers(model: nn.Module, layers: list[str]) -> None:
                          f"; top-level layers: {top}{nested}")
 
 
-def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None) -> dict:
-    """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata."""
+def check_checkpoint(path, arch: str, num_classes: int, arch_kwargs: dict | None = None,
+                     key: str = "models.<name>") -> dict:
+    """The checkpoint loads (CPU, weights only) and its tensors fit `arch` by name and shape; returns its metadata.
+    A misfit names the difference in structure and the key under `key` (the model's config path) that changes it."""
     ckpt = read_checkpoint(path)
     arch_kwargs = fitting_arch_kwargs(ckpt, path, arch, num_classes, arch_kwargs)
     model = abstract_model(arch, num_classes, arch_kwargs)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in fitting_state(ckpt, arch, model).items()}
-    # BatchNorm fills in num_batches_tracked for checkpoints saved before it existed (torchvision's V1 weights)
-    missing = sorted(k for k in set(expected) - set(found) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(found) - set(expected))
-    wrong_shape = [f"{k} {found[k]} != {expected[k]}" for k in sorted(set(found) & set(expected))
-                   if found[k] != expected[k]]
-    for what, items in [("missing keys", missing), ("unexpected keys", unexpected), ("shapes", wrong_shape)]:
-        if items:
-            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-            raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {what} {items[:3]}{more}")
+    problem = fit_problem(found, model, num_classes, key)
+    if problem:
+        raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {problem}")
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
 
 
@@ -101,6 +97,22 @@ def default_preprocessing(m: dict) -> dict:
     return timm_preprocessing(abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs")))
 
 
+def input_notes(config: dict) -> list[str]:
+    """What the user should know of how the models see their images before any job: the crop of a timm model's
+    default preprocessing (its data config) where the config gives none. Each extraction's log and store records
+    it too, and the OOD table repeats it."""
+    from peekflow.models.timm_models import crop_note, is_timm
+    from peekflow.workflow.replicas import base
+
+    notes = []
+    for name, m in config["models"].items():
+        if is_timm(m["arch"]) and not m.get("preprocessing"):
+            note = crop_note(default_preprocessing(m), f"models.{base(name)}")
+            if note and note not in notes:
+                notes.append(note)
+    return notes
+
+
 def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple[int, ...]]:
     """Spatial shape of each layer's output for a `size` x `size` input (one forward pass on zeros); () for a layer
     without a map (a vector, or tokens that are not prefix tokens + a patch grid: models/tokens.py)."""
@@ -116,6 +128,7 @@ def map_sizes(model: nn.Module, layers: list[str], size: int) -> dict[str, tuple
 def model_problems(name: str, m: dict) -> list[str]:
     """The architecture builds, its layers exist, a given checkpoint loads, fits and names its classes."""
     from peekflow.models.spec import ModelSpec, resolve_classes
+    from peekflow.workflow.replicas import base
 
     key = f"models.{name}"
     try:
@@ -129,7 +142,8 @@ def model_problems(name: str, m: dict) -> list[str]:
         problems.append(f"{key}.layers: {err}")
     if "checkpoint" in m:
         try:
-            meta = check_checkpoint(m["checkpoint"], m["arch"], m["num_classes"], m.get("arch_kwargs"))
+            meta = check_checkpoint(m["checkpoint"], m["arch"], m["num_classes"], m.get("arch_kwargs"),
+                                    f"models.{base(name)}")
         except (ValueError, FileNotFoundError) as err:
             return [*problems, f"{key}.checkpoint: {err}"]
         fields = ["classes", "classes_file", "classes_from_folder"]
@@ -463,9 +477,11 @@ def shape_problems(config: dict, name: str) -> list[str]:
     return problems
 
 
-def input_problems(config: dict) -> list[str]:
+def input_problems(config: dict, lenient: bool = False) -> list[str]:
     """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
-    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks."""
+    Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks.
+    `lenient`: the config has problems already (schema, names; config_checks.all_problems), so a check that cannot
+    read it is skipped, its problems left for the round after their fix."""
     from peekflow.workflow.replicas import SEP, base
 
     problems = []
@@ -480,24 +496,47 @@ def input_problems(config: dict) -> list[str]:
         if "train" in m and base(name) in checked:
             continue  # another seed of a model already checked: the same architecture
         checked.add(base(name))
-        found = model_problems(name, m)
+        found = as_far_as_possible(lambda: model_problems(name, m), lenient)
         if found:
             broken.add(name)
         problems += [p.replace(f"models.{name}", f"models.{base(name)} (replica {name})", 1) if SEP in name else p
                      for p in found]
     for target in config["target_models"]:
-        problems += prototype_problems(config, target)
-        if target not in broken and base(target) not in broken:  # the shape checks build it and read its layers
-            try:
-                problems += (shape_problems(config, target) + dora_shard_problems(config, target)
-                             + patch_shard_problems(config, target) + vital_problems(config, target)
-                             + ranking_problems(config, target) + ood_fit_size_problems(config, target))
-            except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
-                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
-                                f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
-    return list(dict.fromkeys(problems + extract_shard_problems(config) + last_layer_problems(config)
-                              + model_fit_problems(config)))
+        problems += as_far_as_possible(lambda: prototype_problems(config, target), lenient)
+        # the shape checks build the architecture and read its layers: after a problem of the model they go as far
+        # as they can (a checkpoint that does not fit changes nothing for them; a layer that is not one stops them)
+        faulted = target in broken or base(target) in broken
+        problems += target_shape_problems(config, target, lenient or faulted)
+    for check in (extract_shard_problems, last_layer_problems, model_fit_problems):
+        problems += as_far_as_possible(lambda: check(config), lenient)
+    return list(dict.fromkeys(problems))
+
+
+def as_far_as_possible(check, lenient: bool) -> list[str]:
+    """`check()`; with `lenient` (the config has problems already), [] where it cannot read the config."""
+    if not lenient:
+        return check()
+    try:
+        return check()
+    except Exception:  # any consequence of the problems found already: checked after their fix
+        return []
+
+
+def target_shape_problems(config: dict, target: str, lenient: bool = False) -> list[str]:
+    """The checks that build target `target` and run it on its input size, each as far as it can (`lenient`)."""
+    problems = []
+    for check in (shape_problems, dora_shard_problems, patch_shard_problems, vital_problems, ranking_problems,
+                  ood_fit_size_problems):
+        try:
+            problems += check(config, target)
+        except (RuntimeError, AssertionError) as err:  # e.g. a ViT built for another img_size than the crop
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            problems.append(f"models.{target}: the model does not run on the input size of its preprocessing "
+                            f"(set preprocessing.crop, or arch_kwargs such as img_size): {reason}")
+        except Exception:  # with `lenient`: a consequence of the problems found already, checked after their fix
+            if not lenient:
+                raise
+    return list(dict.fromkeys(problems))
 
 
 def ood_method_classes(config: dict) -> list[tuple[str, type]]:
@@ -516,8 +555,9 @@ def ood_method_classes(config: dict) -> list[tuple[str, type]]:
 
 
 def model_fit_problems(config: dict) -> list[str]:
-    """OOD methods that derive their fit from the model's weights (bn_gaussian) on a target whose architecture does
-    not allow it (its penultimate layer is not a chain of residual blocks ending in batch norm): before any job."""
+    """OOD methods that derive their fit from the model's weights (bn_gaussian, bn_fisher) on a target whose
+    architecture does not allow it (its penultimate layer is not a chain of residual blocks ending in batch norm):
+    before any job, naming the OOD methods that work on that target instead."""
     from peekflow.ood.bn_gaussian import penultimate_moments
 
     problems = []
@@ -528,10 +568,40 @@ def model_fit_problems(config: dict) -> list[str]:
             target = config["models"][name]
             try:
                 model = abstract_model(target["arch"], target["num_classes"], target.get("arch_kwargs"))
+            except (ValueError, TypeError):
+                continue  # named by the model checks
+            if target["penultimate"] not in set(layer_names(model)):
+                continue  # named by the layer checks
+            try:
                 penultimate_moments(model, target["penultimate"])
             except ValueError as err:
-                problems.append(f"ood.methods.{method}: {name}: {err}")
+                problems.append(f"ood.methods.{method}: {name} ({target['arch']}): {err}. OOD methods that work on "
+                                f"{name}: {working_ood_methods(target)}")
     return problems
+
+
+def working_ood_methods(target: dict) -> str:
+    """The OOD methods that run on `target` (a model's config), grouped by what they need: nothing but the model's
+    outputs, a data-free prototype bank its prototype methods can make, or the ID training set."""
+    from peekflow.ood.base import available, detector_class
+    from peekflow.prototypes.methods import methods as prototype_methods
+
+    usable = {name for name, m in prototype_methods().items()
+              if m.bank and (not m.batch_norm or has_batch_norm(target))}
+    groups = {"no data": [], "bank": {}, "fitted": []}
+    for name in available():
+        cls = detector_class(name)
+        if cls.needs_model:
+            continue
+        if cls.prototype_bank:
+            if cls.prototype_bank in usable:
+                groups["bank"].setdefault(cls.prototype_bank, []).append(name)
+        else:
+            groups["fitted" if cls.needs_fit else "no data"].append(name)
+    banks = [f"data-free on {prototype_methods()[bank].title} prototypes <method>_{bank} (e.g. "
+             f"{f'knn_{bank}' if f'knn_{bank}' in names else names[0]})" for bank, names in groups["bank"].items()]
+    return "; ".join([f"from its outputs alone {', '.join(groups['no data'])}", *banks,
+                      f"fitted on ood.id_train {', '.join(groups['fitted'])}"])
 
 
 def last_layer_problems(config: dict) -> list[str]:
