@@ -3,10 +3,12 @@
 # own: the checks, the targets of rule all, the resource requests.
 import itertools
 import json
+import os
 import shlex
 
 from peekflow.ood.base import detector_class
 from peekflow.prototypes import methods as prototype_methods
+from peekflow.semantics.settings import SemanticsSettings
 from peekflow.workflow import config_checks, config_schema, targets
 from peekflow.workflow.requests import Requests
 from peekflow.workflow.targets import feature_store
@@ -21,6 +23,12 @@ def stage_settings(path, **filled):
     """--settings JSON of the config block at `path` (e.g. labels.dora): the keys its settings class takes (defaults
     filled in by the schema; not the workflow's own keys), and `filled`."""
     return as_json(config_schema.settings_of(config, path, **filled))
+
+
+def semantics_settings(keys):
+    """--settings JSON of the semantics block: only the `keys` a command reads (SemanticsSettings.MAPPING, TESTS)."""
+    block = config_schema.settings_of(config, "semantics")
+    return as_json({key: block[key] for key in keys if key in block})
 
 
 # file-path patterns (wildcards or values; and feature_store)
