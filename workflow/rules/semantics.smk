@@ -29,7 +29,7 @@ rule map_class_semantics:
         settings=lambda w: semantics_settings(SemanticsSettings.MAPPING),
         folder=lambda w, output: os.path.dirname(output.synsets),
     shell:
-        "peekflow semantics --model {params.model:q} --checkpoint {input.checkpoint:q}"
+        "peekflow semantics --model {params.model:q} --classes-of {input.checkpoint:q}"
         " --settings {params.settings:q} --out {params.folder:q} > {log} 2>&1"
 
 

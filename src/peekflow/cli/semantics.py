@@ -9,10 +9,10 @@ digits: a noun offset), else by the `synsets` map of --settings -- and write to 
 wnid, depth, definition), distance.csv (edges of the shortest path through a common hypernym), wup.csv (Wu-Palmer
 similarity), lcs_depth.csv (depth of the lowest common subsumer), rows and columns in the model's class order, and
 matrices.png. The class names come from the checkpoint where it records them, else from the model spec (classes,
-classes_file, classes_from_folder).
+classes_file, classes_from_folder); no network is built or run.
 Example:
   peekflow semantics --model '{"name": "m", "arch": "small_resnet", "num_classes": 3}' \\
-      --checkpoint results/models/m/model.pt --settings '{"synsets": {"circle": "circle.n.01", ...}}' \\
+      --classes-of results/models/m/model.pt --settings '{"synsets": {"circle": "circle.n.01", ...}}' \\
       --out results/semantics/m"""
 
 
@@ -20,7 +20,9 @@ def add_arguments(p) -> None:
     from peekflow.semantics.settings import SemanticsSettings
 
     p.add_argument("--model", required=True, help="model spec as JSON (name, arch, num_classes, class names)")
-    p.add_argument("--checkpoint", required=True, help="model weights (a peekflow checkpoint records its classes)")
+    p.add_argument("--classes-of", required=True, metavar="CHECKPOINT",
+                   help="the model's weights, read for its class names only (a peekflow checkpoint records them in "
+                        "unit order; for another, --model's classes, classes_file or classes_from_folder)")
     add_settings_argument(p, SemanticsSettings)
     p.add_argument("--out", required=True, help="folder to write the table, the matrices and the figure into")
 
@@ -36,7 +38,7 @@ def run(args) -> None:
 
     spec = parse_settings(ModelSpec, args.model, "--model")
     settings = parse_settings(SemanticsSettings, args.settings, "--settings")
-    meta = {k: v for k, v in read_checkpoint(args.checkpoint).items() if k != "state_dict"}
+    meta = {k: v for k, v in read_checkpoint(args.classes_of).items() if k != "state_dict"}
     classes = resolve_classes(spec, meta)
     semantics = map_classes(args.out, classes, settings.synsets, settings.wordnet, model=spec.name)
     k = len(classes)
