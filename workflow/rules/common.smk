@@ -26,8 +26,9 @@ def stage_settings(path, **filled):
 
 
 def semantics_settings(keys):
-    """--settings JSON of the semantics block: only the `keys` a command reads (SemanticsSettings.MAPPING, TESTS)."""
-    block = config_schema.settings_of(config, "semantics")
+    """--settings JSON of the semantics block: only the `keys` a command reads (SemanticsSettings.MAPPING, TESTS); a
+    config without the block that asks for a semantics file by name gets the defaults (and the job's own checks)."""
+    block = config_schema.settings_of(config, "semantics") if "semantics" in config else {}
     return as_json({key: block[key] for key in keys if key in block})
 
 
