@@ -13,8 +13,8 @@ layer is labelled, DORA (dora.csv, dora.png) and INVERT (invert.csv).
 <out>/<layer>/img/*.png           every image as a PNG file beside the pages (none inlined)
 
 The model's output layer, where DORA's units (the classes) are judged against WordNet (dora_wordnet.json, semantics),
-gets a layer page of its own without top-N images or patches: the Mantel test's r and p above a table of its units --
-class, synset, LOF score, outlier flag, s-AMS -- and DORA's figure.
+gets a layer page of its own without top-N images or patches (peekflow.neurons.atlas_units): the Mantel test's r and
+p above a table of its units -- class, LOF score, outlier flag, rank, s-AMS -- and DORA's figure.
 
 Where the layer has VITAL (vital.h5), a neuron page shows its plain and VITAL visualisations with their activation
 and probe similarity. A partial run builds too: an input that does not exist yet is named on the pages it would fill
@@ -145,51 +145,9 @@ def missing_note(missing: dict[str, str]) -> str:
     return f'<p class="missing">Not built yet, so not shown: {items}.</p>'
 
 
-def wordnet_section(path: str | None) -> str:
-    """DORA's evaluation against WordNet (dora_wordnet.json): the Mantel test of the units' EA distance against their
-    WordNet distance."""
-    if not path:
-        return ""
-    report = json.loads(Path(path).read_text())
-    m = report["mantel"]
-    kind = "every relabelling" if m["exact"] else f"{m['permutations']} random relabellings, seed {m['seed']}"
-    left = f"; left out (their s-AMS did not raise them): {esc(report['left_out'])}" if report["left_out"] else ""
-    return ("<h2>DORA's units against WordNet</h2><p>Mantel test of the extreme-activation distance of the "
-            f"{m['n']} output units (the classes) against the WordNet distance of their classes: "
-            f"<strong>r = {m['r']:.3f}</strong>, <strong>p = {m['p']:.3g}</strong> ({esc(m['method'])}, "
-            f"{esc(m['alternative'])}, {esc(kind)}){left}. r &gt; 0: units DORA finds alike are classes WordNet puts "
-            "close.</p>")
-
-
-def dora_only_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, missing: dict) -> int:
-    """The page of a layer with DORA's outputs only (the output layer): the WordNet section and a table of units."""
-    dora, sams = _table(inputs.dora), read_sams(inputs.dora_signals)
-    classes = {}
-    if inputs.dora_wordnet:
-        report = json.loads(Path(inputs.dora_wordnet).read_text())
-        classes = dict(zip(report["units"], report["classes"]))
-    rows = []
-    for r in (dora.itertuples() if dora is not None else []):
-        c = int(r.neuron)
-        cells = [c, classes.get(c, ""), f"{r.lof:.4g}", "yes" if r.outlier else "no", r.rank]
-        image = ""
-        if c in sams:
-            save_png(sams[c][0], folder / "img" / f"c{c}_sams0.png", max(MIN_SIDE // 2, sams[c].shape[-1]))
-            image = f'<img src="img/c{c}_sams0.png" loading="lazy" alt="s-AMS of unit {c}">'
-        rows.append("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cells) + f"<td>{image}</td></tr>")
-    if inputs.dora_figure:
-        shutil.copyfile(inputs.dora_figure, folder / "img" / "dora.png")
-    head = "<tr><th>unit</th><th>class</th><th>LOF</th><th>outlier</th><th>rank</th><th>s-AMS</th></tr>"
-    body = (f'<p><a href="../index.html">{esc(model)}</a>'
-            + (' &middot; <a href="img/dora.png">DORA map and s-AMS</a>' if inputs.dora_figure else "")
-            + f"</p><h1>{esc(layer)}: {len(rows)} units (DORA only: no top-N images or patches)</h1>"
-            + missing_note(missing) + wordnet_section(inputs.dora_wordnet)
-            + (f"<table>{head}{''.join(rows)}</table>" if rows else ""))
-    (folder / "index.html").write_text(page(f"{model} {layer}: units", body))
-    return len(rows)
-
-
 def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb: int) -> int:
+    from peekflow.neurons.atlas_units import dora_only_layer, wordnet_section
+
     (folder / "img").mkdir(parents=True)
     missing = inputs.missing()
     if inputs.topn is None and inputs.patches is None:
