@@ -4,6 +4,7 @@
 import itertools
 import json
 import os
+import re
 import shlex
 
 from peekflow.ood.base import detector_class
@@ -98,6 +99,18 @@ def sharded_pattern(section, names, sharded, pattern=None):
     job ("^$": none); `pattern` in place of the names where one count holds for all values (every layer)."""
     chosen = [name for name in names if (shards(section, name) > 1) == sharded]
     return (pattern if pattern and chosen else "|".join(chosen)) or "^$"
+
+
+def dora_layer_pattern(sharded):
+    """Regex of the layers whose DORA runs in shards (sharded=True: labels.shards.dora > 1) or in one job: every
+    labelled layer alike, but the output layer that semantics judges (semantics.output_layer) always in one job, so
+    that a shard count chosen for wide layers never exceeds its few batches. Every path of these rules has a `/`
+    after {layer}."""
+    output = targets.dora_output_layer(config)
+    alike = sharded_pattern("labels", ["dora"], sharded, pattern="[^/]+")
+    if not output or shards("labels", "dora") == 1:
+        return alike
+    return rf"(?!{re.escape(output)}/)[^/]+" if sharded else re.escape(output)
 
 
 def shard_files(stem, n):

@@ -526,7 +526,7 @@ def semantics_problems(config: dict) -> list[str]:
             check_layers(model, [layer])
             size = input_size(config, config["ood"]["id_test"], m) or 224
             units = layer_channels(model.eval(), layer, size)
-        except (ValueError, RuntimeError) as err:
+        except (ValueError, TypeError, RuntimeError) as err:
             problems.append(f"semantics.output_layer: {err}")
             break
         if units != m["num_classes"]:
