@@ -68,7 +68,8 @@ def wnids(n: int, seed: int = 0) -> list[str]:
 
 def miniature_imagenet() -> dict[str, dict[str, int]]:
     """The config's tree, per data set path: class folder -> images. val: 1 per class (every class folder names a
-    class: ImageNet-1k's 1,000 wnids, which the class semantics map to WordNet 3.0); the ID test set: the val image of every 10th class; train: 1 for every 10th class, 2 in every 100th (110
+    class: ImageNet-1k's 1,000 wnids, which the class semantics map to WordNet 3.0); the ID test set: the val image
+    of every 10th class; train: 1 for every 10th class, 2 in every 100th (110
     rows of 100 classes: covariance rank 10); the OOD sets: 6 images each, in one `images` folder (as the MOS tarballs
     unpack) or 3 texture folders (DTD)."""
     paths = {name: spec["path"] for name, spec in CONFIG["datasets"].items()}

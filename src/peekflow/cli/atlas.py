@@ -12,9 +12,9 @@ HELP = """The neuron atlas: a static site, opened from the file system, built fr
 --layers is a JSON object: layer -> {"topn": topn.h5, "patches": patch folder, and optionally "dora": dora.csv,
 "dora_figure": dora.png, "dora_signals": dora_signals.h5, "dora_wordnet": dora_wordnet.json, "invert": invert.csv,
 "vital": vital.h5}; a layer without "topn" and "patches" (the output layer, DORA only) gets a page of its units and
-their Mantel test against WordNet; an input that does not exist yet is named on the pages instead (a partial run). Writes <out>/index.html (the layers), <out>/<layer>/index.html (a
-grid of neurons, filterable by INVERT concept and DORA outlier flag), <out>/<layer>/neuron_<c>.html and the PNGs they
-show under <out>/<layer>/img/.
+their Mantel test against WordNet; an input that does not exist yet is named on the pages instead (a partial run).
+Writes <out>/index.html (the layers), <out>/<layer>/index.html (a grid of neurons, filterable by INVERT concept and
+DORA outlier flag), <out>/<layer>/neuron_<c>.html and the PNGs they show under <out>/<layer>/img/.
 Example:
   peekflow atlas --model m --layers '{"layer4": {"topn": "results/neurons/m/layer4/topn.h5",
       "patches": "results/neurons/m/layer4/patches", "invert": "results/neurons/m/layer4/invert.csv"}}' \\

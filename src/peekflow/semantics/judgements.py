@@ -66,7 +66,8 @@ def judge_dora(signals_h5, synsets_csv, permutations: int = 999, seed: int = 0, 
     width = signals.representations.shape[1]
     if width != len(classes):
         raise ValueError(f"{signals_h5}: layer {settings.get('layer')!r} has {width} units, but the model has "
-                         f"{len(classes)} classes: semantics.output_layer must be the layer whose units are the classes")
+                         f"{len(classes)} classes: semantics.output_layer must be the layer whose units are the "
+                         "classes")
     units = signals.neurons[signals.activated]
     semantics = semantics_of(classes, synsets_csv, wordnet_folder)
     mantel = dora_mantel(semantics, ea_distance(signals.representations[signals.activated]), units, permutations, seed)

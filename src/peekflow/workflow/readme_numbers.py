@@ -72,7 +72,8 @@ def report_section(summary: pd.DataFrame, keys: dict[str, str], digits: int = 2)
     return _table(rows)
 
 
-SEMANTIC_TESTS = {"probing": "PEEK probing: similarity vs Wu-Palmer", "dora": "DORA, output units: EA vs WordNet distance"}
+SEMANTIC_TESTS = {"probing": "PEEK probing: similarity vs Wu-Palmer",
+                  "dora": "DORA, output units: EA vs WordNet distance"}
 
 
 def semantics_section(summary: pd.DataFrame) -> str:
