@@ -187,7 +187,8 @@ def build_layer(folder: Path, model: str, layer: str, inputs: LayerInputs, thumb
             '<p><input id="concept" type="search" placeholder="INVERT concept contains..."> '
             '<label><input id="outliers" type="checkbox"> DORA outliers only</label> '
             f'<span id="shown">{len(cells)}</span> shown</p>{missing_note(missing)}'
-            f'{wordnet_section(inputs.dora_wordnet)}<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
+            f'{wordnet_section(inputs.dora_wordnet)}'
+            f'<div class="grid">{"".join(cells)}</div><script>{FILTER_JS}</script>')
     (folder / "index.html").write_text(page(f"{model} {layer}: neurons", body))
     return len(cells)
 
