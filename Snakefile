@@ -45,6 +45,7 @@ include: "workflow/rules/probing.smk"
 include: "workflow/rules/labels.smk"
 include: "workflow/rules/neurons.smk"
 include: "workflow/rules/emergence.smk"
+include: "workflow/rules/semantics.smk"
 include: "workflow/rules/summaries.smk"
 
 

@@ -24,8 +24,8 @@ MODEL, LAYER = "tiny_resnet", "layer4"
 def atlas_run(tmp_path_factory):
     """A tiny config cut to what the atlas of one layer needs, run up to results/atlas/<model>."""
     config = tiny_config()
-    for key in ("prototypes", "probing", "emergence"):
-        config.pop(key)
+    for key in ("prototypes", "probing", "emergence", "semantics"):
+        config.pop(key, None)
     config["ood"]["methods"] = {"msp": {}}
     config["neurons"]["layers"] = [LAYER]
     config["neurons"]["ranking"] = {"rank_by": "relevance", "batch_size": 16}  # Relevance Maximisation, run for real
@@ -255,6 +255,35 @@ def test_layer_grid_carries_labels_and_outlier_marks(synthetic_atlas):
     assert '<option value="auc">' in index and '<option value="lof">' in index
     plain = (work / "atlas" / "blocks.1" / "index.html").read_text()
     assert '<option value="auc" disabled>' in plain  # no INVERT table: nothing to sort by
+
+
+def test_a_layer_with_dora_only_gets_a_page_of_its_units_with_their_mantel_test(atlas_run, tmp_path, monkeypatch):
+    """The output layer's page (semantics: DORA of the units, judged against WordNet): no top-N images or patches,
+    the Mantel test's r and p, and a row per unit with its class and s-AMS; a labelled layer shows the test too."""
+    from peekflow.neurons.atlas import LayerInputs, build_atlas
+
+    monkeypatch.chdir(atlas_run)
+    stem = atlas_run / "results" / "neurons" / MODEL / LAYER
+    dora = pd.read_csv(stem / "dora.csv")
+    units = dora.loc[dora["activated"], "neuron"].tolist()
+    mantel = {"r": 0.4321, "p": 0.0123, "permutations": 999, "exact": False, "n": len(units), "entries": 3,
+              "method": "pearson", "alternative": "two-sided", "seed": 0}
+    (tmp_path / "dora_wordnet.json").write_text(json.dumps({
+        "mantel": mantel, "mantel_r": mantel["r"], "mantel_p": mantel["p"], "units": units,
+        "classes": [f"class <{u}>" for u in units], "left_out": dora.loc[~dora["activated"], "neuron"].tolist()}))
+    judged = {"dora": str(stem / "dora.csv"), "dora_figure": str(stem / "dora.png"),
+              "dora_signals": str(stem / "dora_signals.h5"), "dora_wordnet": str(tmp_path / "dora_wordnet.json")}
+    inputs = {"fc": LayerInputs(**judged),
+              LAYER: LayerInputs(topn=str(stem / "topn.h5"), patches=str(stem / "patches"), **judged)}
+    assert build_atlas(tmp_path / "atlas", MODEL, inputs) == {"fc": len(dora), LAYER: 2}
+    page = tmp_path / "atlas" / "fc" / "index.html"
+    text = page.read_text()
+    assert "r = 0.432" in text and "p = 0.0123" in text and "999 random relabellings, seed 0" in text
+    assert "no top-N images or patches" in text and "neuron_" not in text
+    assert f"<td>{units[0]}</td><td>class &lt;{units[0]}&gt;</td>" in text
+    assert len(img_sources(page)) == len(dora) and all((page.parent / src).is_file() for src in img_sources(page))
+    assert (page.parent / "img" / "dora.png").is_file() and 'href="img/dora.png"' in text
+    assert "r = 0.432" in (tmp_path / "atlas" / LAYER / "index.html").read_text()
 
 
 # After the page has loaded: every image made eager, then, once all are complete, [src, naturalWidth] of each image

@@ -141,6 +141,26 @@ def test_probing_names_the_permuted_units(default_run):
     assert report["accuracy"] >= 0.5 and report["hungarian_accuracy"] >= 0.7, report
 
 
+def test_class_semantics_and_the_judgements_against_wordnet(default_run):
+    """The shapes mapped to WordNet as the config says, in unit order; probing and DORA's ten output units judged
+    against WordNet with 999 seeded relabellings (10! are more); the values themselves are measured results
+    (docs/results.md, over three seeds), not bars."""
+    metrics = json.loads((default_run / f"results/models/{TARGET}/metrics.json").read_text())
+    table = pd.read_csv(default_run / f"results/semantics/{TARGET}/synsets.csv")
+    assert table["class"].tolist() == metrics["classes"]
+    assert table["synset"].tolist() == [CONFIG["semantics"]["synsets"][c] for c in metrics["classes"]]
+    probing = json.loads((default_run / f"results/probing/{TARGET}/shapes_vgg/semantics.json").read_text())
+    dora = json.loads((default_run / f"results/neurons/{TARGET}/fc/dora_wordnet.json").read_text())
+    for report, n in [(probing, 10), (dora, len(dora["units"]))]:
+        mantel = report["mantel"]
+        assert (mantel["permutations"], mantel["exact"], mantel["n"]) == (999, False, n) and 3 <= n <= 10, mantel
+        assert -1 <= mantel["r"] <= 1 and 1 / 1000 <= mantel["p"] <= 1, mantel
+    assert probing["accuracy_by_depth"][0] == 1 and probing["accuracy_by_depth"][-1] == probing["accuracy"]
+    assert probing["chance_accuracy_by_depth"][-1] == pytest.approx(0.1)  # exact naming by chance: 1 in 10
+    page = (default_run / f"results/atlas/{TARGET}/fc/index.html").read_text()
+    assert f"r = {dora['mantel_r']:.3f}" in page
+
+
 def test_knowledge_points_grow_from_first_to_last_layer(default_run):
     # training seeds 1-5: first layer 0 each, last layer 759, 696, 683, 688, 722 knowledge points
     curve = pd.read_csv(default_run / f"results/emergence/{TARGET}/knowledge_points.csv")

@@ -28,7 +28,7 @@ import yaml
 from scipy.special import softmax
 
 from peekflow.workflow.config_checks import ood_runs
-from workflow import ROOT, fake_user_inputs, planned_jobs, snakemake, write_images
+from workflow import ROOT, fake_user_inputs, imagenet_wnids, planned_jobs, snakemake, wordnet_missing, write_images
 
 pytestmark = pytest.mark.slow
 
@@ -53,22 +53,27 @@ OVERLAY = {
 }
 RUNS = ood_runs({"ood": {**OOD, "methods": {**OOD["methods"], **OVERLAY["ood"]["methods"]}}})
 TARGETS = ["results/ood_table.csv", "results/paper_comparison.csv"]
+# the class semantics of the target: its 1,000 classes (the wnid folders of val/) mapped to WordNet 3.0 synsets
+SEMANTICS = [f"results/semantics/{TARGET}/{name}" for name in ("synsets.csv", "distance.csv", "wup.csv",
+                                                                 "lcs_depth.csv", "matrices.png")]
 TEXTURES = ["banded", "dotted", "striped"]
 
 
 def wnids(n: int, seed: int = 0) -> list[str]:
-    """n sorted ImageNet-style synset ids (n + 8 digits)."""
+    """n sorted ImageNet-style synset ids (n + 8 digits), most of them no WordNet noun offset (the OOD folders of
+    SSB-hard; the classes are ImageNet's own wnids)."""
     rng = np.random.default_rng(seed)
     return [f"n{i:08d}" for i in sorted(rng.choice(np.arange(1_000_000, 15_000_000), n, replace=False))]
 
 
 def miniature_imagenet() -> dict[str, dict[str, int]]:
     """The config's tree, per data set path: class folder -> images. val: 1 per class (every class folder names a
-    class); the ID test set: the val image of every 10th class; train: 1 for every 10th class, 2 in every 100th (110
+    class: ImageNet-1k's 1,000 wnids, which the class semantics map to WordNet 3.0); the ID test set: the val image
+    of every 10th class; train: 1 for every 10th class, 2 in every 100th (110
     rows of 100 classes: covariance rank 10); the OOD sets: 6 images each, in one `images` folder (as the MOS tarballs
     unpack) or 3 texture folders (DTD)."""
     paths = {name: spec["path"] for name, spec in CONFIG["datasets"].items()}
-    classes = wnids(N_CLASSES)
+    classes = imagenet_wnids(N_CLASSES)
     assert CONFIG["models"][TARGET]["classes_from_folder"] == paths[OOD["id_test"]]
     return {
         paths[OOD["id_test"]]: dict.fromkeys(classes, 1),
@@ -85,7 +90,9 @@ def imagenet_run(tmp_path_factory):
     fake_user_inputs(work, CONFIG, folders=miniature_imagenet(), seed=0)
     overlay = work / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(OVERLAY, sort_keys=False))
-    result = run_table(work)
+    if wordnet_missing():
+        pytest.skip(f"the config's class semantics need WordNet 3.0: {wordnet_missing()}")
+    result = run_table(work, targets=[*TARGETS, *SEMANTICS])
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 
@@ -180,8 +187,27 @@ def test_rank_deficient_mahalanobis_is_reported(imagenet_run):
     assert "covariance rank 10 of 2048 feature dimensions (110 rows, 100 classes" in log, log[-2000:]
 
 
+def test_class_semantics_come_from_the_wnid_folders(imagenet_run):
+    """results/semantics/resnet50/: the 1,000 classes in the model's (sorted folder) order, each the WordNet 3.0 noun
+    synset its wnid names, and the matrices of the library on those synsets."""
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.wordnet import class_synsets, open_wordnet
+
+    out = imagenet_run / "results" / "semantics" / TARGET
+    table = pd.read_csv(out / "synsets.csv")
+    assert table["class"].tolist() == table["wnid"].tolist() == imagenet_wnids()
+    assert table["synset"][0] == "tench.n.01" and (out / "matrices.png").stat().st_size > 0
+    expected = class_semantics(class_synsets(open_wordnet(), imagenet_wnids()))
+    assert table["synset"].tolist() == expected.synsets
+    distance = pd.read_csv(out / "distance.csv", index_col="class")
+    assert distance.index.tolist() == distance.columns.tolist() == imagenet_wnids()
+    np.testing.assert_array_equal(distance.to_numpy(), expected.distance)
+    np.testing.assert_allclose(pd.read_csv(out / "wup.csv", index_col="class").to_numpy(), expected.wup, rtol=1e-5)
+    np.testing.assert_array_equal(pd.read_csv(out / "lcs_depth.csv", index_col="class").to_numpy(), expected.lcs_depth)
+
+
 def test_nothing_to_do_afterwards(imagenet_run):
-    result = run_table(imagenet_run, "-n")
+    result = run_table(imagenet_run, "-n", targets=[*TARGETS, *SEMANTICS])
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]
 
 

@@ -105,3 +105,84 @@ def test_every_bad_input_is_named_by_its_key_before_any_job(tmp_path, tiny_check
     ]:
         assert message in result.stderr, (message, result.stderr[-3000:])
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+# --- semantics: WordNet installed, every class of the targets and the probe mapped to a WordNet 3.0 noun synset
+
+SHAPES = {"circle": "circle.n.01", "square": "square.n.01", "triangle": "triangle.n.01"}
+
+
+def needs_wordnet():
+    from workflow import wordnet_missing
+
+    reason = wordnet_missing()
+    if reason:
+        pytest.skip(f"WordNet 3.0 is not installed: {reason}")
+
+
+def semantics_problems(config: dict) -> list[str]:
+    from peekflow.workflow import replicas
+    from test_config_checks import validated
+
+    return preflight.semantics_problems(replicas.expand(validated(config)))
+
+
+def wnid_probe(tmp_path, folders) -> dict:
+    """A probe model whose classes are the (ImageNet-style) folder names of an image folder: a plain state dict,
+    which records no class names."""
+    torch.save(build_model("small_resnet", 3, widths=WIDTHS).state_dict(), tmp_path / "plain.pt")
+    return user_model(tmp_path / "plain.pt", classes_from_folder=str(write_folder(tmp_path / "wnids", folders, 1)))
+
+
+def test_semantics_maps_every_class_or_names_the_key(tmp_path):
+    needs_wordnet()
+    config = tiny_config() | {"semantics": {"synsets": SHAPES}}
+    assert semantics_problems(config) == []
+    config["semantics"]["synsets"] = {"circle": "circel.n.01", "square": "square.n.01", "hexagon": "hexagon.n.01"}
+    config["models"]["wnid_probe"] = wnid_probe(tmp_path, ["n01440764", "n01443537", "n99999999"])
+    config["probe_model"] = "wnid_probe"
+    found = semantics_problems(config)
+    for message in ["semantics.synsets.circle: 'circel.n.01' is not a WordNet 3.0 synset name",
+                    "semantics.synsets.triangle: class 'triangle' has no synset",
+                    "models.wnid_probe.classes_from_folder: class folder 'n99999999' is not a WordNet 3.0 noun offset "
+                    "(map it in semantics.synsets.n99999999)",
+                    "semantics.synsets.hexagon: no class 'hexagon' among the classes of"]:
+        assert sum(message in p for p in found) == 1, (message, found)
+    assert len(found) == 4, found
+
+
+def test_semantics_output_layer_must_give_one_unit_per_class():
+    needs_wordnet()
+    config = tiny_config() | {"semantics": {"synsets": SHAPES, "output_layer": "fcc"}}
+    (found,) = semantics_problems(config)
+    assert found.startswith("semantics.output_layer: layer(s) ['fcc'] not in SmallResNet;"), found
+    config["semantics"]["output_layer"] = "layer4"
+    assert semantics_problems(config) == ["semantics.output_layer: 'layer4' of tiny_resnet has 16 units, not one per "
+                                          "class (3): name the layer whose outputs are the logits"]
+    config.pop("labels")  # no DORA: no output layer to check
+    assert semantics_problems(config) == []
+
+
+def test_missing_wordnet_stops_before_any_job_saying_how_to_install(tmp_path):
+    pytest.importorskip("nltk")
+    config = tiny_config() | {"semantics": {"synsets": SHAPES, "wordnet": str(tmp_path / "nowhere")}}
+    result = snakemake(tmp_path, "--cores", "1", config=write_config(tmp_path, config))
+    assert result.returncode != 0
+    assert f"semantics.wordnet: {tmp_path / 'nowhere'} holds no WordNet database (no data.noun)" in result.stderr
+    assert "apt-get install wordnet-base" in result.stderr and "set semantics.wordnet to a folder" in result.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_bad_class_semantics_stop_the_workflow_before_any_job(tmp_path):
+    needs_wordnet()
+    config = tiny_config()
+    config["semantics"]["synsets"] = {"circle": "circle.n.99", "square": "square.n.01"}
+    config["models"]["wnid_probe"] = wnid_probe(tmp_path, ["n01440764", "n01443537", "n00000000"])
+    config["probe_model"] = "wnid_probe"
+    result = snakemake(tmp_path, "--cores", "1", config=write_config(tmp_path, config))
+    assert result.returncode != 0
+    for message in ["semantics.synsets.circle: 'circle.n.99' is not a WordNet 3.0 synset name",
+                    "semantics.synsets.triangle: class 'triangle' has no synset",
+                    "models.wnid_probe.classes_from_folder: class folder 'n00000000' is not a WordNet 3.0 noun offset"]:
+        assert message in result.stderr, (message, result.stderr[-3000:])
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()

@@ -20,13 +20,15 @@ def summary_rows(rows) -> pd.DataFrame:
 def test_every_number_written_is_in_the_summary_files(finished_run):
     results = finished_run / "results"
     written = sections(results)
-    assert set(written) == {"ood", "ood_sets", "prototypes", "probing"}
-    values = pd.concat([pd.read_csv(results / f"{s}_summary.csv") for s in ("ood", "prototypes", "probing")])
+    semantic = ["semantics", "semantic_depths"] if (results / "semantics_summary.csv").exists() else []
+    assert set(written) == {"ood", "ood_sets", "prototypes", "probing", *semantic}
+    summaries = ["ood", "prototypes", "probing", *semantic]
+    values = pd.concat([pd.read_csv(results / f"{s}_summary.csv") for s in summaries])
     numeric = values.select_dtypes("number").to_numpy().ravel()
     numeric = numeric[~pd.isna(numeric)]
     for name, text in written.items():
         body = "\n".join(text.splitlines()[2:])  # below the header row and rule
-        for token in re.findall(r"\d+\.\d+", body):
+        for token in re.findall(r"-?\d+\.\d+", body):  # a negative one with its sign (a Mantel r)
             digits = len(token.split(".")[1])
             assert any(f"{v:.{digits}f}" == token for v in numeric), (name, token)
 
@@ -68,3 +70,21 @@ def test_the_generator_rewrites_docs_results_by_default(tmp_path, monkeypatch):
     written = (tmp_path / "docs" / "results.md").read_text()
     assert "old" not in written and "80.0 ± 1.0" in written and "from `a run`." in written
     assert (tmp_path / "README.md").read_text() == page
+
+
+def test_semantic_sections_read_the_mantel_tests_and_the_depths_from_the_deepest_shared_hypernym():
+    from peekflow.workflow.readme_numbers import semantic_depths_section, semantics_section
+
+    mantel = pd.DataFrame([{"model": "m", "what": w, "n": 3, "mantel_r_mean": r, "mantel_r_std": 0.1,
+                            "mantel_p_mean": 0.01, "mantel_p_std": 0.005} for w, r in [("probing:p", 0.5),
+                                                                                        ("dora:fc", -0.25)]])
+    lines = semantics_section(mantel).splitlines()
+    assert "PEEK probing: similarity vs Wu-Palmer (p)" in lines[2] and "0.500 ± 0.100" in lines[2]
+    assert "DORA, output units: EA vs WordNet distance (fc)" in lines[3] and "-0.250 ± 0.100" in lines[3]
+    depths = pd.DataFrame([{"model": "m", "what": "probing:p", "depth": d, "n": 3, "accuracy_by_depth_mean": a,
+                            "accuracy_by_depth_std": 0.0, "hungarian_accuracy_by_depth_mean": a,
+                            "hungarian_accuracy_by_depth_std": 0.0, "chance_accuracy_by_depth_mean": c,
+                            "chance_accuracy_by_depth_std": 0.0}
+                           for d, a, c in [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 0.9, 0.5), (4, 0.8, 0.1)]])
+    rows = semantic_depths_section(depths).splitlines()[2:]
+    assert [int(r.split("|")[2]) for r in rows] == [2, 3, 4]  # from depth 2, the deepest one every class shares

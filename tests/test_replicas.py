@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from peekflow.workflow import replicas
-from peekflow.summary import markdown, ood_summary, report_summary
+from peekflow.summary import curve_summary, markdown, ood_summary, report_summary
 from workflow import planned_jobs, snakemake, tiny_config, write_config
 
 
@@ -63,6 +63,22 @@ def test_report_summary_reads_each_replicas_json(tmp_path):
         report_summary(reports, ["hungarian_accuracy"])
 
 
+def test_curve_summary_summarises_each_point_of_the_replicas_curves(tmp_path):
+    reports = {}
+    for seed, curve in [(1, [1.0, 0.5, 0.2]), (2, [1.0, 0.7, 0.4])]:
+        path = tmp_path / f"{seed}.json"
+        path.write_text(json.dumps({"depths": [0, 1, 2], "accuracy_by_depth": curve, "chance": [1.0, 0.4, 0.1]}))
+        reports[f"m@s{seed}/probing:p"] = path
+    summary = curve_summary(reports, "depths", "depth", ["accuracy_by_depth", "chance", "hungarian"])
+    assert summary["depth"].tolist() == [0, 1, 2] and (summary.n == 2).all() and set(summary.what) == {"probing:p"}
+    np.testing.assert_allclose(summary.accuracy_by_depth_mean, [1.0, 0.6, 0.3])
+    np.testing.assert_allclose(summary.accuracy_by_depth_std, [0.0, np.std([.5, .7], ddof=1), np.std([.2, .4], ddof=1)])
+    assert summary.hungarian_mean.isna().all()  # a curve no report holds
+    assert summary.replicas.tolist() == ["m@s1 m@s2"] * 3
+    with pytest.raises(ValueError, match="has no 'steps'"):
+        curve_summary(reports, "steps", "step", ["chance"])
+
+
 def test_two_training_seeds_run_to_their_summaries(tmp_path):
     """The tiny config with two seeds of the target (OOD, prototypes, probing): every replica gets its own outputs,
     the tables hold both, the summaries count n = 2."""
@@ -80,7 +96,9 @@ def test_two_training_seeds_run_to_their_summaries(tmp_path):
     assert sorted(set(table.model)) == ["tiny_resnet@s1", "tiny_resnet@s2"] and len(table) == 2 * 3 * 2
     summary = pd.read_csv(tmp_path / "results/ood_summary.csv")
     assert set(summary.model) == {"tiny_resnet"} and (summary.n == 2).all() and len(summary) == 3 * 2
-    for stage, what in [("prototypes", {"deepdream", "deepinversion"}), ("probing", {"tiny_vgg"})]:
+    semantic = [("semantics", {"probing:tiny_vgg"}), ("semantic_depths", {"probing:tiny_vgg"})] \
+        if "semantics" in config else []  # probing judged against WordNet (where it is installed)
+    for stage, what in [("prototypes", {"deepdream", "deepinversion"}), ("probing", {"tiny_vgg"}), *semantic]:
         s = pd.read_csv(tmp_path / f"results/{stage}_summary.csv")
         assert set(s.what) == what and (s.n == 2).all(), s
     weights = [(tmp_path / f"results/models/tiny_resnet@s{seed}/model.pt").read_bytes() for seed in (1, 2)]

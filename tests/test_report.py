@@ -6,7 +6,9 @@ import zipfile
 
 import pytest
 
-from workflow import ROOT, snakemake
+from workflow import ROOT, snakemake, wordnet_missing
+
+SEMANTICS = not wordnet_missing()  # the tiny config's semantics block (dropped where WordNet is not installed)
 
 # figure (path under results/) -> the opening of its caption in workflow/report/, with the wildcards filled in
 CAPTIONS = [
@@ -24,6 +26,9 @@ CAPTIONS = [
     (r"emergence/tiny_resnet/layer\d\.png", "Emergence of visual patterns in model <strong>tiny_resnet</strong>"),
     (r"emergence/tiny_resnet/knowledge_points\.png", "Knowledge points per layer of model <strong>tiny_resnet</strong>"),
     (r"emergence/tiny_resnet/trajectory\.png", "A PGD adversarial attack traced"),
+    (r"semantics/(\w+)/matrices\.png", r"WordNet semantics of the classes of model <strong>\1</strong>"),
+    (r"probing/tiny_resnet/tiny_vgg/semantics\.png", "PEEK probing of model <strong>tiny_resnet</strong> by the probe"
+                                                    " model <strong>tiny_vgg</strong>, judged"),
 ]
 
 
@@ -52,7 +57,8 @@ def test_report_carries_every_figure_of_the_run(finished_run, report):
     assert sorted(results) == figures
     kinds = {path.rsplit("/", 1)[-1] for path in figures}
     assert {"deepdream.png", "caricature.png", "similarity.png", "knn_roc.png", "knn_hist.png", "overview.png",
-            "dora.png", "invert.png", "layer3.png", "knowledge_points.png", "trajectory.png", "vital.png"} <= kinds
+            "dora.png", "invert.png", "layer3.png", "knowledge_points.png", "trajectory.png", "vital.png",
+            *(["matrices.png", "semantics.png"] if SEMANTICS else [])} <= kinds
     for path, entry in results.items():  # the zip holds each figure byte for byte
         assert archive.read(f"report/{entry['data_uri']}") == (finished_run / path).read_bytes(), path
 
@@ -70,10 +76,12 @@ def test_every_figure_has_its_caption_with_the_wildcards(report):
 
 def test_figures_are_grouped_by_stage_then_model_and_layer(report):
     _, results, categories, _ = report
+    semantic = {"7. Semantics": ["tiny_resnet", "tiny_vgg"]} if SEMANTICS else {}
     assert {stage: sorted(groups) for stage, groups in categories.items()} == {
         "1. OOD detection": ["tiny_resnet"], "2. Prototypes": ["tiny_resnet"], "3. Probing": ["tiny_resnet"],
         "4. Neuron patches": ["tiny_resnet: layer3", "tiny_resnet: layer4"],
-        "5. Neuron labels": ["tiny_resnet: layer4"], "6. Emergence": ["tiny_resnet"]}
+        "5. Neuron labels": [*(["tiny_resnet: fc"] if SEMANTICS else []), "tiny_resnet: layer4"],
+        "6. Emergence": ["tiny_resnet"], **semantic}
     for stage, groups in categories.items():
         for group, paths in groups.items():
             # the report shows one figure per distinct label set (and a two-valued label as a toggle): a repeated

@@ -383,3 +383,15 @@ def test_write_class_semantics(wordnet, tmp_path):
     assert distance.index.tolist() == distance.columns.tolist() == classes
     np.testing.assert_array_equal(distance.to_numpy(), sem.distance)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "wup.csv", index_col="class").to_numpy(), sem.wup, rtol=1e-5)
+
+
+def test_embedded_default_maps_its_shapes_as_the_library_does():
+    """config/config.yaml states the synsets of its in-distribution shapes explicitly: those of SHAPE_SYNSETS."""
+    import yaml
+
+    from peekflow.semantics.shapes import SHAPE_SYNSETS
+    from workflow import ROOT
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    classes = config["generate"]["sets"]["shapes"]["classes"]
+    assert config["semantics"]["synsets"] == {c: SHAPE_SYNSETS[c] for c in classes}

@@ -11,7 +11,7 @@ import pytest
 
 from peekflow.ood.table import COLUMNS
 from workflow import (ROOT, fake_user_inputs, planned_jobs, planned_outputs, snakemake, snakemake_exe, tiny_config,
-                      write_config)
+                      wordnet_missing, write_config)
 
 # finished_run (tests/conftest.py): the tiny workflow run to completion once per session, shared with test_report.py
 
@@ -83,6 +83,70 @@ def test_emergence_outputs(finished_run):
         assert (out / name).stat().st_size > 0, name
     for rule in ["extract_emergence_maps", "analyse_emergence", "trace_emergence_attack"]:
         assert list((finished_run / "results" / "benchmarks" / rule).rglob("*.tsv")), rule
+
+
+def test_class_semantics_and_the_judgements_against_wordnet(finished_run):
+    """results/semantics/<model>/ holds the classes in unit order with the library's matrices; the probing's
+    semantics.json and DORA's dora_wordnet.json equal the library's judgements of the run's own files, and agree with
+    what those files say independently (exact accuracy at the deepest depth; DORA's Mantel r is the Pearson
+    correlation of the EA and WordNet distances); the summaries and the atlas's fc page show them."""
+    if wordnet_missing():
+        pytest.skip(f"WordNet 3.0 is not installed: {wordnet_missing()}")
+    import numpy as np
+    from scipy.stats import pearsonr
+
+    from peekflow.neurons.dora import ea_distance
+    from peekflow.neurons.dora_shards import read_signals
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.judgements import judge_dora, judge_probing
+    from peekflow.semantics.wordnet import class_synsets, open_wordnet
+
+    run, block = finished_run / "results", tiny_config()["semantics"]
+    metrics = json.loads((run / "models" / "tiny_resnet" / "metrics.json").read_text())
+    table = pd.read_csv(run / "semantics" / "tiny_resnet" / "synsets.csv")
+    assert table["class"].tolist() == metrics["classes"]  # unit order: the permuted classes
+    assert table["synset"].tolist() == [block["synsets"][c] for c in metrics["classes"]]
+    expected = class_semantics(class_synsets(open_wordnet(), metrics["classes"], block["synsets"]))
+    np.testing.assert_array_equal(pd.read_csv(run / "semantics" / "tiny_resnet" / "distance.csv",
+                                              index_col="class").to_numpy(), expected.distance)
+    probe_table = pd.read_csv(run / "semantics" / "tiny_vgg" / "synsets.csv")
+    assert probe_table["class"].tolist() == ["circle", "square", "triangle"]
+
+    probing = run / "probing" / "tiny_resnet" / "tiny_vgg"
+    report = json.loads((probing / "semantics.json").read_text())
+    direct = judge_probing(probing / "similarity.csv", probing / "probing.json",
+                           run / "semantics" / "tiny_vgg" / "synsets.csv", block["permutations"], 0)
+    assert report == json.loads(json.dumps({**direct, "similarity": report["similarity"],
+                                            "synsets": report["synsets"], "settings": report["settings"]}))
+    exact = json.loads((probing / "probing.json").read_text())
+    assert report["accuracy_by_depth"][0] == 1 and report["accuracy_by_depth"][-1] == exact["accuracy"]
+    assert report["hungarian_accuracy_by_depth"][-1] == exact["hungarian_accuracy"]
+    assert report["mantel"]["exact"] and report["mantel"]["permutations"] == 6  # 3 units: all 3! relabellings
+    assert (probing / "semantics.png").stat().st_size > 0
+
+    fc = run / "neurons" / "tiny_resnet" / "fc"
+    dora = json.loads((fc / "dora_wordnet.json").read_text())
+    assert dora == json.loads(json.dumps({**judge_dora(fc / "dora_signals.h5", run / "semantics" / "tiny_resnet" /
+                                                       "synsets.csv", block["permutations"], 0),
+                                          "signals": dora["signals"], "synsets": dora["synsets"],
+                                          "settings": dora["settings"]}))
+    signals, _ = read_signals(fc / "dora_signals.h5")
+    units = signals.neurons[signals.activated]
+    assert dora["units"] == units.tolist() and dora["classes"] == [metrics["classes"][u] for u in units]
+    upper = np.triu_indices(len(units), 1)
+    r = pearsonr(ea_distance(signals.representations[signals.activated])[upper],
+                 expected.distance[np.ix_(units, units)][upper]).statistic
+    assert dora["mantel_r"] == pytest.approx(r, abs=1e-9)
+
+    summary = pd.read_csv(run.parent / "results" / "semantics_summary.csv").set_index("what")
+    assert summary.loc["probing:tiny_vgg", "mantel_r_mean"] == pytest.approx(report["mantel_r"], abs=1e-4)
+    assert summary.loc["dora:fc", "mantel_p_mean"] == pytest.approx(dora["mantel_p"], abs=1e-4)
+    depths = pd.read_csv(run / "semantic_depths_summary.csv")
+    assert depths["depth"].tolist() == report["depths"]
+    np.testing.assert_allclose(depths["chance_accuracy_by_depth_mean"], report["chance_accuracy_by_depth"], atol=1e-4)
+    page = (run / "atlas" / "tiny_resnet" / "fc" / "index.html").read_text()
+    assert f"r = {dora['mantel_r']:.3f}" in page and f"p = {dora['mantel_p']:.3g}" in page
+    assert '<a href="fc/index.html">fc</a>' in (run / "atlas" / "tiny_resnet" / "index.html").read_text()
 
 
 def test_second_dry_run_has_nothing_to_do(finished_run):

@@ -34,8 +34,30 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> Path
     return path
 
 
+def wordnet_missing() -> str:
+    """Why WordNet cannot be found here ("" where it can): the semantics stages need it."""
+    from peekflow.semantics.wordnet import WordNetMissing, find_wordnet
+
+    try:
+        find_wordnet()
+    except (WordNetMissing, ImportError) as err:
+        return str(err)
+    return ""
+
+
 def tiny_config() -> dict:
-    return yaml.safe_load(TINY.read_text())
+    """The tiny config; without its semantics block where WordNet is not installed (the semantics tests skip)."""
+    config = yaml.safe_load(TINY.read_text())
+    if wordnet_missing():
+        config.pop("semantics")
+    return config
+
+
+def imagenet_wnids(n: int = 1000) -> list[str]:
+    """The first n of ImageNet-1k's 1,000 wnids (timm's list, sorted): real WordNet 3.0 noun offsets."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())[:n]
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -71,7 +93,8 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
                      seed: int | None = None) -> None:
     """Stand-ins for a config's own data and weights. Without `seed`, what passes the checks before any job
     (workflow/rules/preflight.smk) and a dry run without real files: one empty image per folder (num_classes class
-    folders where a model takes its class names from a folder) and checkpoints of the right tensor shapes whose every
+    folders where a model takes its class names from a folder, named by ImageNet's first wnids, which the semantics
+    checks map to WordNet) and checkpoints of the right tensor shapes whose every
     tensor shares one zero. With `seed`, what a real run reads: seeded random JPEGs (`random_image`) and the seeded
     random initialisation of each model's architecture, saved as a plain state dict (as torchvision's are).
     `folders` (a data set's path -> its class folder -> number of images) replaces the layout of those data sets, and
@@ -83,8 +106,8 @@ def fake_user_inputs(workdir: Path, config: dict, folders: dict[str, dict[str, i
     class_counts = {m["classes_from_folder"]: m["num_classes"] for m in config["models"].values()
                     if "classes_from_folder" in m}
     paths = [spec["path"] for spec in config["datasets"].values() if "path" in spec]
-    write_images(workdir, {path: (folders or {}).get(path) or {f"class{i:04d}": 1
-                                                               for i in range(class_counts.get(path, 1))}
+    write_images(workdir, {path: (folders or {}).get(path) or (dict.fromkeys(imagenet_wnids(class_counts[path]), 1)
+                                                               if path in class_counts else {"class0000": 1})
                            for path in dict.fromkeys([*paths, *(folders or {})])}, seed)
     for m in config["models"].values():
         if "checkpoint" in m:

@@ -3,7 +3,9 @@ mean, the standard deviation (n - 1 in the denominator; empty for one replica) a
 
 - `ood_summary`: from the OOD table, per (model, method, OOD set or average row).
 - `report_summary`: from per-replica JSON reports (prototype quality `<method>_quality.json`, probing
-  `probing.json`), per (model, what) for the given numeric keys.
+  `probing.json`, the judgements against WordNet), per (model, what) for the given numeric keys.
+- `curve_summary`: from per-replica JSON reports that hold curves (lists) over an index list (probing's accuracy by
+  hypernym depth in `semantics.json`), per (model, what, index value).
 The markdown shows `mean ± std (n)`. A single run's bootstrap intervals stay in the OOD table; these are the spread
 over independently trained models, which is what differs between machines (OpenOOD v1.5 reports three checkpoints).
 """
@@ -59,6 +61,24 @@ def report_summary(reports: dict[str, str | os.PathLike], keys: list[str]) -> pd
     df = pd.DataFrame(rows)
     replicas = df.groupby(["model", "what"], sort=False).replica.agg(" ".join)
     return _spread(df, keys, ["model", "what"]).assign(replicas=replicas.to_numpy())
+
+
+def curve_summary(reports: dict[str, str | os.PathLike], index: str, column: str, keys: list[str]) -> pd.DataFrame:
+    """`reports` as for report_summary, each with a list `index` (e.g. depths) and lists `keys` of the same length
+    (curves over it): grouped over the replicas of each model, per `what` and value of the index (the `column`). A
+    curve a report lacks (e.g. the Hungarian one, where units outnumber classes) counts as missing (NaN)."""
+    rows = []
+    for name, path in reports.items():
+        replica, _, what = name.rpartition("/")
+        data = json.loads(Path(path).read_text())
+        if index not in data:
+            raise ValueError(f"summary: {path} has no {index!r}; it has {sorted(data)}")
+        for i, value in enumerate(data[index]):
+            rows.append({"model": base(replica), "what": what, column: value, "replica": replica,
+                         **{k: data[k][i] if k in data else float("nan") for k in keys}})
+    df = pd.DataFrame(rows)
+    replicas = df.groupby(["model", "what", column], sort=False).replica.agg(" ".join)
+    return _spread(df, keys, ["model", "what", column]).assign(replicas=replicas.to_numpy())
 
 
 def _cell(row, key: str, digits: int) -> str:

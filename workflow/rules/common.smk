@@ -3,10 +3,13 @@
 # own: the checks, the targets of rule all, the resource requests.
 import itertools
 import json
+import os
+import re
 import shlex
 
 from peekflow.ood.base import detector_class
 from peekflow.prototypes import methods as prototype_methods
+from peekflow.semantics.settings import SemanticsSettings
 from peekflow.workflow import config_checks, config_schema, targets
 from peekflow.workflow.requests import Requests
 from peekflow.workflow.targets import feature_store
@@ -21,6 +24,13 @@ def stage_settings(path, **filled):
     """--settings JSON of the config block at `path` (e.g. labels.dora): the keys its settings class takes (defaults
     filled in by the schema; not the workflow's own keys), and `filled`."""
     return as_json(config_schema.settings_of(config, path, **filled))
+
+
+def semantics_settings(keys):
+    """--settings JSON of the semantics block: only the `keys` a command reads (SemanticsSettings.MAPPING, TESTS); a
+    config without the block that asks for a semantics file by name gets the defaults (and the job's own checks)."""
+    block = config_schema.settings_of(config, "semantics") if "semantics" in config else {}
+    return as_json({key: block[key] for key in keys if key in block})
 
 
 # file-path patterns (wildcards or values; and feature_store)
@@ -89,6 +99,18 @@ def sharded_pattern(section, names, sharded, pattern=None):
     job ("^$": none); `pattern` in place of the names where one count holds for all values (every layer)."""
     chosen = [name for name in names if (shards(section, name) > 1) == sharded]
     return (pattern if pattern and chosen else "|".join(chosen)) or "^$"
+
+
+def dora_layer_pattern(sharded):
+    """Regex of the layers whose DORA runs in shards (sharded=True: labels.shards.dora > 1) or in one job: every
+    labelled layer alike, but the output layer that semantics judges (semantics.output_layer) always in one job, so
+    that a shard count chosen for wide layers never exceeds its few batches. Every path of these rules has a `/`
+    after {layer}."""
+    output = targets.dora_output_layer(config)
+    alike = sharded_pattern("labels", ["dora"], sharded, pattern="[^/]+")
+    if not output or shards("labels", "dora") == 1:
+        return alike
+    return rf"(?!{re.escape(output)}/)[^/]+" if sharded else re.escape(output)
 
 
 def shard_files(stem, n):

@@ -21,7 +21,7 @@ rule find_outlier_neurons:
     benchmark:
         "results/benchmarks/find_outlier_neurons/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=sharded_pattern("labels", ["dora"], sharded=False, pattern="[^/]+"),
+        layer=dora_layer_pattern(sharded=False),
     threads: config.get("labels", {}).get("threads", 1)
     resources:
         **job_resources("find_outlier_neurons"),
@@ -47,7 +47,7 @@ rule synthesize_dora_signal_shard:
     benchmark:
         "results/benchmarks/synthesize_dora_signal_shard/{model}/{layer}/shard_{shard}_of_{shards}.tsv"
     wildcard_constraints:
-        layer=sharded_pattern("labels", ["dora"], sharded=True, pattern="[^/]+"),
+        layer=dora_layer_pattern(sharded=True),
         shard=r"\d+",
         shards=r"\d+",
     threads: config.get("labels", {}).get("threads", 1)
@@ -81,7 +81,7 @@ rule merge_dora_signal_shards:
     benchmark:
         "results/benchmarks/merge_dora_signal_shards/{model}/{layer}.tsv"
     wildcard_constraints:
-        layer=sharded_pattern("labels", ["dora"], sharded=True, pattern="[^/]+"),
+        layer=dora_layer_pattern(sharded=True),
     resources:
         **job_resources("merge_dora_signal_shards"),
     shell:

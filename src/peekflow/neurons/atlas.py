@@ -17,6 +17,11 @@ images/, <layer>/img/             the PNGs, each written once (atlas_images): a 
                                   and layer that ranks it (boxes and patches are CSS frames and crops of it), a
                                   neuron's thumbnail by every page that shows the neuron
 
+The model's output layer, where DORA's units (the classes) are judged against WordNet (dora_wordnet.json, semantics),
+gets a layer page of its own without top-N images or patches (peekflow.neurons.atlas_units): the Mantel test's r and
+p above a table of its units -- class, LOF score, outlier flag, rank, s-AMS -- and DORA's figure; a labelled layer's
+page shows the same test where it has one.
+
 A partial run builds too: an input that does not exist yet is named on the pages it would fill ("not built yet"), and
 a layer without top-N images or patches gets an index page saying so and no neuron pages. All text is escaped
 (html.escape). The folder is built under a temporary name and renamed when whole.
@@ -57,13 +62,14 @@ STYLE = ("body{font-family:sans-serif;margin:1em}img{image-rendering:pixelated}t
 
 @dataclass
 class LayerInputs:
-    topn: str
-    patches: str
+    topn: str | None = None  # topn.h5 (None: a layer with DORA only, the output layer)
+    patches: str | None = None  # the patch folder
     dora: str | None = None  # dora.csv
     dora_figure: str | None = None  # dora.png
     dora_signals: str | None = None  # dora_signals.h5: every neuron's s-AMS
     invert: str | None = None  # invert.csv
     vital: str | None = None  # vital.h5
+    dora_wordnet: str | None = None  # dora_wordnet.json: DORA's units (the output layer's) against WordNet
 
     def missing(self) -> dict[str, str]:
         """Input -> path, for the inputs given that do not exist (yet)."""
@@ -129,10 +135,18 @@ def missing_note(missing: dict[str, str]) -> str:
 
 def build_layer(out: Path, model: str, layer: str, inputs: LayerInputs, thumb: int,
                 shared: dict[str, SharedImages]) -> LayerSummary:
+    from peekflow.neurons.atlas_units import dora_only_layer, wordnet_section  # it imports this module
+
     folder = out / layer
     (folder / "img").mkdir(parents=True)
     missing = inputs.missing()
     summary = LayerSummary(layer, missing=missing)
+    if inputs.topn is None and inputs.patches is None:  # the output layer: DORA's units only (atlas_units)
+        present = LayerInputs(**{k: (None if k in missing else v) for k, v in vars(inputs).items()})
+        summary.neurons = summary.channels = dora_only_layer(folder, model, layer, present, missing)
+        dora = _table(present.dora)
+        summary.outliers = None if dora is None else int(dora["outlier"].astype(bool).sum())
+        return summary
     if "topn" in missing or "patches" in missing:
         body = (f'<p><a href="../index.html">{esc(model)}</a></p><h1>{esc(layer)}: no neurons yet</h1>'
                 + missing_note(missing))
@@ -175,7 +189,8 @@ def build_layer(out: Path, model: str, layer: str, inputs: LayerInputs, thumb: i
         summary.vital = len(vital)
     top_act = {int(c): float(topn.activations[c, 0]) for c in order}
     (folder / "index.html").write_text(page(f"{model} {layer}: neurons", grid_page(
-        model, layer, summary, top_act, thumb, bool(inputs.dora_figure), missing_note(missing))))
+        model, layer, summary, top_act, thumb, bool(inputs.dora_figure),
+        missing_note(missing) + wordnet_section(inputs.dora_wordnet))))
     return summary
 
 

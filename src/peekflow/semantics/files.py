@@ -1,5 +1,7 @@
 """Class semantics on disk (results/semantics/<model>/): the class -> synset table, the class x class matrices as
-CSV (rows and columns: the classes, in class order) and a figure of them in hierarchy order."""
+CSV (rows and columns: the classes, in class order) and a figure of them in hierarchy order. `map_classes` makes them
+from class names (`peekflow semantics`); `read_synsets` and `semantics_of` read the table back for the judgements of
+probing and DORA, which recompute the matrices from the synsets (exact, where the CSVs are rounded)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,43 @@ def write_class_semantics(folder: str | os.PathLike, classes: list[str], synsets
         frame = pd.DataFrame(getattr(semantics, name), index=pd.Index(classes, name="class"), columns=classes)
         _write_csv(frame, folder / f"{name}.csv", float_format="%.6g")
     plot_class_semantics(folder / "matrices.png", classes, synsets, semantics)
+
+
+def map_classes(folder, classes: list[str], synsets_map: dict | None = None, wordnet_folder=None,
+                model: str = "") -> ClassSemantics:
+    """The WordNet 3.0 synset of every class (wnid names, or `synsets_map`: semantics.synsets) and their matrices,
+    written to `folder` (write_class_semantics); SemanticsError names every class that has none."""
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.wordnet import class_synsets, open_wordnet
+
+    wordnet = open_wordnet(wordnet_folder)
+    mapped = {name: synset for name, synset in (synsets_map or {}).items() if name in classes}
+    synsets = class_synsets(wordnet, classes, mapped, classes_key=f"the classes of {model or 'the model'}")
+    semantics = class_semantics(synsets)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_class_semantics(folder, classes, synsets, semantics)
+    return semantics
+
+
+def read_synsets(path) -> dict[str, str]:
+    """synsets.csv -> class name -> synset name, in the file's (the model's class) order."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(table.columns[:2]) != ["class", "synset"]:
+        raise ValueError(f"{path} is not a class semantics table (columns class, synset, ...): {list(table.columns)}")
+    return dict(zip(table["class"], table["synset"]))
+
+
+def semantics_of(classes: list[str], synsets_csv, wordnet_folder=None) -> ClassSemantics:
+    """The WordNet matrices of `classes` (in that order), each class's synset read from `synsets_csv`."""
+    from peekflow.semantics.hierarchy import class_semantics
+    from peekflow.semantics.wordnet import open_wordnet, synset_from_name
+
+    known = read_synsets(synsets_csv)
+    missing = [c for c in classes if c not in known]
+    if missing:
+        raise ValueError(f"{synsets_csv} maps no synset to the classes {missing[:10]}")
+    wordnet = open_wordnet(wordnet_folder)
+    return class_semantics([synset_from_name(wordnet, known[c]) for c in classes])
 
 
 def plot_class_semantics(path, classes: list[str], synsets, semantics: ClassSemantics, title: str = "") -> None:

@@ -38,6 +38,7 @@ from peekflow.ood.papers import CompareSettings
 from peekflow.probing import ProbeSettings
 from peekflow.prototypes.methods import PrototypeMethod, methods as prototype_methods
 from peekflow.models.training import TrainSettings
+from peekflow.semantics.settings import SemanticsSettings
 from peekflow.workflow.yaml_dump import dump
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -85,6 +86,9 @@ BLOCKS = [
                    "description": "layers of the target, shallow to deep"},
         "threads": threads()}),
     Block("emergence.trajectory", TrajectorySettings),
+    Block("semantics", SemanticsSettings, description="class semantics: every target's and the probe's classes "
+          "mapped to WordNet 3.0 synsets (results/semantics/<model>/), PEEK probing and DORA's output units judged "
+          "against them (`peekflow semantics --help`); absent = none, and no WordNet needed"),
     Block("ood.compare", CompareSettings, description="the OOD table set beside published tables (`peekflow compare "
           "--help`; rule compare_with_papers: results/paper_comparison.csv, .md); absent = none"),
 ]

@@ -477,6 +477,79 @@ def shape_problems(config: dict, name: str) -> list[str]:
     return problems
 
 
+def class_names(config: dict, name: str) -> tuple[list[str] | None, str]:
+    """(the class names of model `name` as the checks before any job can know them, the config key they come from):
+    their set, not yet the unit order of a model still to be trained. A checkpoint's or the config's (classes,
+    classes_file, classes_from_folder), or the class folders of a trained model's data set (a generated shapes set:
+    its `classes`); None where they cannot be known before the jobs (a folder or checkpoint missing: the other checks
+    name it)."""
+    from peekflow.data.folder import class_folders
+    from peekflow.models.checkpoint import read_checkpoint
+    from peekflow.models.spec import ModelSpec, resolve_classes
+
+    m, key = config["models"][name], f"models.{name}"
+    try:
+        if "train" in m:
+            data = m["train"]["dataset"]
+            spec = config["datasets"][data]
+            if "path" in spec:
+                return class_folders(spec["path"]), f"datasets.{data}.path"
+            return (list(config["generate"]["sets"][spec["generated"]].get("classes") or []) or None,
+                    f"generate.sets.{spec['generated']}.classes")
+        fields = [k for k in ("classes", "classes_file", "classes_from_folder") if k in m]
+        meta = {k: v for k, v in read_checkpoint(m["checkpoint"]).items() if k != "state_dict"}
+        source = f"{key}.checkpoint" if meta.get("classes") else f"{key}.{fields[0]}" if fields else key
+        return resolve_classes(ModelSpec(name, m["arch"], m["num_classes"], **{k: m[k] for k in fields}), meta), source
+    except (KeyError, ValueError, FileNotFoundError):
+        return None, key
+
+
+def semantics_problems(config: dict) -> list[str]:
+    """semantics: WordNet 3.0 is installed (else how to install it), and every class of every target and of the probe
+    has a noun synset -- its name a wnid that is a WordNet 3.0 noun offset, or an entry of semantics.synsets that
+    names one -- and every entry of semantics.synsets is a class of one of them; every problem with its config key."""
+    from peekflow.semantics.wordnet import SYNSETS_KEY, WORDNET_KEY, WordNetMissing, class_synset_problems, \
+        open_wordnet
+    from peekflow.workflow.replicas import base
+    from peekflow.workflow.targets import semantic_models
+
+    block = config.get("semantics")
+    if block is None:
+        return []
+    try:
+        wordnet = open_wordnet(block.get("wordnet"), WORDNET_KEY)
+    except WordNetMissing as err:
+        return [str(err)]
+    mapping, problems, seen, known = block.get("synsets") or {}, [], set(), set()
+    for name in semantic_models(config):
+        classes, source = class_names(config, name)
+        if classes is None or base(name) in seen:
+            continue  # unknown until a job runs (the job checks them), or a replica of a model checked already
+        seen.add(base(name))
+        known.update(classes)
+        problems += class_synset_problems(wordnet, classes, {k: v for k, v in mapping.items() if k in classes},
+                                          SYNSETS_KEY, source)[1]
+    if seen:
+        problems += [f"{SYNSETS_KEY}.{key}: no class {key!r} among the classes of {sorted(seen)}"
+                     for key in mapping if key not in known]
+    layer = config["semantics"]["output_layer"] if "dora" in (config.get("labels") or {}) else None
+    for name in config["target_models"] if layer else []:
+        m = config["models"][name]
+        try:
+            model = abstract_model(m["arch"], m["num_classes"], m.get("arch_kwargs"))
+            check_layers(model, [layer])
+            size = input_size(config, config["ood"]["id_test"], m) or 224
+            units = layer_channels(model.eval(), layer, size)
+        except (ValueError, TypeError, RuntimeError) as err:
+            problems.append(f"semantics.output_layer: {err}")
+            break
+        if units != m["num_classes"]:
+            problems.append(f"semantics.output_layer: {layer!r} of {base(name)} has {units} units, not one per class "
+                            f"({m['num_classes']}): name the layer whose outputs are the logits")
+            break
+    return list(dict.fromkeys(problems))
+
+
 def input_problems(config: dict, lenient: bool = False) -> list[str]:
     """Every check of user inputs and model shapes, all problems at once (each once), each naming its config key.
     Takes the expanded config (peekflow.workflow.replicas): replicas of one trained model share their checks.
@@ -507,7 +580,7 @@ def input_problems(config: dict, lenient: bool = False) -> list[str]:
         # as they can (a checkpoint that does not fit changes nothing for them; a layer that is not one stops them)
         faulted = target in broken or base(target) in broken
         problems += target_shape_problems(config, target, lenient or faulted)
-    for check in (extract_shard_problems, last_layer_problems, model_fit_problems):
+    for check in (extract_shard_problems, last_layer_problems, model_fit_problems, semantics_problems):
         problems += as_far_as_possible(lambda: check(config), lenient)
     return list(dict.fromkeys(problems))
 

@@ -9,6 +9,10 @@ Each section sits between `<!-- numbers:<name>:start -->` and `<!-- numbers:<nam
 - `ood_sets`: AUROC per method and OOD set, from results/ood_summary.csv
 - `prototypes`: target and probe accuracy per prototype method, from results/prototypes_summary.csv
 - `probing`: probing accuracy (best match, Hungarian), from results/probing_summary.csv
+- `semantics`: the Mantel tests against WordNet (r and p of probing's similarity against Wu-Palmer, of DORA's output
+  units' EA distance against WordNet distance), from results/semantics_summary.csv
+- `semantic_depths`: probing's accuracy by hypernym depth (best match, Hungarian, chance), from
+  results/semantic_depths_summary.csv
 A section whose summary file is missing is left as it is (and named on stderr).
 """
 
@@ -62,9 +66,34 @@ def ood_sets_section(summary: pd.DataFrame) -> str:
     return _table(rows)
 
 
-def report_section(summary: pd.DataFrame, keys: dict[str, str]) -> str:
-    rows = [{"model": r["model"], "of": r["what"], **{label: _pm(r, key, 2) for key, label in keys.items()},
+def report_section(summary: pd.DataFrame, keys: dict[str, str], digits: int = 2) -> str:
+    rows = [{"model": r["model"], "of": r["what"], **{label: _pm(r, key, digits) for key, label in keys.items()},
              "n": r["n"]} for _, r in summary.iterrows()]
+    return _table(rows)
+
+
+SEMANTIC_TESTS = {"probing": "PEEK probing: similarity vs Wu-Palmer",
+                  "dora": "DORA, output units: EA vs WordNet distance"}
+
+
+def semantics_section(summary: pd.DataFrame) -> str:
+    rows = [{"model": r["model"], "Mantel test": f"{SEMANTIC_TESTS.get(kind, kind)} ({what})",
+             "r": _pm(r, "mantel_r", 3), "p": _pm(r, "mantel_p", 3), "n": r["n"]}
+            for _, r in summary.iterrows() for kind, _, what in [str(r["what"]).partition(":")]]
+    return _table(rows)
+
+
+def semantic_depths_section(summary: pd.DataFrame) -> str:
+    """From the deepest hypernym every class shares (where even a random naming is always right) down."""
+    labels = {"accuracy_by_depth": "best match", "hungarian_accuracy_by_depth": "Hungarian",
+              "chance_accuracy_by_depth": "random naming"}
+    rows = []
+    for _, group in summary.groupby(["model", "what"], sort=False):
+        shared = (group["chance_accuracy_by_depth_mean"] >= 1 - 1e-9).to_numpy()
+        start = max(0, int(shared.argmin()) - 1) if not shared.all() else len(group) - 1
+        rows += [{"model": r["model"], "depth d": int(r["depth"]),
+                  **{label: _pm(r, key, 2) for key, label in labels.items() if not pd.isna(r[f"{key}_mean"])},
+                  "n": r["n"]} for _, r in group.iloc[start:].iterrows()]
     return _table(rows)
 
 
@@ -75,6 +104,8 @@ SECTIONS = {
                    lambda s: report_section(s, {"target_accuracy": "target accuracy", "probe_accuracy": "probe accuracy"})),
     "probing": ("probing_summary.csv",
                 lambda s: report_section(s, {"accuracy": "accuracy", "hungarian_accuracy": "Hungarian accuracy"})),
+    "semantics": ("semantics_summary.csv", semantics_section),
+    "semantic_depths": ("semantic_depths_summary.csv", semantic_depths_section),
 }
 
 
