@@ -139,14 +139,22 @@ class Checks(list):
                      "detail": f"{path} is missing"})
 
 
+def pairs(ref: Path, gpu: Path, pattern: str, checks, what):
+    """(reference file, the run's file) of each reference file matching `pattern`; a file the run lacks is recorded
+    as missing (`what(path)` names it)."""
+    for path in sorted(ref.glob(pattern)):
+        mine = gpu / path.relative_to(ref)
+        if mine.exists():
+            yield path, mine
+        else:
+            checks.missing(what(path), mine)
+
+
 def compare(ref: Path, gpu: Path) -> Checks:
     """Step 3: the checks of the module doc, reference (CPU) against a run."""
     checks = Checks()
-    for path in sorted(ref.glob("results/features/*/*.h5")):
-        mine = gpu / path.relative_to(ref)
-        if not mine.exists():
-            checks.missing(f"store {path.relative_to(ref)}", mine)
-            continue
+    for path, mine in pairs(ref, gpu, "results/features/*/*.h5", checks,
+                            lambda path: f"store {path.relative_to(ref)}"):
         with h5py.File(path) as a, h5py.File(mine) as b:
             tol = TOL["store amp"] if json.loads(b.attrs.get("settings", "{}")).get("amp") else TOL["store fp32"]
             keys = ["logits", *(f"features/{layer}" for layer in a.get("features", {}))]
@@ -161,28 +169,19 @@ def compare(ref: Path, gpu: Path) -> Checks:
                    TOL["auroc points"], detail="/".join(map(str, row)))
     else:
         checks.missing("OOD table", next(p for p in tables if not p.exists()))
-    for path in sorted(ref.glob("results/prototypes/*/*_quality.json")):
-        mine = gpu / path.relative_to(ref)
-        if not mine.exists():
-            checks.missing(f"prototypes {path.name}", mine)
-            continue
+    for path, mine in pairs(ref, gpu, "results/prototypes/*/*_quality.json", checks,
+                            lambda path: f"prototypes {path.name}"):
         cpu = json.loads(path.read_text())["target_accuracy"]
         checks.add(f"{path.relative_to(ref / 'results')} target accuracy", json.loads(mine.read_text())
                    ["target_accuracy"], ">=", cpu - TOL["target accuracy"], detail=f"CPU {cpu:.3g}")
-    for path in sorted(ref.glob("results/probing/*/*/probing.json")):
-        mine = gpu / path.relative_to(ref)
-        if not mine.exists():
-            checks.missing(f"probing {path.relative_to(ref)}", mine)
-            continue
+    for path, mine in pairs(ref, gpu, "results/probing/*/*/probing.json", checks,
+                            lambda path: f"probing {path.relative_to(ref)}"):
         cpu, got = json.loads(path.read_text()), json.loads(mine.read_text())
         for key in ("accuracy", "hungarian_accuracy"):
             checks.add(f"{path.relative_to(ref / 'results')} {key}", got[key], ">=",
                        cpu[key] - TOL["probing accuracy"], detail=f"CPU {cpu[key]:.3g}")
-    for path in sorted(ref.glob("results/neurons/*/*/vital.h5")):
-        mine = gpu / path.relative_to(ref)
-        if not mine.exists():
-            checks.missing(f"VITAL {path.relative_to(ref)}", mine)
-            continue
+    for path, mine in pairs(ref, gpu, "results/neurons/*/*/vital.h5", checks,
+                            lambda path: f"VITAL {path.relative_to(ref)}"):
         with h5py.File(path) as a, h5py.File(mine) as b:
             finite = all(np.isfinite(b[k][:]).all() for k in ("activation/plain", "activation/vital"))
             checks.add(f"VITAL {path.relative_to(ref)} complete, finite", float(bool(b.attrs.get("complete"))
