@@ -20,8 +20,9 @@ one (p_g = 1): the Gaussian then only speaks for inputs that fall outside the mo
 MSP ranks the rest. Deterministic: the draws come from a generator seeded by `seed`.
 
 Where it stands (`benchmarks/datafree_study.py`, docs/results.md "Data-free detection"): on the embedded default,
-84.4 ± 4.3 average AUROC over three seeds against 88.8 ± 5.2 for KNN on the real training bank, the best data-free
-route measured; no prototype bank came within 13 points.
+84.4 ± 4.3 average AUROC over three seeds against 88.8 ± 5.2 for KNN on the real training bank on the study's machine
+(79.9 ± 3.1 against 89.5 ± 2.7 for the same seeds trained on another processor), the best data-free route measured;
+no prototype bank came within 13 points.
 """
 
 from __future__ import annotations
