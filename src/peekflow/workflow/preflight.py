@@ -510,6 +510,8 @@ def semantics_problems(config: dict) -> list[str]:
     names one -- and every entry of semantics.synsets is a class of one of them; every problem with its config key."""
     from peekflow.semantics.wordnet import SYNSETS_KEY, WORDNET_KEY, WordNetMissing, class_synset_problems, \
         open_wordnet
+    from peekflow.semantics.settings import SemanticsSettings
+    from peekflow.settings import parse_settings
     from peekflow.workflow.replicas import base
     from peekflow.workflow.targets import semantic_models
 
@@ -532,7 +534,8 @@ def semantics_problems(config: dict) -> list[str]:
     if seen:
         problems += [f"{SYNSETS_KEY}.{key}: no class {key!r} among the classes of {sorted(seen)}"
                      for key in mapping if key not in known]
-    layer = config["semantics"]["output_layer"] if "dora" in (config.get("labels") or {}) else None
+    labelled = "dora" in (config.get("labels") or {})
+    layer = parse_settings(SemanticsSettings, block, "semantics").output_layer if labelled else None
     for name in config["target_models"] if layer else []:
         m = config["models"][name]
         try:
