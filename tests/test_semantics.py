@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import functools
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from peekflow.semantics.mantel import mantel
+from workflow import ROOT
 
 # ---------------------------------------------------------------------------------------------------------- WordNet
 
@@ -66,9 +70,8 @@ def test_missing_wordnet_says_how_to_install(tmp_path, monkeypatch):
 
 def test_a_folder_given_is_read_and_must_hold_version_3_0(wordnet, tmp_path):
     import shutil
-    from pathlib import Path
 
-    from peekflow.semantics.wordnet import WordNetMissing, open_wordnet
+    from peekflow.semantics.wordnet import WordNetMissing, open_for_checks, open_wordnet
 
     source = Path(wordnet.root.path)
     for version, folder in (("3.0", tmp_path / "copy"), ("2.1", tmp_path / "old")):
@@ -80,8 +83,61 @@ def test_a_folder_given_is_read_and_must_hold_version_3_0(wordnet, tmp_path):
         (folder / "data.adj").write_text(text.replace("WordNet 3.0 Copyright", f"WordNet {version} Copyright", 1),
                                          encoding="latin-1")
     assert open_wordnet(tmp_path / "copy").synset("circle.n.01").definition().startswith("ellipse in which")
-    with pytest.raises(WordNetMissing, match=r"semantics\.wordnet: the WordNet at .*old is version 2\.1, not 3\.0"):
-        open_wordnet(tmp_path / "old")
+    assert open_for_checks(tmp_path / "copy").synset("circle.n.01").offset() == 13873502
+    for opener in (open_wordnet, open_for_checks):
+        with pytest.raises(WordNetMissing, match=r"semantics\.wordnet: the WordNet at .*old is version 2\.1, not "
+                                                 r"3\.0"):
+            opener(tmp_path / "old")
+
+
+def test_database_files_answer_as_nltks_reader(wordnet):
+    """The direct reads of the checks before any job (DatabaseFiles) against nltk's reader: every sense of a seeded
+    sample of lemmas of each part of speech, the sense after the last, wnids at synset offsets and next to them."""
+    from peekflow.semantics.wordnet import DatabaseFiles, synset_from_name, synset_from_wnid
+
+    files = DatabaseFiles(Path(wordnet.root.path))
+    assert files.get_version() == wordnet.get_version() == "3.0"
+    rng = np.random.default_rng(0)
+    for pos, name in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv")):
+        lemmas = [line.split()[0] for line in (Path(wordnet.root.path) / f"index.{name}").read_text().splitlines()
+                  if not line.startswith("  ")]
+        for lemma in rng.choice(lemmas, 300, replace=False):
+            senses = wordnet._lemma_pos_offset_map[lemma][pos]  # the offsets nltk read from index.<pos>
+            for number, offset in enumerate(senses, 1):
+                mine = files.synset(f"{lemma}.{pos}.{number:02d}")
+                theirs = wordnet.synset(f"{lemma}.{pos}.{number:02d}")
+                assert (mine.offset(), mine.pos()) == (theirs.offset(), theirs.pos()) and mine.offset() == offset
+            with pytest.raises(ValueError, match=f"has {len(senses)} sense"):
+                files.synset(f"{lemma}.{pos}.{len(senses) + 1:02d}")
+            if pos == "n":
+                for wnid in (f"n{senses[0]:08d}", f"n{senses[0] + 1:08d}", f"n{senses[0] - 3:08d}"):
+                    mine, theirs = synset_from_wnid(files, wnid), synset_from_wnid(wordnet, wnid)
+                    assert (mine and mine.offset()) == (theirs and theirs.offset()), wnid
+    for name in ("tench.n.01", "n01440764", "run.v.01", "nosuchlemma.n.01", "circle.q.01", "circle"):
+        outcomes = []
+        for reader in (files, wordnet):
+            try:
+                outcomes.append(synset_from_name(reader, name).offset())
+            except ValueError as err:
+                outcomes.append(str(err).split(":")[0])
+        assert outcomes[0] == outcomes[1], name
+
+
+def test_the_checks_before_any_job_read_wordnet_without_nltk(wordnet):
+    """The config checks of every Snakemake run (preflight.semantics_problems) on the embedded default's semantics
+    block import no nltk: its reader takes seconds to open."""
+    code = ("import sys, yaml\n"
+            "from peekflow.workflow.preflight import semantics_problems\n"
+            "from peekflow.workflow import replicas\n"
+            "from peekflow.workflow.config_checks import fill_defaults\n"
+            "from peekflow.workflow.config_schema import workflow_schema\n"
+            "config = yaml.safe_load(open('config/config.yaml'))\n"
+            "fill_defaults(config, workflow_schema())\n"
+            "config = replicas.expand(config)\n"
+            "assert semantics_problems(config) == [], semantics_problems(config)\n"
+            "assert not [m for m in sys.modules if m.startswith('nltk')], 'nltk imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_imagenet_wnids_are_wordnet_3_0_nouns(wordnet):

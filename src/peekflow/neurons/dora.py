@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.neighbors import LocalOutlierFactor
 from torch import nn
 
 from peekflow.data.folder import Preprocessing
@@ -136,6 +135,9 @@ def lof_outliers(distances: np.ndarray, n_neighbors: int, contamination="auto") 
     n = len(distances)
     if n < 3:
         raise ValueError(f"DORA needs at least 3 neurons for outlier scores, got {n}")
+    from sklearn.neighbors import LocalOutlierFactor  # here: scikit-learn takes a second to import, and the workflow's
+    # config checks import this module for its settings in every Snakemake run
+
     lof = LocalOutlierFactor(n_neighbors=min(n_neighbors, n - 1), metric="precomputed", contamination=contamination)
     flags = lof.fit_predict(distances) == -1
     return -lof.negative_outlier_factor_, flags

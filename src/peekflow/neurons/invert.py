@@ -26,8 +26,6 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, rankdata
-from sklearn.metrics import roc_auc_score
 
 from peekflow.features.store import open_store
 from peekflow.settings import Settings, setting
@@ -116,6 +114,9 @@ def _join(formula: str, length: int, op: str, literal: str) -> str:
 
 def beam_search(activations: np.ndarray, concepts: Concepts, s: InvertSettings) -> Label:
     """The best formula for one neuron's activations [N] (see the module doc)."""
+    from scipy.stats import rankdata  # here, as scipy.stats and scikit-learn below: seconds of imports that every
+    # Snakemake run would pay (the workflow's config checks import this module for its settings)
+
     n = len(activations)
     ranks = rankdata(activations)
     literals = concepts.masks
@@ -162,6 +163,9 @@ def beam_search(activations: np.ndarray, concepts: Concepts, s: InvertSettings) 
 def label_neurons(activations: np.ndarray, concepts: Concepts, neurons: list[int], s: InvertSettings) -> pd.DataFrame:
     """One row per neuron: neuron, formula, auc (roc_auc_score), p_value (one-sided Mann-Whitney U), length,
     fraction (share of images the formula holds for)."""
+    from scipy.stats import mannwhitneyu
+    from sklearn.metrics import roc_auc_score
+
     rows = []
     for c in neurons:
         a = activations[:, c]

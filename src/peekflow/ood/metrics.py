@@ -23,7 +23,6 @@ ID resamples depend only on (seed, n_id): every method and OOD set of a table sh
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 RECALL = 0.95
 METRIC_KEYS = ("auroc", "fpr95", "fpr95_openood", "aupr_in", "aupr_out")
@@ -47,12 +46,17 @@ def _checked(scores, side: str) -> np.ndarray:
 
 def _fpr_at_recall(positive: np.ndarray, score: np.ndarray, recall: float = RECALL) -> float:
     """FPR at the first ROC point (highest threshold) whose TPR reaches `recall`."""
+    from sklearn.metrics import roc_curve  # here: scikit-learn takes a second to import, and every Snakemake run
+    # imports this module (for METRIC_KEYS, through the replicas' summaries)
+
     fpr, tpr, _ = roc_curve(positive, score, drop_intermediate=False)
     return float(fpr[np.argmax(tpr >= recall)])
 
 
 def ood_metrics(id_scores, ood_scores) -> dict:
     """auroc, fpr95, fpr95_openood, aupr_in, aupr_out (percent) and n_id, n_ood for scores where higher = more ID."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     s_id = _checked(id_scores, "ID")
     s_ood = _checked(ood_scores, "OOD")
     s = np.concatenate([s_id, s_ood])

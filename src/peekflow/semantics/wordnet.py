@@ -4,14 +4,19 @@ Where the files are looked for, in order: a folder given explicitly (the config 
 `wordnet-base` package (/usr/share/wordnet), nltk's own data path (`python -m nltk.downloader wordnet`). ImageNet's
 class folder names (wnids, n + 8 digits) are WordNet 3.0 noun offsets, so only version 3.0 is accepted.
 
-nltk is imported inside the functions: a config that asks for no semantics never imports it.
+nltk is imported inside the functions: a config that asks for no semantics never imports it. The checks before any
+job read the database files directly (`DatabaseFiles`, `open_for_checks`): they only ask whether a name or a wnid
+exists, and nltk's reader reads every index (seconds, in every Snakemake run) before its first answer.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 WORDNET_KEY = "semantics.wordnet"
@@ -63,10 +68,8 @@ def _nltk_data_root():
 def find_wordnet(folder: str | Path | None = None, key: str = WORDNET_KEY):
     """The WordNet database to read: `folder` if given, else Debian's, else nltk's; WordNetMissing says how to
     install it."""
-    try:
-        import nltk  # noqa: F401
-    except ImportError:
-        raise WordNetMissing(f"{key}: semantics need nltk (its WordNet reader): pip install nltk") from None
+    if importlib.util.find_spec("nltk") is None:  # the semantics stages read WordNet with it
+        raise WordNetMissing(f"{key}: semantics need nltk (its WordNet reader): pip install nltk")
     if folder is not None:
         folder = Path(folder).expanduser()
         if not (folder / "data.noun").is_file():
@@ -121,13 +124,104 @@ def open_wordnet(folder: str | Path | None = None, key: str = WORDNET_KEY):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "multilingual functions are not available": none are used
             wordnet = _reader_class()(name if isinstance(root, Path) else root, None)
-        version = wordnet.get_version()
-        tench = _quiet_offset(wordnet, 1440764)
-        if version != "3.0" or tench is None or tench.name() != "tench.n.01":
-            raise WordNetMissing(f"{key}: the WordNet at {root} is version {version}, not 3.0 (ImageNet's wnids are "
-                                 f"WordNet 3.0 noun offsets: n01440764 must be tench.n.01): {install_hint(key)}")
+        _check_version(wordnet, root, key)
         _READERS[name] = wordnet
     return _READERS[name]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A synset as `DatabaseFiles` finds it: its part of speech and offset (what the checks need of it)."""
+
+    _pos: str
+    _offset: int
+
+    def pos(self) -> str:
+        return self._pos
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class DatabaseFiles:
+    """WordNet's database files read directly, as wndb(5WN) describes them: a synset's offset is its byte offset in
+    data.<pos>, where its line starts with that offset as 8 digits, and each line of index.<pos> is a lemma, its part
+    of speech, the number of its synsets, ... and, last, their offsets in sense order. It answers the two questions of
+    nltk's reader that class_synset_problems asks (synset_from_pos_and_offset, synset) with `Entry`s, reading only
+    what each answer needs."""
+
+    FILES = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._index: dict[str, bytes] = {}
+
+    def get_version(self) -> str | None:
+        """The version in data.adj's licence header (where nltk's reader reads it)."""
+        with open(self.folder / "data.adj", "rb") as f:
+            for line in f:
+                if not line.startswith(b"  "):
+                    break
+                found = re.search(rb"WordNet (\S+) Copyright", line)
+                if found:
+                    return found.group(1).decode()
+        return None
+
+    def synset_from_pos_and_offset(self, pos: str, offset: int) -> Entry | None:
+        with open(self.folder / f"data.{self.FILES[pos]}", "rb") as f:
+            f.seek(offset)
+            fields = f.readline().split(maxsplit=3)
+        if len(fields) < 3 or fields[0] != b"%08d" % offset:
+            return None  # no synset starts there
+        return Entry(fields[2].decode(), offset)
+
+    def synset(self, name: str) -> Entry:
+        """The synset `lemma.pos.NN`; ValueError where there is none."""
+        try:
+            lemma, pos, sense = name.lower().rsplit(".", 2)
+            number = int(sense)
+        except ValueError:
+            raise ValueError(f"{name!r} is not of the form lemma.pos.NN") from None
+        if pos not in self.FILES:
+            raise ValueError(f"no part of speech {pos!r} (n, v, a, s or r)")
+        index = self._index.get(pos)
+        if index is None:
+            index = self._index[pos] = b"\n" + (self.folder / f"index.{self.FILES[pos]}").read_bytes()
+        start = index.find(b"\n%s %s " % (lemma.encode(), b"a" if pos == "s" else pos.encode()))
+        if start < 0:
+            raise ValueError(f"no lemma {lemma!r} with part of speech {pos!r}")
+        fields = index[start + 1:index.index(b"\n", start + 1)].split()
+        offsets = [int(o) for o in fields[-int(fields[2]):]]
+        if not 1 <= number <= len(offsets):
+            raise ValueError(f"lemma {lemma!r} with part of speech {pos!r} has {len(offsets)} sense(s), not {number}")
+        entry = self.synset_from_pos_and_offset("a" if pos == "s" else pos, offsets[number - 1])
+        if entry is None:
+            raise ValueError(f"index.{self.FILES[pos]} points {name!r} at {offsets[number - 1]}, where no synset starts")
+        return entry
+
+
+def open_for_checks(folder: str | Path | None = None, key: str = WORDNET_KEY):
+    """What the checks before any job ask (class_synset_problems): the database files read directly where WordNet is
+    a folder (Debian's, or one given), else nltk's reader (its downloaded zip). Version 3.0 is checked as by
+    open_wordnet."""
+    root = find_wordnet(folder, key)
+    if not isinstance(root, Path):  # nltk's copy: a folder, or a zip that nltk's reader reads
+        if not Path(getattr(root, "path", "")).is_dir():
+            return open_wordnet(folder, key)
+        root = Path(root.path)
+    files = DatabaseFiles(root)
+    _check_version(files, root, key)
+    return files
+
+
+def _check_version(wordnet, root, key: str) -> None:
+    version = wordnet.get_version()
+    tench = _quiet_offset(wordnet, 1440764)
+    named = tench is not None and (tench.name() == "tench.n.01" if hasattr(tench, "name") else
+                                   wordnet.synset("tench.n.01") == tench)
+    if version != "3.0" or not named:
+        raise WordNetMissing(f"{key}: the WordNet at {root} is version {version}, not 3.0 (ImageNet's wnids are "
+                             f"WordNet 3.0 noun offsets: n01440764 must be tench.n.01): {install_hint(key)}")
 
 
 def synset_from_wnid(wordnet, wnid: str):
@@ -138,8 +232,8 @@ def synset_from_wnid(wordnet, wnid: str):
 
 def synset_from_name(wordnet, name: str):
     """The noun synset named `name` (e.g. circle.n.01) or by a wnid; ValueError saying why not."""
-    from nltk.corpus.reader.wordnet import WordNetError
-
+    nltk_reader = sys.modules.get("nltk.corpus.reader.wordnet")  # imported where `wordnet` is nltk's reader
+    errors = (ValueError, nltk_reader.WordNetError) if nltk_reader else (ValueError,)
     if WNID.fullmatch(name):
         synset = synset_from_wnid(wordnet, name)
         if synset is None:
@@ -147,7 +241,7 @@ def synset_from_name(wordnet, name: str):
         return synset
     try:
         synset = wordnet.synset(name)
-    except (WordNetError, ValueError) as err:
+    except errors as err:
         raise ValueError(f"{name!r} is not a WordNet 3.0 synset name (lemma.n.NN, e.g. circle.n.01): {err}") from None
     if synset.pos() != "n":
         raise ValueError(f"{name!r} is not a noun synset (distances are measured in the noun hierarchy)")

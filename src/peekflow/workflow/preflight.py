@@ -509,7 +509,7 @@ def semantics_problems(config: dict) -> list[str]:
     has a noun synset -- its name a wnid that is a WordNet 3.0 noun offset, or an entry of semantics.synsets that
     names one -- and every entry of semantics.synsets is a class of one of them; every problem with its config key."""
     from peekflow.semantics.wordnet import SYNSETS_KEY, WORDNET_KEY, WordNetMissing, class_synset_problems, \
-        open_wordnet
+        open_for_checks
     from peekflow.semantics.settings import SemanticsSettings
     from peekflow.settings import parse_settings
     from peekflow.workflow.replicas import base
@@ -519,7 +519,7 @@ def semantics_problems(config: dict) -> list[str]:
     if block is None:
         return []
     try:
-        wordnet = open_wordnet(block.get("wordnet"), WORDNET_KEY)
+        wordnet = open_for_checks(block.get("wordnet"), WORDNET_KEY)
     except WordNetMissing as err:
         return [str(err)]
     mapping, problems, seen, known = block.get("synsets") or {}, [], set(), set()
