@@ -2,6 +2,7 @@
 for image methods; the k sweep in the workflow."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -209,6 +210,30 @@ def test_torch_backend_with_grouped_chunks_finds_the_numpy_neighbours(monkeypatc
     dist, index = search.search(as_unit_rows(queries), 4)
     np.testing.assert_array_equal(index, order)
     np.testing.assert_allclose(search.kth_distance(as_unit_rows(queries), 4), kth, atol=1e-6)
+
+
+def test_auto_backend_decides_without_torch_where_no_gpu_can_be():
+    """auto asks torch only where a GPU library loads: without one, torch cannot see a GPU either (checked here), and
+    the search runs on faiss with the threads set_threads gave -- in a fresh process, without importing torch."""
+    import subprocess
+    import sys
+
+    from peekflow.device import no_gpu_possible, torch_threads
+
+    if no_gpu_possible():
+        assert not torch.cuda.is_available()
+    torch.set_num_threads(1)
+    assert torch_threads() == 1  # torch imported: its own count
+    code = ("import sys, numpy as np\n"
+            "from peekflow.device import set_threads, torch_threads\n"
+            "set_threads(2)\n"
+            "from peekflow.ood.neighbours import NeighbourSearch, resolve_backend, as_unit_rows\n"
+            "search = NeighbourSearch(as_unit_rows(np.eye(4, dtype=np.float32)), 'auto')\n"
+            "print(search.backend, torch_threads(), search._faiss.omp_get_max_threads(), 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    threads = min(2, os.cpu_count())
+    if no_gpu_possible() and neighbours.faiss_available():
+        assert out == ["faiss", str(threads), str(threads), "False"]
 
 
 def test_normalise_in_place_without_a_copy():

@@ -25,6 +25,31 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def no_gpu_possible() -> bool:
+    """True where torch can see no GPU: neither NVIDIA's driver library (CUDA) nor AMD's HIP runtime (ROCm builds of
+    torch also answer torch.cuda) can be loaded. A job that only needs to know decides so without importing torch,
+    which costs seconds of every job's start."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "libamdhip64.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return False
+    return True
+
+
+def torch_threads() -> int:
+    """The CPU threads torch uses or will use in this process: torch's own count where it is imported, else
+    OMP_NUM_THREADS (set_threads), else torch's default (importing it)."""
+    if "torch" not in sys.modules and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    import torch
+
+    return torch.get_num_threads()
+
+
 def set_threads(threads: int | None) -> None:
     """Limit intra-op threads to what the scheduler granted this job (Snakemake's `threads`).
 

@@ -24,6 +24,8 @@ import logging
 
 import numpy as np
 
+from peekflow.device import no_gpu_possible, torch_threads
+
 log = logging.getLogger("peekflow")
 BACKENDS = ("auto", "faiss", "torch")
 GPU_MAX_K = 2048  # faiss GPU brute-force search supports k <= 2048
@@ -87,10 +89,11 @@ def resolve_backend(name: str) -> str:
         return name
     if faiss_available() and import_faiss().get_num_gpus() > 0:
         return "faiss"
-    import torch
+    if not no_gpu_possible():  # else torch, which takes seconds to import, cannot see a GPU either
+        import torch
 
-    if torch.cuda.is_available():
-        return "torch"
+        if torch.cuda.is_available():
+            return "torch"
     return "faiss" if faiss_available() else "torch"
 
 
@@ -105,10 +108,8 @@ class NeighbourSearch:
         self.where = "CPU"
         if self.backend == "faiss":
             self._faiss = import_faiss()
-            import torch
-
             # faiss (OpenMP) gets the same CPU threads as torch: peekflow.device.set_threads is the one knob
-            self._faiss.omp_set_num_threads(torch.get_num_threads())
+            self._faiss.omp_set_num_threads(torch_threads())
             self._gpu_index = None
             if self._faiss.get_num_gpus() > 0:
                 self._build_gpu_index()
