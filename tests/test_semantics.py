@@ -88,6 +88,10 @@ def test_a_folder_given_is_read_and_must_hold_version_3_0(wordnet, tmp_path):
         with pytest.raises(WordNetMissing, match=r"semantics\.wordnet: the WordNet at .*old is version 2\.1, not "
                                                  r"3\.0"):
             opener(tmp_path / "old")
+    (tmp_path / "bare").mkdir()  # data.noun alone: the checks before any job say what is missing, not a traceback
+    shutil.copy(source / "data.noun", tmp_path / "bare" / "data.noun")
+    with pytest.raises(WordNetMissing, match=r"the WordNet at .*bare is version None, not 3\.0"):
+        open_for_checks(tmp_path / "bare")
 
 
 def test_database_files_answer_as_nltks_reader(wordnet):

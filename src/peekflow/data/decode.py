@@ -109,7 +109,8 @@ def decode_on_device(loader, device: torch.device, p: Preprocessing, memory_form
     (collate_encoded): decoded, resized and normalised on `device` (images None where none of a batch was readable)."""
     for encoded, labels, paths, _ in loader:
         images, skipped = decode_batch(encoded, paths, device, skip_corrupt)
-        keep = [i for i in range(len(paths)) if i not in set(skipped)]
+        unread = set(skipped)
+        keep = [i for i in range(len(paths)) if i not in unread]
         bad = [paths[i] for i in skipped]
         if not keep:
             yield None, None, [], bad

@@ -157,7 +157,9 @@ class DatabaseFiles:
         self._index: dict[str, bytes] = {}
 
     def get_version(self) -> str | None:
-        """The version in data.adj's licence header (where nltk's reader reads it)."""
+        """The version in data.adj's licence header (where nltk's reader reads it); None without one."""
+        if not (self.folder / "data.adj").is_file():
+            return None
         with open(self.folder / "data.adj", "rb") as f:
             for line in f:
                 if not line.startswith(b"  "):
@@ -217,8 +219,11 @@ def open_for_checks(folder: str | Path | None = None, key: str = WORDNET_KEY):
 def _check_version(wordnet, root, key: str) -> None:
     version = wordnet.get_version()
     tench = _quiet_offset(wordnet, 1440764)
-    named = tench is not None and (tench.name() == "tench.n.01" if hasattr(tench, "name") else
-                                   wordnet.synset("tench.n.01") == tench)
+    try:
+        named = tench is not None and (tench.name() == "tench.n.01" if hasattr(tench, "name") else
+                                       wordnet.synset("tench.n.01") == tench)
+    except (ValueError, OSError):  # DatabaseFiles: no such lemma or sense, or no index.noun
+        named = False
     if version != "3.0" or not named:
         raise WordNetMissing(f"{key}: the WordNet at {root} is version {version}, not 3.0 (ImageNet's wnids are "
                              f"WordNet 3.0 noun offsets: n01440764 must be tench.n.01): {install_hint(key)}")
