@@ -217,13 +217,13 @@ def open_for_checks(folder: str | Path | None = None, key: str = WORDNET_KEY):
 
 
 def _check_version(wordnet, root, key: str) -> None:
-    version = wordnet.get_version()
-    tench = _quiet_offset(wordnet, 1440764)
+    """Version 3.0 by `wordnet`'s own reading (either reader): data.adj's header says so, and tench.n.01 is the
+    synset at noun offset 1440764 (ImageNet's n01440764)."""
     try:
-        named = tench is not None and (tench.name() == "tench.n.01" if hasattr(tench, "name") else
-                                       wordnet.synset("tench.n.01") == tench)
-    except (ValueError, OSError):  # DatabaseFiles: no such lemma or sense, or no index.noun
+        named = synset_from_name(wordnet, "tench.n.01").offset() == 1440764
+    except (ValueError, OSError):  # no such lemma or sense, or no index.noun
         named = False
+    version = wordnet.get_version()
     if version != "3.0" or not named:
         raise WordNetMissing(f"{key}: the WordNet at {root} is version {version}, not 3.0 (ImageNet's wnids are "
                              f"WordNet 3.0 noun offsets: n01440764 must be tench.n.01): {install_hint(key)}")
